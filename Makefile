@@ -1,0 +1,54 @@
+# tapstream — one entry point for people. Every target installs what it needs and is safe to run twice.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+STATE ?= .tapstream
+
+.PHONY: setup system-deps up down status clean test test-unit test-integration demo bench \
+        bench-tapper bench-recovery lint typecheck kafka-tools validate-deploy
+
+setup: $(STAMP)
+
+# Reinstall only when the dependency list changes: quick the second time.
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+system-deps:
+	@bash deploy/local/install-system-deps.sh
+
+up: setup system-deps
+	$(PY) -m tapstream.localstack up
+
+down: setup
+	$(PY) -m tapstream.localstack down
+
+status: setup
+	$(PY) -m tapstream.localstack status
+
+clean: down
+	rm -rf $(STATE)
+
+# Kafka's own CLI tools against a site, e.g. make kafka-tools ARGS="kafka-topics.sh --list" SITE=recovery
+kafka-tools: setup
+	@$(PY) -m tapstream.localstack tool --site $(or $(SITE),protected) -- $(ARGS)
+
+test: setup system-deps
+	$(PY) -m pytest tests
+
+test-unit: setup
+	$(PY) -m pytest tests/unit
+
+test-integration: setup system-deps
+	$(PY) -m pytest tests/integration
+
+lint: setup
+	$(VENV)/bin/ruff check lib services tests
+	$(VENV)/bin/ruff format --check lib services tests
+
+typecheck: setup
+	$(VENV)/bin/mypy lib services

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs the Debian tools tapstream's tests and demo drive (real NBD/qemu clients, kcat, Java, Maven)
+# when they are missing. Needs root for apt-get; without it, says what to install and fails.
+set -euo pipefail
+need=()
+have() { command -v "$1" >/dev/null 2>&1; }
+have qemu-img  || need+=(qemu-utils)
+have fio       || need+=(fio)
+have nbdsh     || need+=(libnbd-bin)
+python3 -c 'import nbd' 2>/dev/null || [ -e /usr/lib/python3/dist-packages/nbd.py ] || need+=(python3-libnbd)
+have nbdfuse   || need+=(nbdfuse)
+have fuse2fs   || need+=(fuse2fs)
+have mkfs.ext4 || need+=(e2fsprogs)
+have nbdkit    || need+=(nbdkit)
+[ -e /usr/lib/x86_64-linux-gnu/nbdkit/plugins/nbdkit-python-plugin.so ] || ls /usr/lib/*/nbdkit/plugins/nbdkit-python-plugin.so >/dev/null 2>&1 || need+=(nbdkit-plugin-python)
+have kcat      || need+=(kcat)
+have java      || need+=(openjdk-17-jre-headless)
+have mvn       || need+=(maven)
+if ((${#need[@]} == 0)); then exit 0; fi
+if [ "$(id -u)" != 0 ]; then
+  echo "missing Debian packages: ${need[*]}" >&2
+  echo "install them with: sudo apt-get install -y ${need[*]}" >&2
+  exit 1
+fi
+echo "installing Debian packages: ${need[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq "${need[@]}" >/dev/null

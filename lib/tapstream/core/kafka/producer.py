@@ -1,0 +1,89 @@
+"""An asyncio face on confluent-kafka's producer: `await produce(...)` resolves when Kafka acked.
+
+librdkafka batches and compresses in its own threads; a small poll thread serves delivery reports
+and hands each result to the event loop that awaits it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+from confluent_kafka import KafkaError, Message, Producer
+
+from tapstream.core.kafka.exceptions import PublishError
+
+
+class AsyncProducer:
+    """Idempotent acks=all producer; build its config with `producer_config()`."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self._config = config
+        self._producer: Producer | None = None
+        self._poller: threading.Thread | None = None
+        self._running = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._producer = Producer(self._config)
+        self._running = True
+        self._poller = threading.Thread(target=self._poll, name="kafka-producer-poll", daemon=True)
+        self._poller.start()
+
+    def _poll(self) -> None:
+        assert self._producer is not None
+        while self._running:
+            self._producer.poll(0.05)
+
+    def produce_nowait(
+        self, topic: str, value: bytes, key: bytes | None = None, partition: int | None = None
+    ) -> asyncio.Future[Message]:
+        """Queue a record; the returned future resolves on Kafka's ack or fails with PublishError."""
+        assert self._producer is not None and self._loop is not None, "start() first"
+        loop = self._loop
+        fut: asyncio.Future[Message] = loop.create_future()
+
+        def delivered(err: KafkaError | None, msg: Message) -> None:
+            loop.call_soon_threadsafe(_settle, fut, err, msg)
+
+        kwargs: dict[str, Any] = {"value": value, "key": key, "on_delivery": delivered}
+        if partition is not None:
+            kwargs["partition"] = partition
+        while True:
+            try:
+                self._producer.produce(topic, **kwargs)
+                break
+            except BufferError:
+                # Local queue full: let librdkafka drain a little, then retry (back-pressure).
+                self._producer.poll(0.01)
+        return fut
+
+    async def produce(
+        self, topic: str, value: bytes, key: bytes | None = None, partition: int | None = None
+    ) -> Message:
+        return await self.produce_nowait(topic, value, key, partition)
+
+    async def flush(self, timeout: float = 30.0) -> int:
+        """Wait until every queued record is acked or failed; returns how many are still queued."""
+        assert self._producer is not None
+        return await asyncio.to_thread(self._producer.flush, timeout)
+
+    async def stop(self, timeout: float = 30.0) -> None:
+        if self._producer is None:
+            return
+        await self.flush(timeout)
+        self._running = False
+        if self._poller is not None:
+            await asyncio.to_thread(self._poller.join)
+        self._producer = None
+
+
+def _settle(fut: asyncio.Future[Message], err: KafkaError | None, msg: Message) -> None:
+    if fut.done():
+        return
+    if err is not None:
+        fut.set_exception(PublishError(f"{err.name()}: {err.str()}"))
+    else:
+        fut.set_result(msg)

@@ -1,0 +1,114 @@
+"""One way to configure every service: pydantic-settings models read from `TAPSTREAM_*` variables.
+
+Values come, highest first, from the process environment, then from the env file (by default
+`.tapstream/local.env`, written by `make up`; `TAPSTREAM_ENV_FILE` names another one), then from the
+documented defaults. A bad value fails at start with a message that names the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal, TypeVar
+
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "TAPSTREAM_"
+DEFAULT_ENV_FILE = Path(".tapstream/local.env")
+
+Site = Literal["protected", "recovery"]
+
+
+def env_file() -> Path:
+    """The env file to read: `TAPSTREAM_ENV_FILE` if set, else `.tapstream/local.env`."""
+    # The only direct environment read: it decides where the other settings come from.
+    return Path(os.environ.get(f"{ENV_PREFIX}ENV_FILE", DEFAULT_ENV_FILE))
+
+
+class SettingsError(RuntimeError):
+    """A setting is missing or invalid; the message names the variable and what is wrong."""
+
+
+class TapstreamSettings(BaseSettings):
+    """Settings every service shares: where the two sites' Kafka clusters and databases are."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=None,  # set per call in load(), so TAPSTREAM_ENV_FILE is honoured at start, not import
+        extra="ignore",
+        validate_default=True,
+    )
+
+    site: Site = Field("protected", description="Which site this process belongs to.")
+    protected_bootstrap: str = Field(
+        "127.0.0.1:19092", description="Bootstrap servers of the protected site's Kafka cluster."
+    )
+    recovery_bootstrap: str = Field(
+        "127.0.0.1:19192", description="Bootstrap servers of the recovery site's Kafka cluster."
+    )
+    protected_database_url: SecretStr = Field(
+        SecretStr("postgresql://postgres@127.0.0.1:15432/postgres"),
+        description="PostgreSQL URL of the protected site (holds a password, never logged).",
+    )
+    recovery_database_url: SecretStr = Field(
+        SecretStr("postgresql://postgres@127.0.0.1:15433/postgres"),
+        description="PostgreSQL URL of the recovery site (holds a password, never logged).",
+    )
+    topic_prefix: str = Field("tapstream", description="Prefix of every topic tapstream uses.")
+    protected_alias: str = Field(
+        "protected", description="MirrorMaker 2 alias of the protected cluster (mirrored topic prefix)."
+    )
+    recovery_alias: str = Field(
+        "recovery", description="MirrorMaker 2 alias of the recovery cluster (mirrored topic prefix)."
+    )
+    schema_registry_url: str | None = Field(
+        None, description="Confluent schema registry URL; unset means Avro single-object encoding."
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: str | None = Field(None, description="e.g. SCRAM-SHA-512")
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
+    log_level: str = Field("INFO", description="Log level: DEBUG, INFO, WARNING, ERROR.")
+    log_format: Literal["json", "console"] = Field("json", description="Structured log rendering.")
+    metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus port; 0 means none.")
+    metrics_host: str = Field("127.0.0.1", description="Address the metrics endpoint listens on.")
+
+    @property
+    def bootstrap(self) -> str:
+        """Bootstrap servers of this process's own site."""
+        return self.protected_bootstrap if self.site == "protected" else self.recovery_bootstrap
+
+    @property
+    def database_url(self) -> str:
+        """Database URL of this process's own site."""
+        url = self.protected_database_url if self.site == "protected" else self.recovery_database_url
+        return url.get_secret_value()
+
+    def topic(self, name: str) -> str:
+        """Full name of one of our topics, e.g. topic("writes.g1") -> "tapstream.writes.g1"."""
+        return f"{self.topic_prefix}.{name}"
+
+    def mirrored(self, topic: str, source: Site = "protected") -> str:
+        """Name MirrorMaker 2 gives `topic` on the other cluster (DefaultReplicationPolicy)."""
+        alias = self.protected_alias if source == "protected" else self.recovery_alias
+        return f"{alias}.{topic}"
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def load(cls: type[S], **overrides: object) -> S:
+    """Build a settings object, turning validation errors into one message naming each variable."""
+    try:
+        path = env_file()
+        return cls(_env_file=path if path.exists() else None, **overrides)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        prefix = cls.model_config.get("env_prefix", ENV_PREFIX)
+        lines = []
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"]) or "?"
+            variable = f"{prefix}{field}".upper()
+            lines.append(f"{variable}: {err['msg']} (got {err.get('input')!r})")
+        raise SettingsError("invalid configuration:\n  " + "\n  ".join(lines)) from None

@@ -1,0 +1,1 @@
+"""tapstream analyzer service."""

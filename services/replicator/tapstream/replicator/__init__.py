@@ -1,0 +1,1 @@
+"""tapstream replicator service."""

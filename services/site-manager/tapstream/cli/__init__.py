@@ -1,0 +1,1 @@
+"""The `tapstream` command line."""

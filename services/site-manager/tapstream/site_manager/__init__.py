@@ -1,0 +1,1 @@
+"""tapstream site manager: the data services manager of a site."""
