@@ -1,0 +1,28 @@
+"""Settings of the local stack (TAPSTREAM_* like every other part of tapstream)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from tapstream.core.settings import TapstreamSettings
+
+
+class LocalStackSettings(TapstreamSettings):
+    state_dir: Path = Field(Path(".tapstream"), description="Data, logs, pid files and local.env.")
+    maven_repo: Path = Field(
+        Path.home() / ".cache" / "tapstream" / "m2",
+        description="Maven repository the Kafka jars are fetched into (kept across `make clean`).",
+    )
+    protected_kafka_port: int = Field(19092, description="Client port of the protected cluster.")
+    recovery_kafka_port: int = Field(19192, description="Client port of the recovery cluster.")
+    protected_pg_port: int = Field(15432, description="PostgreSQL port of the protected site.")
+    recovery_pg_port: int = Field(15433, description="PostgreSQL port of the recovery site.")
+    kafka_heap: str = Field("512m", description="-Xmx of each broker JVM.")
+    mirrormaker_heap: str = Field("384m", description="-Xmx of the MirrorMaker 2 JVM.")
+    ready_timeout_s: float = Field(180.0, description="How long `up` waits for each component.")
+
+    @property
+    def root(self) -> Path:
+        return self.state_dir.resolve()
