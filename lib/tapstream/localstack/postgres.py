@@ -7,8 +7,12 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pgserver
-from pgserver.utils import ensure_prefix_permissions, ensure_user_exists
+import warnings
+
+with warnings.catch_warnings():  # pgserver asks platformdirs for a runtime dir we never use
+    warnings.simplefilter("ignore")
+    import pgserver
+    from pgserver.utils import ensure_prefix_permissions, ensure_user_exists
 
 BIN = Path(pgserver.__file__).parent / "pginstall" / "bin"
 # Postgres refuses to run as root; as root we run it as this system user (as pgserver itself does).
