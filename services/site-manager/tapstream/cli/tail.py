@@ -1,0 +1,54 @@
+"""`tapstream tail TOPIC`: decode and print a topic's records (single-object or Confluent)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+
+from tapstream.core.codec import DecodeError, decode_any
+from tapstream.core.settings import TapstreamSettings, load
+
+
+def _printable(record: dict[str, Any]) -> dict[str, Any]:
+    body = record.get("body")
+    if isinstance(body, tuple):
+        name, fields = body
+        fields = {k: (f"<{len(v)} bytes>" if isinstance(v, bytes) else v) for k, v in fields.items()}
+        record = {**record, "body": {name: fields}}
+    return record
+
+
+def tail(
+    topic: Annotated[str, typer.Argument(help="e.g. tapstream.writes.g1 or protected.tapstream.writes.g1")],
+    site: Annotated[str, typer.Option(help="protected or recovery cluster")] = "protected",
+    from_beginning: Annotated[bool, typer.Option("--from-beginning/--new", help="Start at the oldest record.")] = True,
+    limit: Annotated[int, typer.Option(help="Stop after this many records (0: follow).")] = 0,
+) -> None:
+    """Print every record of TOPIC as one JSON line (data bytes are summarised)."""
+    from confluent_kafka import Consumer
+
+    settings = load(TapstreamSettings)
+    bootstrap = settings.protected_bootstrap if site == "protected" else settings.recovery_bootstrap
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "tapstream-tail",
+                         "enable.auto.commit": False,
+                         "auto.offset.reset": "earliest" if from_beginning else "latest"})
+    consumer.subscribe([topic])
+    seen = 0
+    try:
+        while limit == 0 or seen < limit:
+            msg = consumer.poll(1.0)
+            if msg is None or msg.error():
+                continue
+            try:
+                name, record = decode_any(msg.value(), settings)
+                line = {"partition": msg.partition(), "offset": msg.offset(), "type": name, **_printable(record)}
+            except DecodeError as exc:
+                line = {"partition": msg.partition(), "offset": msg.offset(), "error": str(exc)}
+            typer.echo(json.dumps(line, default=str))
+            seen += 1
+    except KeyboardInterrupt:
+        pass
+    finally:
+        consumer.close()
