@@ -27,14 +27,19 @@ def tail(
     limit: Annotated[int, typer.Option(help="Stop after this many records (0: follow).")] = 0,
 ) -> None:
     """Print every record of TOPIC as one JSON line (data bytes are summarised)."""
-    from confluent_kafka import Consumer
+    from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
 
     settings = load(TapstreamSettings)
     bootstrap = settings.protected_bootstrap if site == "protected" else settings.recovery_bootstrap
+    # Assigned, not subscribed: tail joins no consumer group, so it never waits for a rebalance.
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "tapstream-tail",
-                         "enable.auto.commit": False,
-                         "auto.offset.reset": "earliest" if from_beginning else "latest"})
-    consumer.subscribe([topic])
+                         "enable.auto.commit": False})
+    meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
+    if meta is None or meta.error is not None:
+        consumer.close()
+        raise typer.BadParameter(f"topic {topic!r} does not exist on the {site} cluster ({bootstrap})")
+    start = OFFSET_BEGINNING if from_beginning else OFFSET_END
+    consumer.assign([TopicPartition(topic, p, start) for p in meta.partitions])
     seen = 0
     try:
         while limit == 0 or seen < limit:
