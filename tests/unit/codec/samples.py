@@ -16,7 +16,8 @@ SAMPLES: dict[str, tuple[str, dict]] = {
     "DiskEvent-Zero": ("DiskEvent", {**HEADER, "body": ("Zero", {"offset": 0, "length": 1 << 20, "trim": True})}),
     "DiskEvent-Flush": ("DiskEvent", {**HEADER, "body": ("Flush", {"fua": False})}),
     "DiskEvent-Checkpoint": ("DiskEvent", {**HEADER, "body": ("Checkpoint", {
-        "id": "cp-1", "ts": 1_764_000_000_000_000, "tag": "before-upgrade", "volumes": ["vm1-disk0", "vm2-disk0"]})}),
+        "id": "cp-1", "ts": 1_764_000_000_000_000, "tag": "before-upgrade", "volumes": ["vm1-disk0", "vm2-disk0"],
+        "volume_size": 1 << 30})}),
     "DiskEvent-SyncStart": ("DiskEvent", {**HEADER, "body": ("SyncStart", {
         "sync_id": "s1", "kind": "DELTA", "volume_size": 1 << 30, "bytes_total": 65536})}),
     "DiskEvent-SyncBlock": ("DiskEvent", {**HEADER, "body": ("SyncBlock", {

@@ -19,7 +19,7 @@ bodies = st.one_of(
     st.tuples(st.just("Zero"), st.fixed_dictionaries({"offset": longs, "length": longs, "trim": st.booleans()})),
     st.tuples(st.just("Flush"), st.fixed_dictionaries({"fua": st.booleans()})),
     st.tuples(st.just("Checkpoint"), st.fixed_dictionaries(
-        {"id": text, "ts": micros, "tag": opt_text, "volumes": string_list})),
+        {"id": text, "ts": micros, "tag": opt_text, "volumes": string_list, "volume_size": longs})),
     st.tuples(st.just("SyncStart"), st.fixed_dictionaries(
         {"sync_id": text, "kind": st.sampled_from(["INITIAL", "DELTA"]), "volume_size": longs, "bytes_total": longs})),
     st.tuples(st.just("SyncBlock"), st.fixed_dictionaries(

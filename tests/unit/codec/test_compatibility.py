@@ -90,3 +90,13 @@ def test_codec_reads_events_of_an_older_schema_version_from_history() -> None:
         codec.decode(buf.getvalue())  # not in history yet
     codec._known[old.fingerprint] = old  # what a file in schemas/history/ does
     assert codec.decode(buf.getvalue()) == ("DiskEvent", {**header, "body": ("Flush", {"fua": False})})
+
+
+def test_v1_checkpoint_events_stay_readable_after_volume_size_was_added() -> None:
+    # A real evolution: Checkpoint.volume_size arrived in v2; the v1 schema lives in schemas/history.
+    from pathlib import Path
+
+    old = (Path(__file__).parent / "golden" / "v1" / "DiskEvent-Checkpoint.bin").read_bytes()
+    name, record = SingleObjectCodec().decode(old)
+    assert name == "DiskEvent" and record["body"][0] == "Checkpoint"
+    assert record["body"][1]["volume_size"] == 0 and record["body"][1]["tag"] == "before-upgrade"

@@ -108,7 +108,8 @@ class Export:
 
     # --- checkpoints and syncs ------------------------------------------------------------------
     def mark_checkpoint(self, checkpoint_id: str, ts: int, tag: str | None, volumes: list[str]) -> asyncio.Future[Any]:
-        return self.stream.publish("Checkpoint", {"id": checkpoint_id, "ts": ts, "tag": tag, "volumes": volumes})
+        return self.stream.publish("Checkpoint", {"id": checkpoint_id, "ts": ts, "tag": tag, "volumes": volumes,
+                                                   "volume_size": self.volume.size})
 
     async def sync_regions(self, kind: str, regions: list[tuple[int, int]], granule: int) -> int:
         """Publish SyncStart, the current content of `regions` as SyncBlocks, SyncEnd; wait for acks.
