@@ -70,6 +70,9 @@ class TapstreamSettings(BaseSettings):
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None
     kafka_ssl_cafile: Path | None = None
+    replica_dir: Path = Field(
+        Path(".tapstream/replicas"), description="Recovery site: replica volumes (VDSA applies, restore reads)."
+    )
     log_level: str = Field("INFO", description="Log level: DEBUG, INFO, WARNING, ERROR.")
     log_format: Literal["json", "console"] = Field("json", description="Structured log rendering.")
     metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus port; 0 means none.")

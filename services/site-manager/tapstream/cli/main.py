@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import typer
 
-from tapstream.cli import tail, tapper
+from tapstream.cli import recovery, tail, tapper
 
 app = typer.Typer(no_args_is_help=True, help="tapstream: continuous data protection on Kafka.")
 app.add_typer(tapper.app, name="tapper")
 app.command("tail")(tail.tail)
+app.add_typer(recovery.checkpoint_app, name="checkpoint")
+app.command("restore")(recovery.restore)
+app.command("status")(recovery.status)
 
 
 def main() -> None:

@@ -1,0 +1,115 @@
+"""The journal service: indexes the mirrored write stream (and the replicas' progress) in Postgres."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+from aiokafka import TopicPartition
+
+from tapstream.core.codec import DecodeError, make_codec
+from tapstream.core.kafka import make_consumer
+from tapstream.core.logging import get_logger
+from tapstream.journal import metrics
+from tapstream.journal.rows import to_rows
+from tapstream.journal.settings import JournalSettings
+from tapstream.journal.store import JournalStore
+
+log = get_logger("tapstream.journal")
+
+
+class Journal:
+    def __init__(self, settings: JournalSettings) -> None:
+        self.s = settings
+        self.codec = make_codec(settings)
+        self.store = JournalStore(settings.database_url)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def topic(self, group: str) -> str:
+        return self.s.mirrored(self.s.topic(f"writes.{group}"))
+
+    async def start(self) -> None:
+        if not self.s.journal_groups:
+            raise ValueError('no protection groups: set TAPSTREAM_JOURNAL_GROUPS, e.g. ["g1"]')
+        await self.store.start()
+        self._tasks = [asyncio.create_task(self._index(g)) for g in self.s.journal_groups]
+        self._tasks.append(asyncio.create_task(self._progress()))
+
+    async def wait(self) -> None:
+        await asyncio.gather(*self._tasks)
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        await self.store.stop()
+
+    async def _partitions(self, consumer, topic: str) -> list[TopicPartition]:  # type: ignore[no-untyped-def]
+        # The mirrored topic appears once MirrorMaker 2 saw the first write of the group.
+        while True:
+            parts = consumer.partitions_for_topic(topic)
+            if parts:
+                return [TopicPartition(topic, p) for p in sorted(parts)]
+            await consumer._client.force_metadata_update()
+            await asyncio.sleep(1)
+
+    async def _index(self, group: str) -> None:
+        topic = self.topic(group)
+        consumer = make_consumer(self.s, group_id=None, metadata_max_age_ms=2000)
+        await consumer.start()
+        try:
+            consumer._client.add_topic(topic)
+            tps = await self._partitions(consumer, topic)
+            consumer.assign(tps)
+            stored = await self.store.offsets(topic)
+            for tp in tps:
+                if tp.partition in stored:
+                    consumer.seek(tp, stored[tp.partition])
+                else:
+                    await consumer.seek_to_beginning(tp)
+            while True:
+                batch = await consumer.getmany(timeout_ms=500, max_records=self.s.journal_batch_max)
+                if not batch:
+                    continue
+                t0 = time.perf_counter()
+                events, cps, offsets = [], [], {}
+                for tp, msgs in batch.items():
+                    for msg in msgs:
+                        offsets[(tp.topic, tp.partition)] = msg.offset + 1
+                        try:
+                            _, rec = self.codec.decode(msg.value)
+                        except DecodeError as exc:
+                            log.error("undecodable record not indexed", topic=topic, offset=msg.offset, error=str(exc))
+                            continue
+                        ev, cp = to_rows(rec, tp.topic, tp.partition, msg.offset)
+                        events.append(ev)
+                        if cp:
+                            cps.append(cp)
+                await self.store.write(events, cps, offsets)
+                metrics.INDEXED.labels(group).inc(len(events))
+                metrics.INDEX_SECONDS.observe(time.perf_counter() - t0)
+        finally:
+            await consumer.stop()
+
+    async def _progress(self) -> None:
+        """Follow the replicas' applied positions, so restorability is known and old rows trimmed."""
+        consumer = make_consumer(self.s, self.s.topic("progress"), group_id=None, auto_offset_reset="latest")
+        await consumer.start()
+        last_trim = 0.0
+        try:
+            async for msg in consumer:
+                try:
+                    _, p = self.codec.decode(msg.value)
+                except DecodeError:
+                    continue
+                if p["source"] == "vdsa" and p["group"] in self.s.journal_groups:
+                    await self.store.set_applied(p["group"], p["volume"], p["applied_seq"])
+                if time.monotonic() - last_trim > 10:
+                    for g in self.s.journal_groups:
+                        await self.store.trim(g)
+                    last_trim = time.monotonic()
+        finally:
+            await consumer.stop()

@@ -1,0 +1,14 @@
+"""Journal settings: TAPSTREAM_JOURNAL_* plus the shared TAPSTREAM_* ones (the journal runs at the
+recovery site: TAPSTREAM_SITE=recovery)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from tapstream.core.settings import Site, TapstreamSettings
+
+
+class JournalSettings(TapstreamSettings):
+    site: Site = Field("recovery", description="The journal indexes the mirrored stream at the recovery site.")
+    journal_groups: list[str] = Field(default_factory=list, description='Protection groups, JSON list: ["g1"].')
+    journal_batch_max: int = Field(2000, ge=1, description="Most events indexed per COPY transaction.")

@@ -1,0 +1,114 @@
+"""The journal index in PostgreSQL (asyncpg). Rows and Kafka offsets commit in one transaction, so
+the index holds each event exactly once however often the consumer restarts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from tapstream.journal.rows import CheckpointRow, EventRow
+
+SCHEMA = (Path(__file__).parent / "schema.sql").read_text()
+
+
+class JournalStore:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.pool: asyncpg.Pool | None = None
+
+    async def start(self) -> None:
+        self.pool = await asyncpg.create_pool(self.url, min_size=1, max_size=4, timeout=15)
+        async with self.pool.acquire() as conn:
+            await conn.execute(SCHEMA)
+
+    async def stop(self) -> None:
+        if self.pool:
+            await self.pool.close()
+
+    async def offsets(self, topic: str) -> dict[int, int]:
+        assert self.pool
+        rows = await self.pool.fetch("select kpartition, next_offset from journal_offsets where topic=$1", topic)
+        return {r["kpartition"]: r["next_offset"] for r in rows}
+
+    async def write(self, events: list[EventRow], checkpoints: list[CheckpointRow],
+                    offsets: dict[tuple[str, int], int]) -> None:
+        """Bulk COPY into staging tables, merge (MirrorMaker 2 may deliver a record twice), store offsets."""
+        assert self.pool
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("create temp table if not exists stage_events (like journal_events) on commit delete rows")
+            await conn.copy_records_to_table("stage_events", records=events, columns=list(EventRow._fields))
+            await conn.execute("insert into journal_events select * from stage_events on conflict do nothing")
+            if checkpoints:
+                await conn.executemany(
+                    "insert into journal_checkpoints values ($1,$2,$3,$4,$5,$6,$7,$8) on conflict do nothing",
+                    checkpoints)
+            await conn.executemany(
+                "insert into journal_offsets values ($1,$2,$3) on conflict (topic, kpartition) "
+                "do update set next_offset = excluded.next_offset",
+                [(t, p, o) for (t, p), o in offsets.items()])
+
+    async def set_applied(self, group: str, volume: str, seq: int) -> None:
+        assert self.pool
+        await self.pool.execute(
+            "insert into journal_applied values ($1,$2,$3) on conflict (group_name, volume) "
+            "do update set seq = greatest(journal_applied.seq, excluded.seq)", group, volume, seq)
+
+    async def trim(self, group: str) -> int:
+        """Drop index rows the replica already holds (they can never be needed by a restore)."""
+        assert self.pool
+        status = await self.pool.execute(
+            "delete from journal_events e using journal_applied a where e.group_name=$1 and "
+            "a.group_name=e.group_name and a.volume=e.volume and e.seq <= a.seq", group)
+        return int(status.split()[-1])
+
+    async def reset(self, topic: str, group: str) -> None:
+        """Forget everything indexed from `topic` (a rebuild reads it again from the start)."""
+        assert self.pool
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("delete from journal_events where group_name=$1", group)
+            await conn.execute("delete from journal_checkpoints where group_name=$1", group)
+            await conn.execute("delete from journal_offsets where topic=$1", topic)
+
+    # --- queries ---------------------------------------------------------------------------------
+    async def checkpoints(self, group: str) -> list[dict[str, Any]]:
+        assert self.pool
+        rows = await self.pool.fetch(
+            """select c.id, c.tag, c.ts, array_agg(c.volume order by c.volume) as volumes,
+                      bool_and(c.seq >= coalesce(a.seq, 0)) as restorable,
+                      max(c.volumes::text) as cut
+               from journal_checkpoints c
+               left join journal_applied a on a.group_name=c.group_name and a.volume=c.volume
+               where c.group_name=$1 group by c.id, c.tag, c.ts order by c.ts""", group)
+        return [dict(r) for r in rows]
+
+    async def find_checkpoint(self, group: str, volume: str, ref: str) -> dict[str, Any] | None:
+        """`ref` is an id, a tag (newest with that tag) or `latest`."""
+        assert self.pool
+        base = "select * from journal_checkpoints where group_name=$1 and volume=$2"
+        if ref == "latest":
+            row = await self.pool.fetchrow(base + " order by ts desc limit 1", group, volume)
+        else:
+            row = await self.pool.fetchrow(base + " and id=$3", group, volume, ref) or await self.pool.fetchrow(
+                base + " and tag=$3 order by ts desc limit 1", group, volume, ref)
+        return dict(row) if row else None
+
+    async def volumes(self, group: str) -> list[str]:
+        assert self.pool
+        rows = await self.pool.fetch("select distinct volume from journal_checkpoints where group_name=$1", group)
+        return sorted(r["volume"] for r in rows)
+
+    async def events_between(self, group: str, volume: str, after_seq: int, upto_seq: int) -> list[asyncpg.Record]:
+        assert self.pool
+        return await self.pool.fetch(
+            "select seq, kind, off, len, topic, kpartition, koffset from journal_events "
+            "where group_name=$1 and volume=$2 and seq > $3 and seq <= $4 order by seq",
+            group, volume, after_seq, upto_seq)
+
+    async def stats(self, group: str) -> dict[str, Any]:
+        assert self.pool
+        row = await self.pool.fetchrow(
+            "select count(*) as events, min(ts) as oldest_ts, max(ts) as newest_ts from journal_events "
+            "where group_name=$1", group)
+        return dict(row) if row else {}
