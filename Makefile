@@ -52,3 +52,7 @@ lint: setup
 
 typecheck: setup
 	$(VENV)/bin/mypy lib services
+
+# The main job: both sites, a protected ext4 written through the tapper, checkpoints, restores, compare.
+demo: setup system-deps
+	$(PY) -m tapstream.localstack.demo

@@ -16,3 +16,7 @@ app.command("status")(recovery.status)
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()
