@@ -194,11 +194,11 @@ def main() -> None:
     summary.add_row("bytes written through the tapper", f"{stats['bytes']:,}")
     summary.add_row("events in the journal", f"{stats['events']:,}")
     summary.add_row("checkpoints (automatic + tagged)", str(stats["checkpoints"]))
-    summary.add_row("checkpoint -> indexed at recovery (RPO seen)", f"{rpo_seen:.2f} s")
+    summary.add_row("wait for both checkpoints at the recovery site", f"{rpo_seen:.2f} s")
     summary.add_row("total demo time", f"{time.monotonic() - t_start:.1f} s")
     console.print(summary)
     p, r = stack.bootstrap("protected"), stack.bootstrap("recovery")
-    console.print("\nLook at the topics yourself:\n"
+    print("\nLook at the topics yourself:\n"
                   f"  kcat -b {p} -L                                   # brokers and topics (protected)\n"
                   f"  kcat -b {p} -C -t tapstream.writes.{group} -e -f '%k seq@%o %S bytes\\n'\n"
                   f"  kcat -b {r} -C -t protected.tapstream.writes.{group} -e -c 5   # mirrored (recovery)\n"
