@@ -1,0 +1,211 @@
+"""`make bench-recovery`: RPO across MirrorMaker 2 under sustained fio load, restore throughput
+against `qemu-img convert`, and the journal's index insert rate — in one run on this machine.
+
+Writes bench/results/recovery.json and bench/results/recovery.png and prints ratios.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from confluent_kafka import Consumer
+
+from tapstream.core.codec import make_codec
+from tapstream.core.settings import TapstreamSettings, load
+from tapstream.journal.restore import restore
+from tapstream.journal.rows import EventRow
+from tapstream.journal.store import JournalStore
+from tapstream.localstack import LocalStackSettings, Stack
+from tapstream.vdsa.coordinator import create_checkpoint
+
+RESULTS = Path("bench/results")
+GiB = 1 << 30
+
+
+def pct(values: list[float], q: int) -> float:
+    return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else values[0]
+
+
+class Services:
+    def __init__(self, env: dict[str, str], logs: Path) -> None:
+        self.env, self.logs, self.procs = env, logs, []
+
+    def start(self, module: str, extra: dict[str, str], name: str) -> None:
+        out = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115
+        self.procs.append(subprocess.Popen([sys.executable, "-m", module], env={**self.env, **extra},
+                                           stdout=out, stderr=out))
+
+    def stop(self) -> None:
+        for p in self.procs:
+            p.terminate()
+        for p in self.procs:
+            p.wait(60)
+
+
+def wait_listen(uri: str) -> None:
+    deadline = time.monotonic() + 60
+    while subprocess.run(["nbdinfo", "--size", uri], capture_output=True).returncode != 0:
+        if time.monotonic() > deadline:
+            raise SystemExit("tapper did not start")
+        time.sleep(0.2)
+
+
+def rpo_under_load(settings: TapstreamSettings, group: str, uri: str, mbps: int, seconds: int) -> list[float]:
+    """Age of each write when it reaches the recovery cluster, while fio writes at `mbps`."""
+    codec = make_codec(settings)
+    topic = settings.mirrored(settings.topic(f"writes.{group}"))
+    delays: list[float] = []
+    stop = threading.Event()
+
+    def follow() -> None:
+        c = Consumer({"bootstrap.servers": settings.recovery_bootstrap, "group.id": f"rpo-{group}-{mbps}",
+                      "auto.offset.reset": "latest", "topic.metadata.refresh.interval.ms": 500,
+                      "fetch.wait.max.ms": 10})
+        c.subscribe([topic])
+        while not stop.is_set():
+            msg = c.poll(0.2)
+            if msg is None or msg.error():
+                continue
+            _, rec = codec.decode(msg.value())
+            delays.append(time.time() - rec["ts"] / 1e6)
+        c.close()
+
+    t = threading.Thread(target=follow)
+    t.start()
+    time.sleep(3)  # let the follower join its group before the load starts (a warm-up, not a readiness wait)
+    subprocess.run(["fio", "--name=load", "--ioengine=nbd", f"--uri={uri}", "--rw=randwrite", "--bs=64k",
+                    "--size=512M", "--iodepth=16", f"--rate={mbps}m", "--time_based", f"--runtime={seconds}",
+                    "--refill_buffers", "--verify_state_save=0"], check=True, capture_output=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and delays and time.time() - 1 < delays[-1]:
+        time.sleep(0.2)
+    stop.set()
+    t.join()
+    return delays
+
+
+def restore_vs_qemu(settings: TapstreamSettings, group: str, uri: str, vol: Path, work: Path) -> tuple[float, float]:
+    subprocess.run(["fio", "--name=fill", "--ioengine=nbd", f"--uri={uri}", "--rw=write", "--bs=1m",
+                    "--size=1g", "--iodepth=8", "--refill_buffers", "--verify_state_save=0"],
+                   check=True, capture_output=True)
+    cp = asyncio.run(create_checkpoint(settings, group, "bench"))
+
+    async def indexed() -> bool:
+        store = JournalStore(settings.recovery_database_url.get_secret_value())
+        await store.start()
+        try:
+            return await store.find_checkpoint(group, "disk0", cp) is not None
+        finally:
+            await store.stop()
+
+    deadline = time.monotonic() + 300
+    while not asyncio.run(indexed()):
+        if time.monotonic() > deadline:
+            raise SystemExit("checkpoint never indexed")
+        time.sleep(0.5)
+    out = work / "restored.img"
+    t0 = time.monotonic()
+    asyncio.run(restore(settings, group, "disk0", cp, out))
+    restore_s = time.monotonic() - t0
+    subprocess.run(["qemu-img", "compare", "-f", "raw", "-F", "raw", str(vol), str(out)], check=True,
+                   capture_output=True)
+    src = work / "src.img"
+    shutil.copyfile(vol, src)
+    t0 = time.monotonic()
+    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "raw", str(src), str(work / "conv.img")], check=True)
+    qemu_s = time.monotonic() - t0
+    return GiB / restore_s / 1e6, GiB / qemu_s / 1e6
+
+
+def journal_rate(settings: TapstreamSettings, rows: int = 50_000) -> float:
+    async def run() -> float:
+        store = JournalStore(settings.recovery_database_url.get_secret_value())
+        await store.start()
+        group = f"bench-rows-{time.time_ns()}"
+        batch = [EventRow(group, "v", i, "Write", i * 4096, 4096, i, "t", 0, i, 0) for i in range(1, rows + 1)]
+        t0 = time.perf_counter()
+        for i in range(0, rows, 2000):
+            await store.write(batch[i:i + 2000], [], {("bench", 0): i})
+        secs = time.perf_counter() - t0
+        assert store.pool
+        await store.pool.execute("delete from journal_events where group_name=$1", group)
+        await store.stop()
+        return rows / secs
+
+    return asyncio.run(run())
+
+
+def main() -> None:
+    stack = Stack(load(LocalStackSettings))
+    stack.up()
+    group = f"bench-{time.strftime('%H%M%S')}"
+    work = Path(tempfile.mkdtemp(prefix="tapstream-bench-", dir=stack.root))
+    env = {**os.environ, **stack.env(), "TAPSTREAM_ENV_FILE": str(stack.root / "local.env"),
+           "TAPSTREAM_REPLICA_DIR": str(work / "replicas")}
+    settings = load(TapstreamSettings).model_copy(update={"replica_dir": work / "replicas"})
+    vol = work / "disk0.img"
+    with open(vol, "wb") as f:
+        f.truncate(GiB)
+    port = 10900 + os.getpid() % 1000
+    svc = Services(env, work)
+    result: dict[str, object] = {}
+    try:
+        svc.start("tapstream.tapper", {"TAPSTREAM_TAPPER_VOLUMES": json.dumps(
+            [{"name": "disk0", "path": str(vol), "group": group, "mode": "sync"}]),
+            "TAPSTREAM_TAPPER_LISTEN_PORT": str(port), "TAPSTREAM_TAPPER_STATE_DIR": str(work / "tapper")}, "tapper")
+        svc.start("tapstream.journal", {"TAPSTREAM_JOURNAL_GROUPS": json.dumps([group])}, "journal")
+        uri = f"nbd://127.0.0.1:{port}/disk0"
+        wait_listen(uri)
+        rpo: dict[str, dict[str, float]] = {}
+        for mbps in (10, 40):
+            d = rpo_under_load(settings, group, uri, mbps, 20)
+            rpo[str(mbps)] = {"p50": pct(d, 50), "p99": pct(d, 99), "samples": len(d)}
+            print(f"RPO at {mbps} MB/s: p50 {rpo[str(mbps)]['p50']:.3f} s, p99 {rpo[str(mbps)]['p99']:.3f} s "
+                  f"({len(d)} writes)")
+        restore_mbps, qemu_mbps = restore_vs_qemu(settings, group, uri, vol, work)
+        print(f"restore of 1 GiB: {restore_mbps:.0f} MB/s; qemu-img convert: {qemu_mbps:.0f} MB/s; "
+              f"ratio {restore_mbps / qemu_mbps:.2f} (target >= 0.5)")
+        rows = journal_rate(settings)
+        print(f"journal index: {rows:,.0f} rows/s")
+        result = {"rpo_p50_s": {k: v["p50"] for k, v in rpo.items()},
+                  "rpo_p99_s": {k: v["p99"] for k, v in rpo.items()},
+                  "restore_mbps": restore_mbps, "qemu_img_convert_mbps": qemu_mbps,
+                  "restore_ratio": restore_mbps / qemu_mbps, "journal_rows_per_s": rows}
+    finally:
+        svc.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "recovery.json").write_text(json.dumps(result, indent=2) + "\n")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
+    loads = list(result["rpo_p50_s"])  # type: ignore[arg-type]
+    a.bar([f"{m} MB/s p50" for m in loads], [result["rpo_p50_s"][m] for m in loads])  # type: ignore[index]
+    a.bar([f"{m} MB/s p99" for m in loads], [result["rpo_p99_s"][m] for m in loads])  # type: ignore[index]
+    a.axhline(2.0, color="red", linestyle="--", label="target p99 at 10 MB/s")
+    a.set_ylabel("seconds")
+    a.set_title("RPO across MirrorMaker 2")
+    a.legend()
+    b.bar(["tapstream restore", "qemu-img convert"], [result["restore_mbps"], result["qemu_img_convert_mbps"]])
+    b.set_ylabel("MB/s")
+    b.set_title("1 GiB restore vs qemu-img convert")
+    fig.tight_layout()
+    fig.savefig(RESULTS / "recovery.png", dpi=100)
+    print(f"wrote {RESULTS / 'recovery.json'} and recovery.png")
+
+
+if __name__ == "__main__":
+    main()
