@@ -20,7 +20,10 @@ def resolve(state_dir: Path, maven_repo: Path, pom: Path = POM) -> str:
     stamp = state_dir / "classpath.sha256"
     digest = hashlib.sha256(pom.read_bytes() + str(maven_repo).encode()).hexdigest()
     if out.exists() and stamp.exists() and stamp.read_text() == digest:
-        return out.read_text().strip()
+        cached = out.read_text().strip()
+        # A cleared Maven cache leaves a classpath of missing jars: fetch again.
+        if all(Path(jar).is_file() for jar in cached.split(":")):
+            return cached
     for tool, pkg in (("mvn", "maven"), ("java", "openjdk-17-jre-headless")):
         if shutil.which(tool) is None:
             raise ClasspathError(
@@ -28,8 +31,14 @@ def resolve(state_dir: Path, maven_repo: Path, pom: Path = POM) -> str:
             )
     state_dir.mkdir(parents=True, exist_ok=True)
     cmd = [
-        "mvn", "-q", "-B", f"-Dmaven.repo.local={maven_repo}", "-f", str(pom),
-        "dependency:build-classpath", f"-Dmdep.outputFile={out}",
+        "mvn",
+        "-q",
+        "-B",
+        f"-Dmaven.repo.local={maven_repo}",
+        "-f",
+        str(pom),
+        "dependency:build-classpath",
+        f"-Dmdep.outputFile={out}",
     ]
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:

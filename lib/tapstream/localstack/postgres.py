@@ -5,9 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from pathlib import Path
-
 import warnings
+from pathlib import Path
 
 with warnings.catch_warnings():  # pgserver asks platformdirs for a runtime dir we never use
     warnings.simplefilter("ignore")
@@ -45,17 +44,45 @@ def start(pgdata: Path, port: int, log_file: Path) -> None:
             log_file.touch()
         shutil.chown(log_file, user)
     if not (pgdata / "PG_VERSION").exists():
-        res = _run([str(BIN / "initdb"), "-D", str(pgdata), "-U", "postgres", "--auth=trust",
-                    "-E", "UTF8", "--no-instructions"], user)
+        res = _run(
+            [
+                str(BIN / "initdb"),
+                "-D",
+                str(pgdata),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-instructions",
+            ],
+            user,
+        )
         if res.returncode != 0:
             raise RuntimeError(f"initdb failed for {pgdata}:\n{res.stderr[-2000:]}")
     if is_running(pgdata):
         return
     opts = f"-p {port} -h 127.0.0.1 -k {sockets} -c fsync=on -c max_connections=200"
-    res = _run([str(BIN / "pg_ctl"), "-D", str(pgdata), "-l", str(log_file), "-o", opts,
-                "-w", "-t", "60", "start"], user)
+    res = _run(
+        [
+            str(BIN / "pg_ctl"),
+            "-D",
+            str(pgdata),
+            "-l",
+            str(log_file),
+            "-o",
+            opts,
+            "-w",
+            "-t",
+            "60",
+            "start",
+        ],
+        user,
+    )
     if res.returncode != 0:
-        raise RuntimeError(f"postgres did not start on port {port}; see {log_file}:\n{res.stderr[-2000:]}")
+        raise RuntimeError(
+            f"postgres did not start on port {port}; see {log_file}:\n{res.stderr[-2000:]}"
+        )
 
 
 def is_running(pgdata: Path) -> bool:
@@ -76,7 +103,9 @@ def pid(pgdata: Path) -> int | None:
 def stop(pgdata: Path) -> bool:
     if not is_running(pgdata):
         return False
-    res = _run([str(BIN / "pg_ctl"), "-D", str(pgdata), "-m", "fast", "-w", "-t", "60", "stop"], _user())
+    res = _run(
+        [str(BIN / "pg_ctl"), "-D", str(pgdata), "-m", "fast", "-w", "-t", "60", "stop"], _user()
+    )
     if res.returncode != 0:
         raise RuntimeError(f"pg_ctl stop failed for {pgdata}: {res.stderr[-1000:]}")
     return True

@@ -1,21 +1,50 @@
-"""Background processes with pid files: start detached, find alive, stop without leaving orphans."""
+"""Background processes with pid files: start detached, find alive, stop without leaving orphans.
+
+A pid alone can be reused by an unrelated process (after a reboot, say), so every process is also
+known by a marker: a string of its command line that only it has (the path of its config file).
+"""
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
 
 
-def read_pid(pid_file: Path) -> int | None:
-    """The pid in `pid_file` if that process is alive, else None."""
+def read_pid(pid_file: Path, marker: str | None = None) -> int | None:
+    """The pid in `pid_file` if that process is alive (and its command line holds `marker`)."""
     try:
         pid = int(pid_file.read_text().strip())
     except (FileNotFoundError, ValueError):
         return None
-    return pid if alive(pid) else None
+    if not alive(pid):
+        return None
+    if marker is not None and marker not in cmdline(pid):
+        return None
+    return pid
+
+
+def find(marker: str) -> list[int]:
+    """Every live process whose command line holds `marker` (finds ours when a pid file is lost)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and entry.name != str(os.getpid()):
+            pid = int(entry.name)
+            if marker in cmdline(pid) and alive(pid):
+                found.append(pid)
+    return found
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return (
+            Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        )
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return ""
 
 
 def alive(pid: int) -> bool:
@@ -28,9 +57,16 @@ def alive(pid: int) -> bool:
     # A zombie (exited child not yet reaped) is not alive for our purposes.
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][0] != "Z"
+            return f.read().rsplit(") ", 1)[1][0] != "Z"
     except (FileNotFoundError, IndexError):
         return False
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    """Something accepts connections on host:port."""
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
 
 
 def start(cmd: list[str], pid_file: Path, log_file: Path, env: dict[str, str] | None = None) -> int:
@@ -38,41 +74,52 @@ def start(cmd: list[str], pid_file: Path, log_file: Path, env: dict[str, str] | 
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "ab") as log:
         proc = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, env=env,
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=env,
         )
     pid_file.write_text(str(proc.pid))
     return proc.pid
 
 
-def stop(pid_file: Path, timeout_s: float = 30.0) -> bool:
-    """SIGTERM the process group, SIGKILL after `timeout_s`; True if something was running."""
-    pid = read_pid(pid_file)
-    if pid is None:
-        pid_file.unlink(missing_ok=True)
-        return False
-    _signal_group(pid, signal.SIGTERM)
+def stop(pid_file: Path, marker: str | None = None, timeout_s: float = 30.0) -> bool:
+    """SIGTERM our process (found by pid file, else by marker) and its group, SIGKILL after
+    `timeout_s`; True if something was running."""
+    pids = [p for p in [read_pid(pid_file, marker)] if p is not None]
+    if not pids and marker is not None:
+        pids = find(marker)
+    for pid in pids:
+        _signal_group(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
-    while alive(pid) and time.monotonic() < deadline:
-        _reap(pid)
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        for p in pids:
+            _reap(p)
         time.sleep(0.1)
-    if alive(pid):
-        _signal_group(pid, signal.SIGKILL)
+    for pid in pids:
+        if alive(pid):
+            _signal_group(pid, signal.SIGKILL)
         while alive(pid):
             _reap(pid)
             time.sleep(0.05)
     pid_file.unlink(missing_ok=True)
-    return True
+    return bool(pids)
 
 
 def _signal_group(pid: int, sig: int) -> None:
+    # Our processes lead their own session (start_new_session), so the group id is their pid.
     try:
-        os.killpg(pid, sig)
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, sig)
+            return
     except (ProcessLookupError, PermissionError):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
+        pass
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
 
 
 def _reap(pid: int) -> None:

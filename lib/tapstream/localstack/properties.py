@@ -7,13 +7,22 @@ from collections.abc import Mapping
 
 def render(props: Mapping[str, object]) -> str:
     """Java .properties text, one `key=value` per line, in the given order."""
-    return "".join(f"{k}={_java(v)}\n" for k, v in props.items())
+    return "".join(f"{_escape(k, key=True)}={_escape(_java(v))}\n" for k, v in props.items())
 
 
 def _java(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+def _escape(text: str, key: bool = False) -> str:
+    # java.util.Properties drops a lone backslash (`tapstream\..*` would load as `tapstream..*`).
+    text = text.replace("\\", "\\\\").replace("\n", "\\n")
+    if key:
+        for ch in "=: #!":
+            text = text.replace(ch, "\\" + ch)
+    return text
 
 
 def broker_properties(node_id: int, client_port: int, log_dir: str) -> dict[str, object]:
@@ -48,63 +57,9 @@ def broker_properties(node_id: int, client_port: int, log_dir: str) -> dict[str,
     }
 
 
-def mirrormaker_properties(
-    protected_bootstrap: str,
-    recovery_bootstrap: str,
-    *,
-    protected_alias: str = "protected",
-    recovery_alias: str = "recovery",
-    topic_prefix: str = "tapstream",
-    refresh_interval_s: int = 2,
-) -> dict[str, object]:
-    """Dedicated MirrorMaker 2: every `<prefix>.*` topic protected -> recovery, and the site
-    managers' `<prefix>.events` in both directions. DefaultReplicationPolicy prefixes mirrored topics
-    with the source alias and never mirrors a topic back to where it came from, so nothing loops."""
-    p, r = protected_alias, recovery_alias
-    escaped = topic_prefix.replace(".", r"\.")
-    props: dict[str, object] = {
-        "clusters": f"{p}, {r}",
-        f"{p}.bootstrap.servers": protected_bootstrap,
-        f"{r}.bootstrap.servers": recovery_bootstrap,
-        f"{p}->{r}.enabled": True,
-        f"{p}->{r}.topics": rf"{escaped}\..*",
-        f"{r}->{p}.enabled": True,
-        f"{r}->{p}.topics": rf"{escaped}\.events",
-        "replication.policy.class": "org.apache.kafka.connect.mirror.DefaultReplicationPolicy",
-        "replication.factor": 1,
-        "checkpoints.topic.replication.factor": 1,
-        "heartbeats.topic.replication.factor": 1,
-        "offset-syncs.topic.replication.factor": 1,
-        "offset.storage.replication.factor": 1,
-        "status.storage.replication.factor": 1,
-        "config.storage.replication.factor": 1,
-        "sync.topic.acls.enabled": False,
-        # New topics (one per protection group) must be picked up in seconds, not the default 10 min.
-        "refresh.topics.interval.seconds": refresh_interval_s,
-        "refresh.groups.interval.seconds": 10,
-        "sync.topic.configs.interval.seconds": 30,
-        "emit.heartbeats.interval.seconds": 1,
-        "emit.checkpoints.interval.seconds": 5,
-        "sync.group.offsets.enabled": False,
-        "tasks.max": 2,
-        # Low latency: the RPO is what the stream waits for, not throughput.
-        "producer.override.linger.ms": 5,
-        "consumer.fetch.max.wait.ms": 50,
-        "producer.override.max.request.size": 16 * 1024 * 1024,
-        "consumer.max.partition.fetch.bytes": 16 * 1024 * 1024,
-        "offset.flush.interval.ms": 2000,
-    }
-    # The mirrored record must fit: the target producer's request size follows the source's message size.
-    for alias in (p, r):
-        props[f"{alias}.producer.max.request.size"] = 16 * 1024 * 1024
-        props[f"{alias}.producer.linger.ms"] = 5
-        props[f"{alias}.consumer.fetch.max.wait.ms"] = 50
-    return props
-
-
 def log4j2_config(log_file: str) -> str:
-    """log4j2 properties: everything at INFO to one rolling file per process."""
-    return f"""status = warn
+    """log4j2 properties: INFO to one rolling file per process, minus MirrorMaker 2's chatter."""
+    return f"""status = error
 name = tapstream
 appender.file.type = RollingFile
 appender.file.name = file
@@ -123,4 +78,13 @@ logger.kafka.name = kafka
 logger.kafka.level = INFO
 logger.state.name = state.change.logger
 logger.state.level = WARN
+# "refreshing topics took 2 ms" every refresh (2 s) in each direction.
+logger.mm2scheduler.name = org.apache.kafka.connect.mirror.Scheduler
+logger.mm2scheduler.level = WARN
+# KAFKA-20017: 4.1 warns "Could not alter configuration of topic" after every successful config sync.
+logger.mm2source.name = org.apache.kafka.connect.mirror.MirrorSourceConnector
+logger.mm2source.filter.kafka20017.type = RegexFilter
+logger.mm2source.filter.kafka20017.regex = Could not alter configuration of topic .*
+logger.mm2source.filter.kafka20017.onMatch = DENY
+logger.mm2source.filter.kafka20017.onMismatch = NEUTRAL
 """

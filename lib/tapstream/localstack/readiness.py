@@ -21,19 +21,28 @@ class NotReady(RuntimeError):
     """A component did not become ready before its deadline; the message names its log file."""
 
 
-def wait_for(what: str, probe: Callable[[], bool], timeout_s: float, log_file: Path | None) -> None:
-    """Poll `probe` (which may raise) until it returns True or the deadline passes."""
+def wait_for(
+    what: str,
+    probe: Callable[[], bool],
+    timeout_s: float,
+    log_file: Path | None,
+    running: Callable[[], object] | None = None,
+) -> None:
+    """Poll `probe` (which may raise) until it returns True or the deadline passes; give up at once
+    when `running` (e.g. a pid lookup) returns something false: the process behind it has exited."""
     deadline = time.monotonic() + timeout_s
-    last: Exception | None = None
+    last = "no answer yet"
+    hint = f"; see {log_file}" if log_file else ""
     while time.monotonic() < deadline:
         try:
             if probe():
                 return
         except Exception as exc:  # a probe that raises is simply "not yet"
-            last = exc
+            last = repr(exc)
+        if running is not None and not running():
+            raise NotReady(f"{what} exited while starting{hint}")
         time.sleep(0.25)
-    hint = f"; see {log_file}" if log_file else ""
-    raise NotReady(f"{what} not ready after {timeout_s:.0f}s (last error: {last!r}){hint}")
+    raise NotReady(f"{what} not ready after {timeout_s:.0f}s (last: {last}){hint}")
 
 
 def kafka_answers(bootstrap: str) -> bool:
@@ -42,24 +51,46 @@ def kafka_answers(bootstrap: str) -> bool:
     return len(md.brokers) > 0
 
 
-def topic_has_records(bootstrap: str, topic: str) -> bool:
-    """`topic` exists and holds at least one record (used on MirrorMaker 2's mirrored heartbeats)."""
+def newest_timestamp_ms(bootstrap: str, topic: str) -> int | None:
+    """Timestamp of the newest record of `topic` (max over partitions); None if it has none yet.
+
+    Used on MirrorMaker 2's mirrored heartbeats: a fresh one proves that direction replicates now,
+    where mere records could be left over from an earlier run."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "tapstream-probe",
-                         "enable.auto.commit": False}, logger=_QUIET)
+                         "enable.auto.commit": False}, logger=_QUIET)  # fmt: skip
     try:
-        md = consumer.list_topics(topic, timeout=2)
-        meta = md.topics.get(topic)
+        meta = consumer.list_topics(topic, timeout=2).topics.get(topic)
         if meta is None or meta.error is not None or not meta.partitions:
-            return False
+            return None
+        last = []
         for p in meta.partitions:
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=2)
             if high > low:
-                return True
-        return False
+                last.append(TopicPartition(topic, p, high - 1))
+        if not last:
+            return None
+        consumer.assign(last)
+        newest: int | None = None
+        deadline = time.monotonic() + 5
+        pending = len(last)
+        while pending and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error() is not None:
+                continue
+            pending -= 1
+            ts = msg.timestamp()[1]
+            newest = ts if newest is None else max(newest, ts)
+        return newest
     except KafkaException:
-        return False
+        return None
     finally:
         consumer.close()
+
+
+def fresh_records(bootstrap: str, topic: str, since_s: float) -> bool:
+    """`topic` has a record stamped at or after `since_s` (epoch seconds)."""
+    newest = newest_timestamp_ms(bootstrap, topic)
+    return newest is not None and newest >= since_s * 1000
 
 
 def postgres_answers(url: str) -> bool:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
-
 from tapstream.core.settings import TapstreamSettings
 
 
@@ -22,6 +22,12 @@ class LocalStackSettings(TapstreamSettings):
     kafka_heap: str = Field("512m", description="-Xmx of each broker JVM.")
     mirrormaker_heap: str = Field("384m", description="-Xmx of the MirrorMaker 2 JVM.")
     ready_timeout_s: float = Field(180.0, description="How long `up` waits for each component.")
+    test_stack: Literal["auto", "local", "containers"] = Field(
+        "auto",
+        description="What integration tests run on: 'local' reuses or starts this stack; "
+        "'containers' uses testcontainers (needs a Docker engine); 'auto' takes a running local "
+        "stack, else containers where a Docker engine answers, else starts the local stack.",
+    )
 
     @property
     def root(self) -> Path:

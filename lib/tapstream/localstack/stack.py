@@ -2,34 +2,63 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import uuid
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
-from tapstream.localstack import postgres, processes, readiness
+from pydantic import SecretStr
+
+from tapstream.core.settings import TapstreamSettings
+from tapstream.localstack import postgres, readiness
 from tapstream.localstack.classpath import resolve
-from tapstream.localstack.properties import (
-    broker_properties,
-    log4j2_config,
-    mirrormaker_properties,
-    render,
-)
+from tapstream.localstack.jvm import java_env
+from tapstream.localstack.kafka_node import KafkaNode
+from tapstream.localstack.mirrormaker_node import MirrorMakerNode
+from tapstream.localstack.properties import log4j2_config
 from tapstream.localstack.settings import LocalStackSettings
 
 SITES = ("protected", "recovery")
 
-# Kafka's own CLI tools by their script names (Kafka 4.x classes).
+
+@dataclass(frozen=True)
+class Tool:
+    main: str
+    bootstrap_flag: str | None = "--bootstrap-server"  # None: the tool talks to no broker
+
+
+# Kafka's own CLI tools by their script names (Kafka 4.1 classes, checked against the jars).
 TOOLS = {
-    "kafka-topics": "org.apache.kafka.tools.TopicCommand",
-    "kafka-console-consumer": "org.apache.kafka.tools.consumer.ConsoleConsumer",
-    "kafka-console-producer": "org.apache.kafka.tools.ConsoleProducer",
-    "kafka-consumer-groups": "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand",
-    "kafka-get-offsets": "org.apache.kafka.tools.GetOffsetShell",
-    "kafka-configs": "kafka.admin.ConfigCommand",
-    "kafka-metadata-quorum": "org.apache.kafka.tools.MetadataQuorumCommand",
+    "kafka-topics": Tool("org.apache.kafka.tools.TopicCommand"),
+    "kafka-console-consumer": Tool("org.apache.kafka.tools.consumer.ConsoleConsumer"),
+    "kafka-console-producer": Tool("org.apache.kafka.tools.ConsoleProducer"),
+    "kafka-consumer-groups": Tool("org.apache.kafka.tools.consumer.group.ConsumerGroupCommand"),
+    "kafka-get-offsets": Tool("org.apache.kafka.tools.GetOffsetShell"),
+    "kafka-configs": Tool("kafka.admin.ConfigCommand"),
+    "kafka-metadata-quorum": Tool("org.apache.kafka.tools.MetadataQuorumCommand"),
+    "kafka-log-dirs": Tool("org.apache.kafka.tools.LogDirsCommand"),
+    "kafka-delete-records": Tool("org.apache.kafka.tools.DeleteRecordsCommand"),
+    "kafka-broker-api-versions": Tool("org.apache.kafka.tools.BrokerApiVersionsCommand"),
+    "kafka-producer-perf-test": Tool(
+        "org.apache.kafka.tools.ProducerPerformance", "--producer-props"
+    ),
+    "kafka-consumer-perf-test": Tool("org.apache.kafka.tools.ConsumerPerformance"),
+    "kafka-dump-log": Tool("kafka.tools.DumpLogSegments", None),
 }
+
+
+def with_bootstrap(tool: Tool, args: list[str], bootstrap: str) -> list[str]:
+    """`args` with the site's bootstrap servers added, unless the caller named some."""
+    if tool.bootstrap_flag is None or any("bootstrap" in a or a == "--broker-list" for a in args):
+        return args
+    if tool.bootstrap_flag == "--producer-props":  # key=value pairs, one option for all of them
+        if "--producer-props" in args:
+            i = args.index("--producer-props") + 1
+            return [*args[:i], f"bootstrap.servers={bootstrap}", *args[i:]]
+        return [*args, "--producer-props", f"bootstrap.servers={bootstrap}"]
+    return [tool.bootstrap_flag, bootstrap, *args]
 
 
 @dataclass(frozen=True)
@@ -52,6 +81,14 @@ class Stack:
         self.s = settings
         self.root = settings.root
         self.logs = self.root / "logs"
+        self.kafka = {
+            site: KafkaNode(site, self.kafka_port(site), self.root / "kafka" / site,
+                            self.logs / f"kafka-{site}.log")
+            for site in SITES
+        }  # fmt: skip
+        self.mirrormaker = MirrorMakerNode(
+            self.root / "mirrormaker", self.root / "mirrormaker.pid", self.logs / "mirrormaker.log"
+        )
 
     # --- addresses -----------------------------------------------------------------------------
     def kafka_port(self, site: str) -> int:
@@ -76,48 +113,63 @@ class Stack:
             "TAPSTREAM_STATE_DIR": str(self.root),
         }
 
+    def client_settings(self) -> TapstreamSettings:
+        """Settings of a tapstream process on this stack (MirrorMaker 2 is generated from them)."""
+        shared = {name: getattr(self.s, name) for name in TapstreamSettings.model_fields}
+        shared.update(
+            protected_bootstrap=self.bootstrap("protected"),
+            recovery_bootstrap=self.bootstrap("recovery"),
+            protected_database_url=SecretStr(self.database_url("protected")),
+            recovery_database_url=SecretStr(self.database_url("recovery")),
+        )
+        return TapstreamSettings.model_validate(shared)
+
     # --- lifecycle -----------------------------------------------------------------------------
-    def up(self, progress: object = None) -> None:
+    def up(self, progress: Callable[[str], None] | None = None) -> None:
+        """Start what is not running, reuse what is, and return when every part answers."""
+        say = progress or (lambda _msg: None)
         self.root.mkdir(parents=True, exist_ok=True)
-        say = progress if callable(progress) else (lambda _msg: None)
         say("resolving Kafka jars (Maven Central, cached)")
         cp = resolve(self.root, self.s.maven_repo)
         for site in SITES:
             say(f"postgres {site}")
-            postgres.start(self.root / "pg" / site, self.pg_port(site), self.logs / f"postgres-{site}.log")
+            postgres.start(
+                self.root / "pg" / site, self.pg_port(site), self.logs / f"postgres-{site}.log"
+            )
         for site in SITES:
             say(f"kafka {site}")
-            self._start_kafka(site, cp)
+            self.kafka[site].start(cp, self.s.kafka_heap)
         for site in SITES:
+            node = self.kafka[site]
+            say(f"waiting for kafka {site}")
             readiness.wait_for(
-                f"kafka {site} ({self.bootstrap(site)})",
-                lambda site=site: readiness.kafka_answers(self.bootstrap(site)),
-                self.s.ready_timeout_s, self.logs / f"kafka-{site}.log",
-            )
+                f"kafka {site} ({node.bootstrap})",
+                partial(readiness.kafka_answers, node.bootstrap),
+                self.s.ready_timeout_s, node.log,
+                running=node.pid,
+            )  # fmt: skip
             readiness.wait_for(
                 f"postgres {site}",
-                lambda site=site: readiness.postgres_answers(self.database_url(site)),
+                partial(readiness.postgres_answers, self.database_url(site)),
                 self.s.ready_timeout_s, self.logs / f"postgres-{site}.log",
-            )
+            )  # fmt: skip
         say("mirrormaker 2")
-        self._start_mirrormaker(cp)
-        # MM2 is ready when each direction has mirrored the other side's heartbeats.
-        for source, target in (("protected", "recovery"), ("recovery", "protected")):
-            topic = f"{self._alias(source)}.heartbeats"
-            readiness.wait_for(
-                f"mirrormaker 2 {source}->{target} (heartbeats mirrored as {topic})",
-                lambda t=target, topic=topic: readiness.topic_has_records(self.bootstrap(t), topic),
-                self.s.ready_timeout_s, self.logs / "mirrormaker.log",
-            )
+        t_start = time.time()
+        started = self.mirrormaker.start(self.client_settings(), cp, self.s.mirrormaker_heap)
+        # A heartbeat older than this start may be left over from an earlier run; a running
+        # MirrorMaker 2 mirrors one every second.
+        since = t_start if started else time.time() - 30
+        self.mirrormaker.wait_ready(self.client_settings(), since, self.s.ready_timeout_s, say)
         env_file = self.root / "local.env"
         env_file.write_text("".join(f"{k}={v}\n" for k, v in self.env().items()))
 
     def down(self) -> list[str]:
+        """Stop MirrorMaker 2, both brokers and both Postgres (in that order); data stays."""
         stopped = []
-        if processes.stop(self.root / "mirrormaker.pid"):
+        if self.mirrormaker.stop():
             stopped.append("mirrormaker")
         for site in SITES:
-            if processes.stop(self.root / f"kafka-{site}.pid", timeout_s=60):
+            if self.kafka[site].stop():
                 stopped.append(f"kafka-{site}")
         for site in SITES:
             if postgres.stop(self.root / "pg" / site):
@@ -126,99 +178,32 @@ class Stack:
 
     def status(self) -> list[Component]:
         comps = [
-            Component(f"kafka-{site}", "kafka", self.kafka_port(site),
-                      processes.read_pid(self.root / f"kafka-{site}.pid"), self.logs / f"kafka-{site}.log")
-            for site in SITES
+            Component(f"kafka-{site}", "kafka", node.port, node.pid(), node.log)
+            for site, node in self.kafka.items()
         ]
-        comps.append(Component("mirrormaker", "mirrormaker", None,
-                               processes.read_pid(self.root / "mirrormaker.pid"), self.logs / "mirrormaker.log"))
+        mm = self.mirrormaker
+        comps.append(Component("mirrormaker", "mirrormaker", None, mm.pid(), mm.log))
         comps += [
             Component(f"postgres-{site}", "postgres", self.pg_port(site),
                       postgres.pid(self.root / "pg" / site), self.logs / f"postgres-{site}.log")
             for site in SITES
-        ]
+        ]  # fmt: skip
         return comps
 
     def tool(self, site: str, args: list[str]) -> int:
         """Run one of Kafka's own CLI tools with --bootstrap-server set to `site`."""
+        if site not in SITES:
+            raise SystemExit(f"unknown site {site!r}; choose one of: {', '.join(SITES)}")
         if not args:
             raise SystemExit(f"name a tool: {', '.join(TOOLS)}")
-        name = args[0].removesuffix(".sh")
+        name = Path(args[0]).name.removesuffix(".sh")
         if name not in TOOLS:
             raise SystemExit(f"unknown tool {args[0]!r}; known: {', '.join(TOOLS)}")
+        tool = TOOLS[name]
         cp = resolve(self.root, self.s.maven_repo)
-        rest = args[1:]
-        if not any(a.startswith("--bootstrap") for a in rest):
-            rest = ["--bootstrap-server", self.bootstrap(site), *rest]
-        log_conf = self._write(self.root / "tools-log4j2.properties", log4j2_config(str(self.logs / "tools.log")))
-        cmd = ["java", "-Xmx256m", f"-Dlog4j2.configurationFile={log_conf}", "-cp", cp, TOOLS[name], *rest]
-        return subprocess.call(cmd)
-
-    # --- pieces --------------------------------------------------------------------------------
-    def _alias(self, site: str) -> str:
-        return self.s.protected_alias if site == "protected" else self.s.recovery_alias
-
-    def _write(self, path: Path, text: str) -> Path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-        return path
-
-    def _java(self, heap: str, log_conf: Path, cp: str, main: str, *args: str) -> list[str]:
-        return ["java", f"-Xmx{heap}", f"-Xms{heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
-                "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={log_conf}",
-                "-cp", cp, main, *args]
-
-    def _start_kafka(self, site: str, cp: str) -> None:
-        pid_file = self.root / f"kafka-{site}.pid"
-        if processes.read_pid(pid_file) is not None:
-            return
-        node_dir = self.root / "kafka" / site
-        data = node_dir / "data"
-        props = broker_properties(1, self.kafka_port(site), str(data))
-        conf = self._write(node_dir / "server.properties", render(props))
-        log_conf = self._write(node_dir / "log4j2.properties", log4j2_config(str(self.logs / f"kafka-{site}.log")))
-        if not (data / "meta.properties").exists():
-            cluster_id_file = node_dir / "cluster.id"
-            if not cluster_id_file.exists():
-                cluster_id_file.write_text(_kafka_uuid())
-            fmt = subprocess.run(
-                ["java", "-Xmx256m", f"-Dlog4j2.configurationFile={log_conf}", "-cp", cp,
-                 "kafka.tools.StorageTool", "format", "-t", cluster_id_file.read_text().strip(),
-                 "-c", str(conf), "--standalone", "--ignore-formatted"],
-                capture_output=True, text=True,
-            )
-            if fmt.returncode != 0:
-                raise RuntimeError(f"formatting kafka {site} storage failed:\n{fmt.stdout}{fmt.stderr}")
-        processes.start(self._java(self.s.kafka_heap, log_conf, cp, "kafka.Kafka", str(conf)),
-                        pid_file, self.logs / f"kafka-{site}.out", env=_java_env())
-
-    def _start_mirrormaker(self, cp: str) -> None:
-        pid_file = self.root / "mirrormaker.pid"
-        if processes.read_pid(pid_file) is not None:
-            return
-        mm_dir = self.root / "mirrormaker"
-        props = mirrormaker_properties(
-            self.bootstrap("protected"), self.bootstrap("recovery"),
-            protected_alias=self.s.protected_alias, recovery_alias=self.s.recovery_alias,
-            topic_prefix=self.s.topic_prefix,
-        )
-        conf = self._write(mm_dir / "mm2.properties", render(props))
-        log_conf = self._write(mm_dir / "log4j2.properties", log4j2_config(str(self.logs / "mirrormaker.log")))
-        processes.start(
-            self._java(self.s.mirrormaker_heap, log_conf, cp,
-                       "org.apache.kafka.connect.mirror.MirrorMaker", str(conf)),
-            pid_file, self.logs / "mirrormaker.out", env=_java_env(),
-        )
-
-
-def _kafka_uuid() -> str:
-    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding (like `random-uuid`)."""
-    import base64
-
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-
-
-def _java_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.pop("CLASSPATH", None)
-    return env
+        rest = with_bootstrap(tool, args[1:], self.bootstrap(site))
+        log_conf = self.root / "tools-log4j2.properties"
+        log_conf.write_text(log4j2_config(str(self.logs / "tools.log")))
+        cmd = ["java", "-Xmx256m", "-XX:TieredStopAtLevel=1", f"-Dlog4j2.configurationFile={log_conf}",
+               "-cp", cp, tool.main, *rest]  # fmt: skip
+        return subprocess.call(cmd, env=java_env())
