@@ -112,7 +112,8 @@ def _apply_from_kafka(settings: TapstreamSettings, topic: str, spans: list[Span]
     codec = make_codec(settings)
     conf = client_config(settings, settings.recovery_bootstrap)
     consumer = Consumer({**conf, "group.id": "tapstream-restore", "enable.auto.commit": False,
-                         "fetch.max.bytes": 64 << 20})
+                         "fetch.max.bytes": 64 << 20, "max.partition.fetch.bytes": 64 << 20,
+                         "queued.max.messages.kbytes": 256 * 1024})
     fd = os.open(image, os.O_RDWR)
     applied = nbytes = 0
     try:
