@@ -56,3 +56,11 @@ typecheck: setup
 # The main job: both sites, a protected ext4 written through the tapper, checkpoints, restores, compare.
 demo: setup system-deps
 	$(PY) -m tapstream.localstack.demo
+
+# RPO under load across MirrorMaker 2, restore vs qemu-img convert, journal rows/s.
+bench-recovery: up
+	$(PY) bench/recovery.py
+
+# Protected -> recovery crossing latency of single records.
+bench-mirror: up
+	$(PY) bench/mirror_latency.py
