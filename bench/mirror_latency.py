@@ -73,8 +73,9 @@ def measure(
                 sent += 1
                 next_send = now + interval_s
             msg = consumer.poll(0.002)
-            if msg is not None and msg.error() is None and msg.value() != PRIMER:
-                (t_sent,) = struct.unpack(">d", msg.value())
+            value = msg.value() if msg is not None and msg.error() is None else None
+            if value is not None and value != PRIMER:
+                (t_sent,) = struct.unpack(">d", value)
                 latencies.append(time.time() - t_sent)
                 progress.advance(task)
         if len(latencies) < n:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 import pytest
+from pydantic import SecretStr
 from tapstream.core.settings import TapstreamSettings, load
 from tapstream.localstack import LocalStackSettings, Stack
 from tapstream.localstack.classpath import resolve
@@ -94,11 +95,13 @@ def _containers(local: LocalStackSettings, work: Path, cleanup: ExitStack) -> Ru
     kafka = {site: cleanup.enter_context(KafkaContainer().with_kraft()) for site in ("p", "r")}
     pg = {site: cleanup.enter_context(PostgresContainer("postgres:16-alpine", driver=None))
           for site in ("p", "r")}  # fmt: skip
-    settings = TapstreamSettings(
-        protected_bootstrap=kafka["p"].get_bootstrap_server(),
-        recovery_bootstrap=kafka["r"].get_bootstrap_server(),
-        protected_database_url=pg["p"].get_connection_url(),
-        recovery_database_url=pg["r"].get_connection_url(),
+    settings = TapstreamSettings.model_validate(
+        {
+            "protected_bootstrap": kafka["p"].get_bootstrap_server(),
+            "recovery_bootstrap": kafka["r"].get_bootstrap_server(),
+            "protected_database_url": SecretStr(pg["p"].get_connection_url()),
+            "recovery_database_url": SecretStr(pg["r"].get_connection_url()),
+        }
     )
     mm = MirrorMakerNode(work / "mirrormaker", work / "mirrormaker.pid", work / "mirrormaker.log")
     since = time.time()

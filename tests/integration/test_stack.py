@@ -55,7 +55,7 @@ def consume_until(
         while time.monotonic() < deadline and not want <= set(seen):
             msg = c.poll(0.5)
             if msg is not None and msg.error() is None:
-                seen.append(msg.value())
+                seen.append(msg.value() or b"")
     finally:
         c.close()
     return seen
@@ -77,9 +77,10 @@ def read_all(bootstrap: str, topic: str) -> list[bytes]:
             msg = c.poll(0.5)
             if msg is None or msg.error() is not None:
                 continue
-            out.append(msg.value())
-            if msg.offset() >= todo[msg.partition()][1] - 1:
-                del todo[msg.partition()]
+            out.append(msg.value() or b"")
+            part, offset = msg.partition() or 0, msg.offset() or 0
+            if offset >= todo[part][1] - 1:
+                del todo[part]
         assert not todo, f"could not read {topic} to its end"
         return out
     finally:

@@ -36,6 +36,8 @@ def test_broker_is_a_single_combined_kraft_node_with_rf_1() -> None:
     rfs = {k: v for k, v in p.items() if k.endswith("replication.factor")}
     assert len(rfs) >= 4 and set(rfs.values()) == {1}
     assert p["auto.create.topics.enable"] is False
+    # a shared disk: every partition is capped, in segments small enough to free space early
+    assert 0 < int(p["log.segment.bytes"]) < int(p["log.retention.bytes"]) <= 4 * 1024**3
 
 
 def test_render_is_java_properties() -> None:
