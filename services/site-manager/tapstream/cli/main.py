@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from tapstream.cli import recovery, tail, tapper
+from tapstream.cli import recovery, replicator, tail, tapper
 
 app = typer.Typer(no_args_is_help=True, help="tapstream: continuous data protection on Kafka.")
 app.add_typer(tapper.app, name="tapper")
@@ -12,6 +12,7 @@ app.command("tail")(tail.tail)
 app.add_typer(recovery.checkpoint_app, name="checkpoint")
 app.command("restore")(recovery.restore)
 app.command("status")(recovery.status)
+app.add_typer(replicator.app, name="replicator")
 
 
 def main() -> None:
