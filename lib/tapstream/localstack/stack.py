@@ -130,14 +130,15 @@ class Stack:
         self.root.mkdir(parents=True, exist_ok=True)
         say("resolving Kafka jars (Maven Central, cached)")
         cp = resolve(self.root, self.s.maven_repo)
+        # The JVMs boot in the background while Postgres starts (pg_ctl waits for it).
+        for site in SITES:
+            say(f"kafka {site}")
+            self.kafka[site].start(cp, self.s.kafka_heap)
         for site in SITES:
             say(f"postgres {site}")
             postgres.start(
                 self.root / "pg" / site, self.pg_port(site), self.logs / f"postgres-{site}.log"
             )
-        for site in SITES:
-            say(f"kafka {site}")
-            self.kafka[site].start(cp, self.s.kafka_heap)
         for site in SITES:
             node = self.kafka[site]
             say(f"waiting for kafka {site}")
