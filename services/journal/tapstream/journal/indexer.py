@@ -33,6 +33,10 @@ class Journal:
         if not self.s.journal_groups:
             raise ValueError('no protection groups: set TAPSTREAM_JOURNAL_GROUPS, e.g. ["g1"]')
         await self.store.start()
+        if self.s.journal_rebuild:
+            for g in self.s.journal_groups:
+                await self.store.reset(self.topic(g), g)
+                log.warning("index dropped; rebuilding from the topic", group=g, topic=self.topic(g))
         self._tasks = [asyncio.create_task(self._index(g)) for g in self.s.journal_groups]
         self._tasks.append(asyncio.create_task(self._progress()))
 
