@@ -1,7 +1,8 @@
 """An asyncio face on confluent-kafka's producer: `await produce(...)` resolves when Kafka acked.
 
 librdkafka batches and compresses in its own threads; a small poll thread serves delivery reports
-and hands each result to the event loop that awaits it.
+and hands them to the event loop that awaits them, one wake-up per batch of reports (a wake-up per
+record costs a syscall and a loop iteration each, which shows at thousands of records a second).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import threading
 from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
-
 from tapstream.core.kafka.exceptions import PublishError
 
 
@@ -24,6 +24,8 @@ class AsyncProducer:
         self._poller: threading.Thread | None = None
         self._running = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._reports: list[tuple[asyncio.Future[Message], KafkaError | None, Message]] = []
+        self._reports_lock = threading.Lock()
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -36,17 +38,26 @@ class AsyncProducer:
         assert self._producer is not None
         while self._running:
             self._producer.poll(0.05)
+            self._dispatch()
+
+    def _dispatch(self) -> None:
+        """Hand the delivery reports gathered so far to the event loop in one call."""
+        with self._reports_lock:
+            reports, self._reports = self._reports, []
+        if reports and self._loop is not None:
+            self._loop.call_soon_threadsafe(_settle_all, reports)
 
     def produce_nowait(
         self, topic: str, value: bytes, key: bytes | None = None, partition: int | None = None
     ) -> asyncio.Future[Message]:
         """Queue a record; the returned future resolves on Kafka's ack or fails with PublishError."""
         assert self._producer is not None and self._loop is not None, "start() first"
-        loop = self._loop
-        fut: asyncio.Future[Message] = loop.create_future()
+        fut: asyncio.Future[Message] = self._loop.create_future()
+        lock = self._reports_lock
 
         def delivered(err: KafkaError | None, msg: Message) -> None:
-            loop.call_soon_threadsafe(_settle, fut, err, msg)
+            with lock:
+                self._reports.append((fut, err, msg))
 
         kwargs: dict[str, Any] = {"value": value, "key": key, "on_delivery": delivered}
         if partition is not None:
@@ -58,6 +69,7 @@ class AsyncProducer:
             except BufferError:
                 # Local queue full: let librdkafka drain a little, then retry (back-pressure).
                 self._producer.poll(0.01)
+                self._dispatch()
         return fut
 
     async def produce(
@@ -68,7 +80,9 @@ class AsyncProducer:
     async def flush(self, timeout: float = 30.0) -> int:
         """Wait until every queued record is acked or failed; returns how many are still queued."""
         assert self._producer is not None
-        return await asyncio.to_thread(self._producer.flush, timeout)
+        left = await asyncio.to_thread(self._producer.flush, timeout)
+        self._dispatch()
+        return int(left)
 
     async def stop(self, timeout: float = 30.0) -> None:
         if self._producer is None:
@@ -80,10 +94,11 @@ class AsyncProducer:
         self._producer = None
 
 
-def _settle(fut: asyncio.Future[Message], err: KafkaError | None, msg: Message) -> None:
-    if fut.done():
-        return
-    if err is not None:
-        fut.set_exception(PublishError(f"{err.name()}: {err.str()}"))
-    else:
-        fut.set_result(msg)
+def _settle_all(reports: list[tuple[asyncio.Future[Message], KafkaError | None, Message]]) -> None:
+    for fut, err, msg in reports:
+        if fut.done():
+            continue
+        if err is not None:
+            fut.set_exception(PublishError(f"{err.name()}: {err.str()}"))
+        else:
+            fut.set_result(msg)
