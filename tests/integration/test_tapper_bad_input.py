@@ -61,6 +61,9 @@ print("write-past-end", code(lambda: h.pwrite(b"x" * 4096, {SIZE} - 512)))
 print("zero-past-end", code(lambda: h.zero(8192, {SIZE})))
 print("misaligned", code(lambda: h.pread(100, 3)))
 print("read-too-big", code(lambda: h.pread(64 * 1024 * 1024, 0)))
+print("write-too-big", code(lambda: h.pwrite(b"z" * (33 * 1024 * 1024), 0)))
+print("fua-flush-ok", code(lambda: h.flush(nbd.CMD_FLAG_FUA)))
+print("bad-flag", code(lambda: h.pwrite(b"w" * 512, 0, nbd.CMD_FLAG_NO_HOLE)))
 print("then-ok", code(lambda: h.pwrite(b"y" * 4096, 4096)), h.pread(4096, 4096) == b"y" * 4096)
 """)
     lines = dict(line.split(" ", 1) for line in out.strip().splitlines())
@@ -68,7 +71,10 @@ print("then-ok", code(lambda: h.pwrite(b"y" * 4096, 4096)), h.pread(4096, 4096) 
     assert lines["write-past-end"] == "ENOSPC"  # ENOSPC, as the protocol asks for writes past the end
     assert lines["zero-past-end"] == "ENOSPC"
     assert lines["misaligned"] == "EINVAL"  # libnbd asked for block sizes, so alignment is enforced
-    assert lines["read-too-big"] == "EINVAL"
+    assert lines["read-too-big"] == "EOVERFLOW"  # a payload-less request above the advertised maximum
+    assert lines["write-too-big"] == "EINVAL"  # its payload was read and skipped: the stream stays in step
+    assert lines["fua-flush-ok"] == "0"  # FUA is accepted on any command
+    assert lines["bad-flag"] == "EINVAL"  # NO_HOLE belongs to WRITE_ZEROES only
     assert lines["then-ok"] == "0 True"
     still_serves(tapper)
 

@@ -1,6 +1,9 @@
-"""The dirty bitmap: marks survive a reopen (a crash), bits clear only when nothing is in flight."""
+"""The dirty bitmap: marks survive a reopen (a crash), bits clear only when nothing is in flight and
+only on sweep, a refused event keeps its region, new bits are reported so the caller can msync."""
 
 from pathlib import Path
+
+import pytest
 
 from tapstream.tapper.dirty_bitmap import DirtyBitmap
 
@@ -11,25 +14,48 @@ def test_marks_persist_across_reopen(tmp_path: Path) -> None:
     bm.close()
     again = DirtyBitmap(tmp_path / "v.dirty", 1 << 20, granule=64 * 1024)
     assert again.dirty() == [1, 2]
+    assert again.dirty_ranges() == [(65536, 3 * 65536)]
     assert again.dirty_bytes() == 2 * 64 * 1024
 
 
-def test_bit_clears_only_when_the_last_inflight_event_is_acked(tmp_path: Path) -> None:
+def test_mark_reports_new_bits_only_once(tmp_path: Path) -> None:
     bm = DirtyBitmap(tmp_path / "v.dirty", 1 << 20, granule=4096)
-    a = bm.mark(0, 4096)
-    b = bm.mark(100, 10)
+    assert bm.mark(0, 4096)[1] is True
+    assert bm.mark(100, 10)[1] is False  # same region, already marked: no msync needed
+    assert bm.mark(4000, 200)[1] is True  # reaches into region 1
+
+
+def test_bit_clears_on_sweep_only_when_the_last_inflight_event_is_acked(tmp_path: Path) -> None:
+    bm = DirtyBitmap(tmp_path / "v.dirty", 1 << 20, granule=4096)
+    a, _ = bm.mark(0, 4096)
+    b, _ = bm.mark(100, 10)
     bm.release(a)
+    bm.sweep()
     assert bm.dirty() == [0]
     bm.release(b)
+    assert bm.dirty() == [0]  # cleared lazily, so a hot region's next write needs no msync
+    assert bm.sweep() == 1
     assert bm.dirty() == []
 
 
-def test_failed_event_keeps_the_region_dirty(tmp_path: Path) -> None:
+def test_remarked_region_survives_the_sweep(tmp_path: Path) -> None:
     bm = DirtyBitmap(tmp_path / "v.dirty", 1 << 20, granule=4096)
-    bm.fail(bm.mark(8192, 4096))
-    assert bm.dirty() == [2]
-    bm.clear(2)
-    assert bm.dirty() == []
+    bm.release(bm.mark(0, 10)[0])
+    bm.mark(0, 10)  # written again before the sweep
+    bm.sweep()
+    assert bm.dirty() == [0]
+
+
+def test_failed_or_refused_event_keeps_the_region_dirty(tmp_path: Path) -> None:
+    bm = DirtyBitmap(tmp_path / "v.dirty", 1 << 20, granule=4096)
+    bm.fail(bm.mark(8192, 4096)[0])
+    bm.set_dirty(3 * 4096, 1)
+    bm.sweep()
+    assert bm.dirty() == [2, 3]
+    # a later resync of the region that is acked clears it
+    bm.release(bm.mark(8192, 4096)[0])
+    bm.sweep()
+    assert bm.dirty() == [3]
 
 
 def test_last_partial_region_counts(tmp_path: Path) -> None:
@@ -37,3 +63,9 @@ def test_last_partial_region_counts(tmp_path: Path) -> None:
     assert bm.bits == 3
     bm.mark(9_999, 1)
     assert bm.dirty() == [2]
+    assert bm.dirty_ranges() == [(8192, 10_000)]
+
+
+def test_granule_must_be_a_power_of_two(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="power of two"):
+        DirtyBitmap(tmp_path / "v.dirty", 1 << 20, granule=3000)

@@ -1,8 +1,12 @@
-"""A persistent bitmap of regions whose events Kafka has not acknowledged yet (async mode).
+"""A persistent bitmap of regions whose events Kafka may not have (pure logic over a mapped file).
 
-One bit per `granule` bytes of the volume, in a memory-mapped file: a bit set before the local write
-survives a crash of the tapper process (the page cache keeps it), and `sync()` on FLUSH makes it as
-durable as the data it covers. A region's bit is cleared only when no event touching it is in flight.
+One bit per `granule` bytes of the volume, in a memory-mapped file. Async mode sets a region's bit
+before the local write and makes it durable (`sync()`, batched by the caller) before the write is
+acknowledged, so neither a crash of the process nor of the host loses the fact that the region's
+event may be missing. A bit clears only when no event touching the region is in flight, and lazily
+(`sweep()`, every second or so): a hot region stays marked and its next write needs no sync.
+Sync mode sets bits only for events Kafka refused (`set_dirty`). After a restart, the set bits are
+the regions to resend as a DELTA sync.
 """
 
 from __future__ import annotations
@@ -14,16 +18,21 @@ from pathlib import Path
 
 class DirtyBitmap:
     def __init__(self, path: Path, volume_size: int, granule: int = 64 * 1024) -> None:
+        if granule <= 0 or granule & (granule - 1):
+            raise ValueError(f"granule must be a power of two, not {granule}")
         self.path = path
         self.granule = granule
+        self.size = volume_size
         self.bits = -(-volume_size // granule)
+        self._shift = granule.bit_length() - 1
         self._inflight: dict[int, int] = {}
+        self._released: set[int] = set()
         nbytes = max(1, -(-self.bits // 8))
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             if os.fstat(fd).st_size != nbytes:
-                os.ftruncate(fd, nbytes)
+                os.ftruncate(fd, nbytes)  # a new volume size starts a new bitmap (a resize resyncs)
             self._map = mmap.mmap(fd, nbytes)
         finally:
             os.close(fd)
@@ -31,48 +40,83 @@ class DirtyBitmap:
     def regions(self, offset: int, length: int) -> range:
         if length <= 0:
             return range(0)
-        return range(offset // self.granule, (offset + length - 1) // self.granule + 1)
+        return range(offset >> self._shift, ((offset + length - 1) >> self._shift) + 1)
 
-    def mark(self, offset: int, length: int) -> range:
-        """Set the bits of the range and count it in flight; returns the regions for `release`."""
+    def mark(self, offset: int, length: int) -> tuple[range, bool]:
+        """Set the range's bits and count it in flight. Returns the regions (for `release`/`fail`)
+        and whether a bit was newly set (then the caller must `sync()` before acknowledging)."""
         regions = self.regions(offset, length)
-        m = self._map
+        m, inflight = self._map, self._inflight
+        new = False
         for r in regions:
-            self._inflight[r] = self._inflight.get(r, 0) + 1
-            m[r >> 3] |= 1 << (r & 7)
-        return regions
+            inflight[r] = inflight.get(r, 0) + 1
+            byte, bit = r >> 3, 1 << (r & 7)
+            if not m[byte] & bit:
+                m[byte] |= bit
+                new = True
+        return regions, new
 
     def release(self, regions: range) -> None:
-        """An event covering `regions` was acknowledged: clear the bits nothing else holds."""
-        m = self._map
+        """An event covering `regions` was acknowledged; `sweep()` clears what nothing else holds."""
+        inflight = self._inflight
         for r in regions:
-            left = self._inflight[r] - 1
+            left = inflight[r] - 1
             if left:
-                self._inflight[r] = left
+                inflight[r] = left
             else:
-                del self._inflight[r]
-                m[r >> 3] &= ~(1 << (r & 7)) & 0xFF
+                del inflight[r]
+                self._released.add(r)
 
     def fail(self, regions: range) -> None:
-        """An event covering `regions` failed: stop counting it, but keep the bits for a resync."""
+        """An event covering `regions` failed (or was never sent): stop counting it, keep the bits."""
+        inflight = self._inflight
         for r in regions:
-            left = self._inflight[r] - 1
+            self._released.discard(r)
+            left = inflight[r] - 1
             if left:
-                self._inflight[r] = left
+                inflight[r] = left
             else:
-                del self._inflight[r]
+                del inflight[r]
+
+    def set_dirty(self, offset: int, length: int) -> None:
+        """Mark the range for a resync without counting anything in flight (a refused event)."""
+        m = self._map
+        for r in self.regions(offset, length):
+            self._released.discard(r)
+            m[r >> 3] |= 1 << (r & 7)
+
+    def sweep(self) -> int:
+        """Clear the bits of released regions nothing holds any more; returns how many."""
+        m, cleared = self._map, 0
+        for r in self._released:
+            if r not in self._inflight:
+                m[r >> 3] &= ~(1 << (r & 7)) & 0xFF
+                cleared += 1
+        self._released.clear()
+        return cleared
 
     def dirty(self) -> list[int]:
-        """Regions marked dirty (e.g. left by a crash)."""
+        """Regions whose bit is set."""
         out = []
         for i, byte in enumerate(bytes(self._map)):
             if byte:
                 out.extend(i * 8 + b for b in range(8) if byte >> b & 1 and i * 8 + b < self.bits)
         return out
 
-    def clear(self, region: int) -> None:
-        if region not in self._inflight:
-            self._map[region >> 3] &= ~(1 << (region & 7)) & 0xFF
+    def orphans(self) -> list[int]:
+        """Set bits no in-flight or acked event accounts for: regions that need a resync."""
+        return [r for r in self.dirty() if r not in self._inflight and r not in self._released]
+
+    def dirty_ranges(self, only_orphans: bool = False) -> list[tuple[int, int]]:
+        """The set bits (or only the orphans) as coalesced byte ranges (start, end) within the volume."""
+        out: list[tuple[int, int]] = []
+        for r in self.orphans() if only_orphans else self.dirty():
+            a, b = r * self.granule, min(self.size, (r + 1) * self.granule)
+            if out and out[-1][1] == a:
+                out[-1] = (out[-1][0], b)
+            else:
+                out.append((a, b))
+        return out
 
     def dirty_bytes(self) -> int:
         return int.from_bytes(self._map, "little").bit_count() * self.granule

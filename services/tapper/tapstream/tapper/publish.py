@@ -1,16 +1,30 @@
-"""Turning requests into DiskEvents on Kafka: per-volume gap-free seq, chunking, checksums."""
+"""One volume's event stream on Kafka: gap-free seq, chunked Write events, checksums, delivery state.
+
+`publish*` allocate the next seq and hand the record to the producer synchronously, so events enter
+the partition in the order the tapper applied them to the volume. Every delivery report comes back
+through `_delivered`, which tracks the highest acked seq, what is still outstanding, and reports a
+refused event to the export (which then recovers the stream: DESIGN §4, "never lose an acked write").
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 import crc32c
 from confluent_kafka import Consumer, TopicPartition
-
 from tapstream.core.codec import Codec, DecodeError
 from tapstream.core.kafka import AsyncProducer
+from tapstream.tapper import metrics
+from tapstream.tapper.event_encoder import WriteEncoder
+
+Done = Callable[[bool], None]  # called once per event: True when Kafka acked it
 
 
 def now_us() -> int:
@@ -18,58 +32,151 @@ def now_us() -> int:
 
 
 class VolumeStream:
-    """The event stream of one volume. `publish` allocates the next seq synchronously, so events
-    enter the producer (and the partition) in the order the tapper applied them locally."""
-
     def __init__(self, volume: str, group: str, topic: str, host: str, producer: AsyncProducer,
-                 codec: Codec, last_seq: int, chunk_bytes: int) -> None:
+                 encoder: WriteEncoder, last_seq: int, chunk_bytes: int, mode: str,
+                 on_failure: Callable[[BaseException], None]) -> None:
         self.volume = volume
         self.group = group
         self.topic = topic
         self.host = host
         self.key = volume.encode()
         self.seq = last_seq
-        self._producer = producer
-        self._codec = codec
+        self.acked_seq = last_seq
+        self.outstanding = 0
+        self.outstanding_bytes = 0  # the backlog: encoded bytes handed to the producer, not yet acked
+        self.healthy = True
         self.chunk_bytes = chunk_bytes
+        self._producer = producer
+        self._encoder = encoder
+        self._on_failure = on_failure
+        self._idle: list[asyncio.Future[None]] = []
+        self._below: list[tuple[int, asyncio.Future[None]]] = []
+        self._latency = metrics.PUBLISH_LATENCY.labels(mode)
+        self._errors = metrics.PUBLISH_ERRORS.labels(volume)
 
-    def publish(self, branch: str, body: dict[str, Any]) -> asyncio.Future[Any]:
+    def publish(self, branch: str, body: dict[str, Any], done: Done | None = None) -> asyncio.Future[Any]:
+        """An event other than Write/SyncBlock (Zero, Flush, Checkpoint, SyncStart, SyncEnd)."""
         self.seq += 1
-        value = self._codec.encode("DiskEvent", {
-            "volume": self.volume, "seq": self.seq, "ts": now_us(), "host": self.host,
-            "group": self.group, "body": (branch, body)})
-        return self._producer.produce_nowait(self.topic, value, key=self.key)
+        return self._send(self._encoder.encode(self.seq, now_us(), branch, body), done)
 
-    def publish_write(self, offset: int, data: bytes | memoryview, branch: str = "Write",
-                      extra: dict[str, Any] | None = None) -> list[asyncio.Future[Any]]:
-        """One Write (or SyncBlock) per chunk of `data`."""
-        futures = []
+    def publish_data(self, offset: int, data: bytes | memoryview, done: Done | None = None,
+                     sync_id: str | None = None) -> int:
+        """One Write (or, with `sync_id`, SyncBlock) per chunk of `data`; `done` runs once per chunk.
+        Returns the number of events."""
+        branch = "Write" if sync_id is None else "SyncBlock"
+        n, step = len(data), self.chunk_bytes
+        if n <= step:
+            self.seq += 1
+            self._send(self._encoder.encode_data(self.seq, now_us(), branch, offset, data, crc32c.crc32c(data),
+                                                 sync_id), done)
+            return 1
         view = memoryview(data)
-        for start in range(0, len(view), self.chunk_bytes):
-            chunk = bytes(view[start : start + self.chunk_bytes])
-            body = {"offset": offset + start, "length": len(chunk), "data": chunk,
-                    "checksum": crc32c.crc32c(chunk)}
-            if extra:
-                body.update(extra)
-            futures.append(self.publish(branch, body))
-        return futures
+        count = 0
+        for start in range(0, n, step):
+            chunk = view[start : start + step]
+            self.seq += 1
+            self._send(self._encoder.encode_data(self.seq, now_us(), branch, offset + start, chunk,
+                                                 crc32c.crc32c(chunk), sync_id), done)
+            count += 1
+        return count
+
+    def _send(self, value: bytes, done: Done | None) -> asyncio.Future[Any]:
+        try:
+            fut = self._producer.produce_nowait(self.topic, value, key=self.key)
+        except Exception:
+            self.seq -= 1  # never sent: the next event takes this seq, so the stream has no gap
+            raise
+        self.outstanding += 1
+        self.outstanding_bytes += len(value)
+        fut.add_done_callback(partial(self._delivered, self.seq, len(value), time.perf_counter(), done))
+        return fut
+
+    def _delivered(self, seq: int, size: int, t0: float, done: Done | None, fut: asyncio.Future[Any]) -> None:
+        self.outstanding -= 1
+        self.outstanding_bytes -= size
+        ok = not fut.cancelled() and fut.exception() is None
+        if ok:
+            if seq > self.acked_seq:
+                self.acked_seq = seq
+            self._latency.observe(time.perf_counter() - t0)
+        else:
+            self._errors.inc()
+        if done is not None:
+            done(ok)
+        if not ok:
+            self._on_failure(fut.exception() if not fut.cancelled() else asyncio.CancelledError())
+        if self._below:
+            self._wake_below()
+        if not self.outstanding and self._idle:
+            idle, self._idle = self._idle, []
+            for waiter in idle:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    def _wake_below(self) -> None:
+        keep = []
+        for limit, waiter in self._below:
+            if self.outstanding_bytes < limit:
+                if not waiter.done():
+                    waiter.set_result(None)
+            else:
+                keep.append((limit, waiter))
+        self._below = keep
+
+    async def backlog_below(self, limit: int) -> None:
+        """Return once less than `limit` bytes of events wait for Kafka's ack."""
+        if self.outstanding_bytes >= limit:
+            waiter = asyncio.get_running_loop().create_future()
+            self._below.append((limit, waiter))
+            await waiter
+
+    async def settled(self) -> None:
+        """Return once every event published so far has been acked or refused."""
+        if self.outstanding:
+            waiter = asyncio.get_running_loop().create_future()
+            self._idle.append(waiter)
+            await waiter
+
+    def restart_at(self, seq: int) -> None:
+        """Continue after `seq` (the last of this volume's events Kafka holds), after a failure."""
+        self.seq = self.acked_seq = seq
 
 
-def last_seq(conf: dict[str, Any], topic: str, volume: str, codec: Codec, window: int = 64) -> int:
-    """The highest seq of `volume` already in `topic` (0 if none): a restarted tapper continues there.
+class Countdown:
+    """Calls `done(all_ok)` once `n` events have each reported."""
+
+    __slots__ = ("done", "left", "ok")
+
+    def __init__(self, n: int, done: Done) -> None:
+        self.left, self.ok, self.done = n, True, done
+
+    def __call__(self, ok: bool) -> None:
+        self.ok = self.ok and ok
+        self.left -= 1
+        if not self.left:
+            self.done(self.ok)
+
+
+def last_seq(conf: dict[str, Any], topic: str, volume: str, codec: Codec, window: int = 64,
+             timeout: float = 10.0) -> int:
+    """The highest seq of `volume` in `topic` (0 if none): a restarted tapper continues after it.
 
     Reads each partition backwards in windows from its end until it finds one of the volume's events.
+    Raises TimeoutError if Kafka does not answer.
     """
     key = volume.encode()
     consumer = Consumer({**conf, "group.id": f"tapstream-tapper-seq-{volume}", "enable.auto.commit": False,
                          "enable.partition.eof": True})
     best = 0
     try:
-        meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
+        try:
+            meta = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+        except Exception as exc:
+            raise TimeoutError(f"Kafka did not list {topic}: {exc}") from None
         if meta is None or meta.error is not None:
             return 0
         for p in meta.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
             end = high
             while end > low:
                 start = max(low, end - window)
@@ -77,7 +184,7 @@ def last_seq(conf: dict[str, Any], topic: str, volume: str, codec: Codec, window
                 found = 0
                 pos = start
                 while pos < end:
-                    msg = consumer.poll(5)
+                    msg = consumer.poll(timeout)
                     if msg is None:
                         raise TimeoutError(f"reading {topic}[{p}] at {pos} timed out")
                     if msg.error():
@@ -98,3 +205,27 @@ def last_seq(conf: dict[str, Any], topic: str, volume: str, codec: Codec, window
     finally:
         consumer.close()
     return best
+
+
+class SeqFile:
+    """The last acked seq of a volume, kept locally as a floor: if the topic lost the volume's events
+    (retention, a recreated topic), the sequence still never goes back (consumers skip old seqs)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def read(self) -> int:
+        try:
+            return int(json.loads(self.path.read_text())["acked_seq"])
+        except FileNotFoundError:
+            return 0
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{self.path} is corrupt ({exc}); remove it to start from Kafka's seq") from None
+
+    def write(self, seq: int) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        with open(tmp, "w") as f:
+            f.write(json.dumps({"acked_seq": seq, "ts": now_us()}))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)

@@ -1,27 +1,28 @@
-"""The NBD server: fixed newstyle negotiation, then transmission with concurrent requests.
+"""The NBD server: an asyncio protocol per connection (TCP or Unix socket), several exports.
 
-Each request runs as its own task, started in arrival order; the part of a write that touches the
-volume and allocates the event's seq runs before the task's first await, so the event stream keeps
-the order in which writes reached the volume. Replies are single `write()` calls, so they never
-interleave. A bad request gets its NBD error and the connection goes on; a broken handshake closes
-only that connection.
+Bytes go to the pure `Negotiation` until the client picks an export, then requests are parsed in
+place from the receive buffer and handed to the export synchronously, in arrival order (modes.py).
+Replies are gathered and written once per event-loop turn. A bad request gets its NBD error and the
+connection goes on; garbage closes only its own connection; a connection whose client went away
+still finishes its requests (their events are in the stream), it just drops the replies.
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
-import struct
-from collections.abc import Callable
+from collections.abc import Mapping
+from functools import partial
+from typing import Any
 
 from tapstream.core.logging import get_logger
 from tapstream.tapper import metrics
 from tapstream.tapper.export import Export
+from tapstream.tapper.modes import os_error
 from tapstream.tapper.protocol import frames
 from tapstream.tapper.protocol.constants import (
-    CLIENT_NO_ZEROES,
     CMD_FLAG_FUA,
     CMD_FLAG_NO_HOLE,
+    REQUEST_MAGIC,
     TF_CAN_MULTI_CONN,
     TF_HAS_FLAGS,
     TF_SEND_FLUSH,
@@ -30,216 +31,297 @@ from tapstream.tapper.protocol.constants import (
     TF_SEND_WRITE_ZEROES,
     Cmd,
     Err,
-    Info,
-    Opt,
-    Rep,
 )
+from tapstream.tapper.protocol.frames import REQUEST, ProtocolError
+from tapstream.tapper.protocol.handshake import BlockSizes, ExportInfo, Negotiation
+from tapstream.tapper.protocol.transmission import check_request
 
 log = get_logger("tapstream.tapper.server")
 
-MIN_BLOCK = 512
-PREFERRED_BLOCK = 4096
-MAX_PAYLOAD = 32 * 1024 * 1024
-# All connections of an export share one volume fd and one ordered event stream, and FLUSH syncs
-# the file itself, so a flush on one connection covers writes completed on any: multi-conn is true.
-TRANSMISSION_FLAGS = (TF_HAS_FLAGS | TF_SEND_FLUSH | TF_SEND_FUA | TF_SEND_TRIM
-                      | TF_SEND_WRITE_ZEROES | TF_CAN_MULTI_CONN)
+BLOCKS = BlockSizes(minimum=512, preferred=4096, maximum=32 * 1024 * 1024)
+# All connections to an export share one volume fd and one ordered event stream, and FLUSH syncs the
+# file itself, so a flush on one connection covers writes completed on any: multi-conn is true.
+TRANSMISSION_FLAGS = (TF_HAS_FLAGS | TF_SEND_FLUSH | TF_SEND_FUA | TF_SEND_TRIM | TF_SEND_WRITE_ZEROES
+                      | TF_CAN_MULTI_CONN)
+MAX_INFLIGHT = 256  # requests per connection before we stop reading (back-pressure)
+MAX_BUFFERED = 64 * 1024 * 1024
+OPS = {int(c): c.name.lower() for c in Cmd}
 
 
-class Connection:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 exports: dict[str, Export], gate_wait: Callable[[Export], object] | None = None) -> None:
-        self.r = reader
-        self.w = writer
+def export_infos(exports: Mapping[str, Export]) -> dict[str, ExportInfo]:
+    return {name: ExportInfo(name, e.volume.size, TRANSMISSION_FLAGS, f"tapstream volume {name} ({e.spec.mode})")
+            for name, e in exports.items()}
+
+
+class NbdConnection(asyncio.Protocol):
+    def __init__(self, exports: Mapping[str, Export], connections: set[NbdConnection]) -> None:
         self.exports = exports
-        self.structured = False
-        self.aligned = False  # the client learnt our block sizes, so we may enforce alignment
+        self.connections = connections
+        self.t: asyncio.Transport | None = None
+        self.peer = "?"
+        self.buf = bytearray()
+        self.neg: Negotiation | None = Negotiation(export_infos(exports), BLOCKS)
         self.export: Export | None = None
-        self.tasks: set[asyncio.Task[None]] = set()
+        self.structured = False
+        self.aligned = False
+        self.skip = 0  # payload bytes of an oversize write still to discard
+        self._skipped = 0  # that write's handle
+        self.inflight = 0
+        self.disconnecting = False  # DISC received or server stopping: take no more requests
+        self.lost = False
+        self._out: list[bytes] = []
+        self._flush_scheduled = False
+        self._read_paused = False
+        self._write_paused = False
+        self._idle: list[asyncio.Future[None]] = []
+        self._counters: dict[tuple[int, str], Any] = {}
 
-    # --- negotiation -----------------------------------------------------------------------------
-    async def negotiate(self) -> bool:
-        self.w.write(frames.server_greeting())
-        (client_flags,) = struct.unpack(">I", await self.r.readexactly(4))
-        no_zeroes = bool(client_flags & CLIENT_NO_ZEROES)
-        while True:
-            option, length = frames.parse_option_header(await self.r.readexactly(16))
-            payload = await self.r.readexactly(length)
-            if option == Opt.EXPORT_NAME:
-                export = self.exports.get(payload.decode(errors="replace") or _default(self.exports))
-                if export is None:
-                    return False  # the protocol's only answer to an unknown name here is to close
-                self.export = export
-                self.w.write(frames.export_name_reply(export.volume.size, TRANSMISSION_FLAGS, no_zeroes))
-                return True
-            if option == Opt.ABORT:
-                self.w.write(frames.option_reply(option, Rep.ACK))
-                await self.w.drain()
-                return False
-            if option == Opt.LIST:
-                if payload:
-                    self.w.write(frames.option_reply(option, Rep.ERR_INVALID))
-                    continue
-                for name in self.exports:
-                    self.w.write(frames.rep_server(option, name))
-                self.w.write(frames.option_reply(option, Rep.ACK))
-            elif option in (Opt.INFO, Opt.GO):
-                try:
-                    req = frames.parse_info_request(payload)
-                except (ValueError, UnicodeDecodeError) as exc:
-                    self.w.write(frames.option_reply(option, Rep.ERR_INVALID, str(exc).encode()))
-                    continue
-                export = self.exports.get(req.name or _default(self.exports))
-                if export is None:
-                    self.w.write(frames.option_reply(option, Rep.ERR_UNKNOWN, f"no export {req.name!r}".encode()))
-                    continue
-                if Info.NAME in req.infos:
-                    self.w.write(frames.info_name(option, export.name))
-                self.w.write(frames.info_block_size(option, MIN_BLOCK, PREFERRED_BLOCK, MAX_PAYLOAD))
-                self.w.write(frames.info_export(option, export.volume.size, TRANSMISSION_FLAGS))
-                self.w.write(frames.option_reply(option, Rep.ACK))
-                if option == Opt.GO:
-                    self.export = export
-                    self.aligned = Info.BLOCK_SIZE in req.infos
-                    return True
-            elif option == Opt.STRUCTURED_REPLY:
-                if payload:
-                    self.w.write(frames.option_reply(option, Rep.ERR_INVALID))
+    # --- asyncio protocol ------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.t = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio.Transport subclasses
+        self.peer = str(transport.get_extra_info("peername") or "unix")
+        self.connections.add(self)
+        transport.write(Negotiation.greeting())
+
+    def data_received(self, data: bytes) -> None:
+        if self.disconnecting:
+            return
+        self.buf += data
+        try:
+            self._process()
+        except ProtocolError as exc:
+            log.warning("closing connection after a protocol violation", peer=self.peer, error=str(exc))
+            self._close()
+        except Exception:
+            log.exception("closing connection after an internal error", peer=self.peer)
+            self._close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self._out.clear()
+        if not self.inflight:
+            self._forget()
+
+    def pause_writing(self) -> None:  # the client does not read its replies: stop taking requests
+        self._write_paused = True
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._update_reading()
+
+    # --- negotiation and request parsing ---------------------------------------------------------
+    def _process(self) -> None:
+        if self.neg is not None:
+            out = self.neg.feed(self.buf)
+            if out:
+                self._queue(out)
+            if self.neg.closed is not None:
+                self._close()
+                return
+            if self.neg.agreed is None:
+                return
+            agreed = self.neg.agreed
+            self.neg = None
+            self.export = self.exports[agreed.export]
+            self.structured, self.aligned = agreed.structured, agreed.aligned
+        buf, pos, end = self.buf, 0, len(self.buf)
+        try:
+            while not self.disconnecting:
+                if self.skip:
+                    n = min(self.skip, end - pos)
+                    pos += n
+                    self.skip -= n
+                    if self.skip:
+                        break
+                    # answer only now: a client may not expect the reply before it sent the payload
+                    self._answer(self._skipped, Cmd.WRITE, 0, Err.EINVAL, "write larger than the maximum payload")
+                if end - pos < 28:
+                    break
+                magic, flags, typ, handle, offset, length = REQUEST.unpack_from(buf, pos)
+                if magic != REQUEST_MAGIC:
+                    raise ProtocolError(f"bad request magic {magic:#x}")
+                payload = b""
+                if typ == Cmd.WRITE:
+                    if length > BLOCKS.maximum:
+                        pos += 28
+                        self.skip, self._skipped = length, handle  # read past its payload, then refuse
+                        self._begin()
+                        continue
+                    if end - pos < 28 + length:
+                        break
+                    payload = bytes(buf[pos + 28 : pos + 28 + length])
+                    pos += 28 + length
                 else:
-                    self.structured = True
-                    self.w.write(frames.option_reply(option, Rep.ACK))
-            elif option in (Opt.LIST_META_CONTEXT, Opt.SET_META_CONTEXT):
-                # No metadata contexts (base:allocation) yet: zero contexts, then ACK.
-                rep = Rep.ACK if self.structured else Rep.ERR_INVALID
-                self.w.write(frames.option_reply(option, rep))
-            elif option == Opt.STARTTLS:
-                self.w.write(frames.option_reply(option, Rep.ERR_POLICY, b"TLS is not available on this server yet"))
-            else:
-                self.w.write(frames.option_reply(option, Rep.ERR_UNSUP))
-            await self.w.drain()
-
-    # --- transmission ----------------------------------------------------------------------------
-    async def transmit(self) -> None:
-        assert self.export is not None
-        export = self.export
-        while True:
-            req = frames.parse_request(await self.r.readexactly(28))
-            if req.type == Cmd.DISC:
-                break
-            payload = b""
-            if req.type == Cmd.WRITE:
-                if req.length > MAX_PAYLOAD:
-                    if req.length > 2 * MAX_PAYLOAD:
-                        raise frames.ProtocolError(f"write payload of {req.length} bytes")
-                    await self.r.readexactly(req.length)  # stay in sync, then refuse
-                    self._reply_error(req.handle, Err.EINVAL, req.type, "write larger than 32 MiB")
-                    continue
-                payload = await self.r.readexactly(req.length)
-            task = asyncio.create_task(self._handle(export, req, payload))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
-            if len(self.tasks) > 512:  # bound memory: let some complete before reading more
-                await asyncio.wait(self.tasks, return_when=asyncio.FIRST_COMPLETED)
-        if self.tasks:
-            await asyncio.gather(*self.tasks, return_exceptions=True)
-
-    async def _handle(self, export: Export, req: frames.Request, payload: bytes) -> None:
-        op = _op_name(req.type)
-        metrics.INFLIGHT.inc()
-        try:
-            error = self._check(export, req)
-            if error:
-                self._reply_error(req.handle, error, req.type, "invalid request")
-                metrics.REQUESTS.labels(export.name, op, "invalid").inc()
-                return
-            data = b""
-            try:
-                if req.type == Cmd.READ:
-                    data = export.read(req.offset, req.length)
-                elif req.type == Cmd.WRITE:
-                    await export.write(req.offset, payload, bool(req.flags & CMD_FLAG_FUA))
-                elif req.type == Cmd.FLUSH:
-                    await export.flush()
-                elif req.type == Cmd.TRIM:
-                    await export.zero(req.offset, req.length, trim=True, punch=True)
-                elif req.type == Cmd.WRITE_ZEROES:
-                    await export.zero(req.offset, req.length, trim=False,
-                                      punch=not req.flags & CMD_FLAG_NO_HOLE)
-                    if req.flags & CMD_FLAG_FUA:
-                        await asyncio.to_thread(export.volume.sync)
-                elif req.type == Cmd.CACHE:
-                    pass
-            except OSError as exc:
-                code = Err.ENOSPC if exc.errno == errno.ENOSPC else Err.EIO
-                log.error("request failed", volume=export.name, op=op, offset=req.offset,
-                          length=req.length, error=str(exc))
-                self._reply_error(req.handle, code, req.type, str(exc))
-                metrics.REQUESTS.labels(export.name, op, "error").inc()
-                return
-            await export.gate.passed()  # a checkpoint may be holding completions
-            if req.type == Cmd.READ:
-                head = (frames.structured_data(req.handle, req.offset, len(data)) if self.structured
-                        else frames.simple_reply(req.handle))
-                self.w.write(head + data)
-            else:
-                self.w.write(frames.simple_reply(req.handle))
-            metrics.REQUESTS.labels(export.name, op, "ok").inc()
-            if req.type in (Cmd.READ, Cmd.WRITE):
-                metrics.BYTES.labels(export.name, op).inc(req.length)
+                    pos += 28
+                self._dispatch(flags, typ, handle, offset, length, payload)
         finally:
-            metrics.INFLIGHT.dec()
+            del buf[:pos]
+        self._update_reading()
 
-    def _check(self, export: Export, req: frames.Request) -> int:
-        size = export.volume.size
-        if req.type not in (Cmd.READ, Cmd.WRITE, Cmd.FLUSH, Cmd.TRIM, Cmd.WRITE_ZEROES, Cmd.CACHE):
-            return Err.EINVAL  # unknown or unsupported command (e.g. BLOCK_STATUS without a context)
-        if req.type == Cmd.FLUSH:
-            return Err.EINVAL if req.offset or req.length else 0
-        if req.type == Cmd.READ and req.length > MAX_PAYLOAD:
-            return Err.EINVAL
-        if self.aligned and (req.offset % MIN_BLOCK or req.length % MIN_BLOCK):
-            return Err.EINVAL
-        if req.offset + req.length > size:
-            return Err.ENOSPC if req.type in (Cmd.WRITE, Cmd.WRITE_ZEROES) else Err.EINVAL
-        return 0
-
-    def _reply_error(self, handle: int, error: int, typ: int, message: str) -> None:
-        if self.structured and typ == Cmd.READ:
-            self.w.write(frames.structured_error(handle, error, message))
-        else:
-            self.w.write(frames.simple_reply(handle, error))
-
-
-def _default(exports: dict[str, Export]) -> str:
-    """An empty export name means the default export: the only one, if there is only one."""
-    return next(iter(exports)) if len(exports) == 1 else ""
-
-
-def _op_name(typ: int) -> str:
-    try:
-        return Cmd(typ).name.lower()
-    except ValueError:
-        return "unknown"
-
-
-async def serve_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                           exports: dict[str, Export]) -> None:
-    conn = Connection(reader, writer, exports)
-    peer = writer.get_extra_info("peername") or "unix"
-    try:
-        if await conn.negotiate():
-            await conn.transmit()
-    except (asyncio.IncompleteReadError, ConnectionError):
-        pass  # the client went away
-    except frames.ProtocolError as exc:
-        log.warning("closing connection after a protocol violation", peer=str(peer), error=str(exc))
-    except Exception:
-        log.exception("connection failed", peer=str(peer))
-    finally:
-        if conn.tasks:
-            await asyncio.gather(*conn.tasks, return_exceptions=True)
+    def _dispatch(self, flags: int, typ: int, handle: int, offset: int, length: int, payload: bytes) -> None:
+        export = self.export
+        assert export is not None
+        if typ == Cmd.DISC:
+            self.disconnecting = True
+            self._maybe_close()
+            return
+        self._begin()
+        error = check_request(frames.Request(flags, typ, handle, offset, length), export.volume.size,
+                              self.aligned, BLOCKS)
+        if error:
+            self._answer(handle, typ, 0, error, "invalid request")
+            return
+        reply = partial(self._answer, handle, typ, length)
         try:
-            writer.close()
-            await writer.wait_closed()
-        except (ConnectionError, OSError):
-            pass
+            if typ == Cmd.WRITE:
+                export.write(offset, payload, bool(flags & CMD_FLAG_FUA), reply)
+            elif typ == Cmd.READ:
+                self._answer(handle, typ, length, 0, "", export.read(offset, length), offset)
+            elif typ == Cmd.FLUSH:
+                export.flush(reply)
+            elif typ == Cmd.TRIM:
+                export.zero(offset, length, True, True, bool(flags & CMD_FLAG_FUA), reply)
+            elif typ == Cmd.WRITE_ZEROES:
+                export.zero(offset, length, False, not flags & CMD_FLAG_NO_HOLE, bool(flags & CMD_FLAG_FUA), reply)
+        except OSError as exc:
+            log.error("request failed", volume=export.name, op=OPS.get(typ), offset=offset, length=length,
+                      error=str(exc))
+            reply(os_error(exc), str(exc))
+        except Exception as exc:
+            log.exception("request failed", volume=export.name, op=OPS.get(typ), offset=offset, length=length)
+            reply(Err.EIO, repr(exc))
+
+    # --- replies ---------------------------------------------------------------------------------
+    def _begin(self) -> None:
+        self.inflight += 1
+        metrics.INFLIGHT.inc()
+
+    def _answer(self, handle: int, typ: int, nbytes: int, error: int, message: str, data: bytes | None = None,
+                offset: int = 0) -> None:
+        """A request is done; its reply waits while a checkpoint holds the group's completions."""
+        gate = self.export.gate if self.export is not None else None
+        if gate is not None and gate.held:
+            gate.defer(partial(self._reply, handle, typ, nbytes, error, message, data, offset))
+        else:
+            self._reply(handle, typ, nbytes, error, message, data, offset)
+
+    def _reply(self, handle: int, typ: int, nbytes: int, error: int, message: str, data: bytes | None,
+               offset: int) -> None:
+        self.inflight -= 1
+        metrics.INFLIGHT.dec()
+        self._count(typ, nbytes, error)
+        if not self.lost:
+            if error == 0 and typ == Cmd.READ:
+                assert data is not None
+                self._queue(frames.structured_data(handle, offset, nbytes) if self.structured
+                            else frames.simple_reply(handle))
+                self._queue(data)
+            elif error and typ == Cmd.READ and self.structured:
+                self._queue(frames.structured_error(handle, error, message))
+            else:
+                self._queue(frames.simple_reply(handle, error))
+        if self._read_paused and self.inflight < MAX_INFLIGHT // 2:
+            self._update_reading()
+        if not self.inflight:
+            if self.lost:
+                self._forget()
+            self._maybe_close()
+            idle, self._idle = self._idle, []
+            for waiter in idle:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    def _count(self, typ: int, nbytes: int, error: int) -> None:
+        key = (typ, "ok" if not error else "error")
+        counters = self._counters.get(key)
+        if counters is None:
+            name = self.export.name if self.export else "?"
+            op = OPS.get(typ, "unknown")
+            counters = self._counters[key] = (metrics.REQUESTS.labels(name, op, key[1]),
+                                              metrics.BYTES.labels(name, op))
+        counters[0].inc()
+        if not error and typ in (Cmd.READ, Cmd.WRITE):
+            counters[1].inc(nbytes)
+
+    def _queue(self, data: bytes) -> None:
+        self._out.append(data)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        out, self._out = self._out, []
+        if out and self.t is not None and not self.lost and not self.t.is_closing():
+            self.t.writelines(out)
+
+    # --- flow control and closing ----------------------------------------------------------------
+    def _update_reading(self) -> None:
+        if self.t is None or self.lost:
+            return
+        want_pause = (self.inflight >= MAX_INFLIGHT or self._write_paused or len(self.buf) > MAX_BUFFERED
+                      or self.disconnecting)
+        if want_pause and not self._read_paused:
+            self._read_paused = True
+            self.t.pause_reading()
+        elif not want_pause and self._read_paused:
+            self._read_paused = False
+            self.t.resume_reading()
+            if self.buf:  # requests that arrived before the pause
+                asyncio.get_running_loop().call_soon(self.data_received, b"")
+
+    def _maybe_close(self) -> None:
+        if self.disconnecting and not self.inflight:
+            self._close()
+
+    def _close(self) -> None:
+        self.disconnecting = True
+        if self.t is not None and not self.t.is_closing():
+            self._flush()
+            self.t.close()
+
+    def _forget(self) -> None:
+        self.connections.discard(self)
+
+    async def shutdown(self) -> None:
+        """Take no more requests, finish the ones in flight, then close (SIGTERM)."""
+        self.disconnecting = True
+        self._update_reading()
+        if self.inflight:
+            waiter = asyncio.get_running_loop().create_future()
+            self._idle.append(waiter)
+            await waiter
+        self._close()
+        self._forget()
+
+
+class NbdServer:
+    """Listens on TCP and/or a Unix socket and serves `exports`."""
+
+    def __init__(self, exports: Mapping[str, Export]) -> None:
+        self.exports = exports
+        self.connections: set[NbdConnection] = set()
+        self.servers: list[asyncio.AbstractServer] = []
+        self.port: int | None = None
+
+    def _factory(self) -> NbdConnection:
+        return NbdConnection(self.exports, self.connections)
+
+    async def listen_tcp(self, host: str, port: int) -> int:
+        server = await asyncio.get_running_loop().create_server(self._factory, host, port, reuse_address=True)
+        self.servers.append(server)
+        self.port = int(server.sockets[0].getsockname()[1])
+        return self.port
+
+    async def listen_unix(self, path: str) -> None:
+        self.servers.append(await asyncio.get_running_loop().create_unix_server(self._factory, path))
+
+    async def stop(self, grace_s: float = 60.0) -> None:
+        for server in self.servers:
+            server.close()
+        if self.connections:
+            _, pending = await asyncio.wait([asyncio.ensure_future(c.shutdown()) for c in list(self.connections)],
+                                            timeout=grace_s)
+            if pending:
+                log.warning("connections still busy at shutdown", count=len(pending))

@@ -1,50 +1,94 @@
-"""Tapper settings (TAPSTREAM_TAPPER_* plus the shared TAPSTREAM_* ones)."""
+"""Tapper settings (TAPSTREAM_TAPPER_* plus the shared TAPSTREAM_* ones).
+
+Volumes come from TAPSTREAM_TAPPER_VOLUMES, in either form:
+  JSON:    [{"name": "vm1", "path": "/v/vm1.img", "group": "g1", "mode": "sync"}, ...]
+  compact: vm1=/v/vm1.img:g1:sync,vm2=/v/vm2.img:g1        (mode defaults to sync)
+Until the site manager drives the tapper over tapstream.control, this is where a volume's protection
+group and mode are decided. `tapstream tapper create-volume PATH --size 1G` creates a raw volume.
+"""
 
 from __future__ import annotations
 
+import json
+import re
 import socket
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
-
+from pydantic_settings import NoDecode
 from tapstream.core.settings import TapstreamSettings
 
 Mode = Literal["sync", "async"]
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 class VolumeSpec(BaseModel):
     """One exported volume: NBD export `name`, backed by `path`, protected in `group`."""
+
+    model_config = {"extra": "forbid"}
 
     name: str
     path: Path
     group: str
     mode: Mode = "sync"
 
+    @field_validator("name", "group")
+    @classmethod
+    def _simple_name(cls, v: str) -> str:
+        if not NAME.match(v):
+            raise ValueError(f"{v!r}: use letters, digits, '.', '_' or '-' (it becomes a Kafka key and topic name)")
+        return v
+
+
+def parse_volumes(value: Any) -> Any:
+    """Accept the JSON list or the compact `name=path:group[:mode],...` form."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if not text:
+        return []
+    if text.startswith("["):
+        return json.loads(text)
+    out = []
+    for item in text.split(","):
+        name, sep, rest = item.strip().partition("=")
+        parts = rest.split(":")
+        if not sep or len(parts) not in (2, 3):
+            raise ValueError(f"{item!r}: expected name=path:group[:mode]")
+        out.append({"name": name, "path": parts[0], "group": parts[1], **({"mode": parts[2]} if len(parts) == 3 else {})})
+    return out
+
 
 class TapperSettings(TapstreamSettings):
     """Every field is TAPSTREAM_<FIELD>, e.g. tapper_volumes <- TAPSTREAM_TAPPER_VOLUMES."""
 
-    tapper_volumes: list[VolumeSpec] = Field(
+    tapper_volumes: Annotated[list[VolumeSpec], NoDecode] = Field(
         default_factory=list,
-        description='JSON list of volumes, e.g. [{"name":"vm1","path":"/v/vm1.img","group":"g1","mode":"sync"}].',
+        description='Volumes to serve: JSON list [{"name","path","group","mode"}] or name=path:group[:mode],...',
     )
     tapper_listen_host: str = Field("127.0.0.1", description="TCP address of the NBD server; empty for none.")
     tapper_listen_port: int = Field(10809, ge=0, le=65535, description="TCP port (10809 is NBD's); 0 picks one.")
     tapper_unix_socket: Path | None = Field(None, description="Also serve NBD on this Unix socket.")
     tapper_host_id: str = Field(default_factory=socket.gethostname, description="Host name put in every event.")
-    tapper_state_dir: Path = Field(Path(".tapstream/tapper"), description="Dirty bitmaps and other local state.")
+    tapper_state_dir: Path = Field(Path(".tapstream/tapper"), description="Dirty bitmaps and seq files.")
     tapper_chunk_bytes: int = Field(1024 * 1024, ge=4096, le=8 * 1024 * 1024,
-                             description="Largest Write event; larger NBD writes are split.")
-    tapper_publish_timeout_s: float = Field(15.0, gt=0, description="Sync mode: a write Kafka has not acked by then fails with EIO.")
+                                    description="Largest Write event; larger NBD writes are split (measured: bench --sweep).")
+    tapper_publish_timeout_s: float = Field(
+        15.0, gt=0, description="Sync mode: a request whose events Kafka has not acked by then fails with EIO.")
     tapper_hold_timeout_s: float = Field(2.0, gt=0, description="Longest a checkpoint may hold completions.")
-    tapper_bitmap_granule: int = Field(64 * 1024, ge=4096, description="Bytes per dirty-bitmap bit (async mode).")
+    tapper_bitmap_granule: int = Field(64 * 1024, ge=4096, description="Bytes per dirty-bitmap bit (a power of two).")
     tapper_compression: Literal["none", "lz4", "zstd", "snappy", "gzip"] = Field(
-        "lz4", description="Producer compression of the write stream.")
+        "none", description="Producer compression of the write stream (measured: bench --sweep).")
     tapper_linger_ms: float = Field(1.0, ge=0, description="Producer batching delay.")
     tapper_retention_hours: int = Field(168, ge=1, description="Retention of new write topics (≥ journal history + margin).")
     tapper_partitions: int = Field(0, ge=0, description="Partitions of new write topics; 0 = one per volume of the group.")
     tapper_announce_interval_s: float = Field(2.0, gt=0, description="How often the tapper announces its volumes on tapstream.control.")
+
+    @field_validator("tapper_volumes", mode="before")
+    @classmethod
+    def _parse_volumes(cls, v: Any) -> Any:
+        return parse_volumes(v)
 
     @field_validator("tapper_volumes")
     @classmethod
@@ -52,4 +96,11 @@ class TapperSettings(TapstreamSettings):
         names = [s.name for s in v]
         if len(names) != len(set(names)):
             raise ValueError("volume names must be unique")
+        return v
+
+    @field_validator("tapper_bitmap_granule")
+    @classmethod
+    def _power_of_two(cls, v: int) -> int:
+        if v & (v - 1):
+            raise ValueError(f"{v} is not a power of two")
         return v

@@ -65,6 +65,10 @@ def info_name(option: int, name: str) -> bytes:
     return option_reply(option, Rep.INFO, struct.pack(">H", Info.NAME) + name.encode())
 
 
+def info_description(option: int, text: str) -> bytes:
+    return option_reply(option, Rep.INFO, struct.pack(">H", Info.DESCRIPTION) + text.encode()[:4096])
+
+
 @dataclass(frozen=True)
 class InfoRequest:
     name: str
@@ -99,8 +103,8 @@ class Request:
     length: int
 
 
-def parse_request(data: bytes) -> Request:
-    magic, flags, typ, handle, offset, length = REQUEST.unpack(data)
+def parse_request(data: bytes | bytearray | memoryview, at: int = 0) -> Request:
+    magic, flags, typ, handle, offset, length = REQUEST.unpack_from(data, at)
     if magic != REQUEST_MAGIC:
         raise ProtocolError(f"bad request magic {magic:#x}")
     return Request(flags, typ, handle, offset, length)

@@ -1,0 +1,205 @@
+"""Crash-consistent checkpoints (DESIGN §5, CONTRACTS "Checkpoint agreement"): hold, marker, release.
+
+While a group's gate is held, requests of its volumes still execute and publish, but their replies
+wait. A write whose reply went out before the hold is in its volume's stream before the marker; a
+write issued after a held reply cannot exist yet; so no checkpoint contains W2 without W1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+from tapstream.core.codec import Codec, DecodeError
+from tapstream.core.kafka import AsyncProducer, make_consumer
+from tapstream.core.logging import get_logger
+from tapstream.core.settings import TapstreamSettings
+from tapstream.tapper import metrics
+from tapstream.tapper.publish import now_us
+
+log = get_logger("tapstream.tapper.checkpoint")
+
+
+class GroupGate:
+    """Holds NBD completions of one protection group; `defer`red replies go out, in order, on release."""
+
+    def __init__(self) -> None:
+        self.holder: str | None = None
+        self._deferred: list[Callable[[], None]] = []
+
+    @property
+    def held(self) -> bool:
+        return self.holder is not None
+
+    def hold(self, checkpoint_id: str) -> bool:
+        """Hold completions for `checkpoint_id`; False if another checkpoint holds the gate."""
+        if self.holder is not None:
+            return self.holder == checkpoint_id
+        self.holder = checkpoint_id
+        return True
+
+    def defer(self, send: Callable[[], None]) -> None:
+        self._deferred.append(send)
+
+    def release(self, checkpoint_id: str | None = None) -> None:
+        if checkpoint_id is not None and checkpoint_id != self.holder:
+            return
+        self.holder = None
+        deferred, self._deferred = self._deferred, []
+        for send in deferred:
+            send()
+
+
+class MarkedVolume(Protocol):
+    """What a checkpoint needs of an export."""
+
+    name: str
+    group: str
+
+    @property
+    def consistent(self) -> str | None: ...  # None, or why a marker now would not be a consistent cut
+
+    def mark_checkpoint(self, checkpoint_id: str, ts: int, tag: str | None,
+                        volumes: list[str]) -> asyncio.Future[Any]: ...
+
+
+class Checkpoints:
+    """This tapper's part in checkpoints: local ones, and the coordinator's over tapstream.control."""
+
+    def __init__(self, settings: TapstreamSettings, codec: Codec, producer: AsyncProducer,
+                 volumes: Callable[[], Iterable[MarkedVolume]], gates: dict[str, GroupGate], sender: str,
+                 hold_timeout_s: float, publish_timeout_s: float, announce_interval_s: float) -> None:
+        self.s = settings
+        self.codec = codec
+        self.producer = producer
+        self.volumes = volumes
+        self.gates = gates
+        self.sender = sender
+        self.hold_timeout_s = hold_timeout_s
+        self.publish_timeout_s = publish_timeout_s
+        self.announce_interval_s = announce_interval_s
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._control_loop()), asyncio.create_task(self._announce_loop())]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for group in list(self.gates):
+            self._release(group, None)
+
+    def _group_volumes(self, group: str) -> list[MarkedVolume]:
+        return [v for v in self.volumes() if v.group == group]
+
+    def _inconsistent(self, group: str) -> str | None:
+        for v in self._group_volumes(group):
+            why = v.consistent
+            if why is not None:
+                metrics.CHECKPOINTS_REFUSED.labels(group).inc()
+                log.warning("refusing a checkpoint: the cut would not be consistent", group=group, volume=v.name,
+                            reason=why)
+                return f"{v.name}: {why}"
+        return None
+
+    async def local(self, group: str, checkpoint_id: str | None = None, tag: str | None = None) -> str:
+        """Hold completions, write the marker on every volume of `group` served here, release."""
+        checkpoint_id = checkpoint_id or str(uuid.uuid4())
+        gate = self.gates[group]
+        if not gate.hold(checkpoint_id):
+            raise RuntimeError(f"checkpoint {gate.holder} is in progress for group {group}")
+        try:
+            why = self._inconsistent(group)
+            if why is not None:
+                raise RuntimeError(f"no checkpoint of group {group} now: {why}")
+            await self._write_markers(group, checkpoint_id, tag, now_us())
+        finally:
+            gate.release(checkpoint_id)
+        return checkpoint_id
+
+    async def _write_markers(self, group: str, checkpoint_id: str, tag: str | None, ts: int) -> None:
+        volumes = self._group_volumes(group)
+        names = sorted(v.name for v in volumes)
+        futures = [v.mark_checkpoint(checkpoint_id, ts, tag, names) for v in volumes]
+        try:
+            await asyncio.wait_for(asyncio.gather(*futures), self.publish_timeout_s)
+            metrics.CHECKPOINTS.labels(group, "ok").inc()
+        except Exception:
+            metrics.CHECKPOINTS.labels(group, "failed").inc()
+            raise
+
+    async def _control_loop(self) -> None:
+        """PREPARE -> hold + PREPARED; COMMIT -> markers + release; ABORT -> release."""
+        consumer = make_consumer(self.s, self.s.topic("control"), group_id=None, auto_offset_reset="latest",
+                                 isolation_level="read_uncommitted")
+        await consumer.start()
+        try:
+            async for msg in consumer:
+                try:
+                    _, cmd = self.codec.decode(msg.value)
+                except DecodeError:
+                    continue
+                try:
+                    await self._on_command(cmd)
+                except Exception as exc:  # one bad command must not end checkpoint participation
+                    log.error("control command failed", kind=cmd.get("kind"), error=repr(exc))
+        finally:
+            await consumer.stop()
+
+    async def _on_command(self, cmd: dict[str, Any]) -> None:
+        group, kind, cp = cmd.get("group"), cmd.get("kind"), cmd.get("checkpoint_id")
+        gate = self.gates.get(group or "")
+        if gate is None or cp is None or group is None:
+            return
+        if kind == "CHECKPOINT_PREPARE":
+            if self._inconsistent(group) is not None:
+                return  # no PREPARED: the coordinator aborts after its timeout
+            if gate.hold(cp):
+                self._timers[cp] = asyncio.get_running_loop().call_later(
+                    self.hold_timeout_s, self._hold_expired, group, cp)
+                await self._send("CHECKPOINT_PREPARED", group, cp, cmd.get("tag"))
+        elif kind == "CHECKPOINT_COMMIT" and gate.holder == cp:
+            try:
+                if self._inconsistent(group) is not None:
+                    return  # released below; no marker
+                ts = int((cmd.get("args") or {}).get("cut_ts", now_us()))
+                await self._write_markers(group, cp, cmd.get("tag"), ts)
+            finally:
+                self._release(group, cp)
+        elif kind == "CHECKPOINT_ABORT":
+            self._release(group, cp)
+
+    def _hold_expired(self, group: str, cp: str) -> None:
+        log.warning("checkpoint hold timed out; releasing completions without a marker", group=group, checkpoint=cp)
+        metrics.CHECKPOINTS.labels(group, "timeout").inc()
+        self._release(group, cp)
+
+    def _release(self, group: str, cp: str | None) -> None:
+        if cp is not None:
+            timer = self._timers.pop(cp, None)
+            if timer:
+                timer.cancel()
+        self.gates[group].release(cp)
+
+    async def _send(self, kind: str, group: str, cp: str | None = None, tag: str | None = None) -> None:
+        value = self.codec.encode("Command", {
+            "id": str(uuid.uuid4()), "group": group, "kind": kind, "sender": self.sender, "ts": now_us(),
+            "checkpoint_id": cp, "tag": tag, "volumes": sorted(v.name for v in self._group_volumes(group)),
+            "args": {}})
+        await self.producer.produce(self.s.topic("control"), value, key=group.encode())
+
+    async def _announce_loop(self) -> None:
+        """Tell the coordinator which volumes of which groups this tapper serves."""
+        while True:
+            for group in self.gates:
+                try:
+                    await asyncio.wait_for(self._send("ANNOUNCE", group), self.publish_timeout_s)
+                except Exception as exc:
+                    log.warning("could not announce on tapstream.control", group=group, error=repr(exc))
+            await asyncio.sleep(self.announce_interval_s)

@@ -1,0 +1,291 @@
+"""The two write paths (DESIGN §4), each read top to bottom: request -> local write -> event(s) ->
+publish -> reply.
+
+Requests are handed over with a `reply(error, message)` callback instead of as coroutines: the hot
+path allocates no task, and the local write plus the seq allocation run synchronously, in arrival
+order, so the event stream keeps the order in which writes reached the volume.
+
+- `SyncMode`: the reply waits for Kafka's ack of every event of the request (EIO if Kafka refuses or
+  does not ack within the publish timeout). FLUSH and FUA also wait for fdatasync of the volume.
+- `AsyncMode`: the reply follows the local write. The request's regions are marked in the dirty
+  bitmap first; when that sets a new bit, the request waits (in order, with every later request)
+  for one batched msync of the bitmap, so a crash can never forget a region whose event is missing.
+  When Kafka falls behind (more than `backlog_bytes` unacked), the volume goes *ahead*: writes only
+  mark the bitmap, and once the backlog drained a catch-up sends the marked regions' current content
+  as a DELTA sync (DRBD's "pull-ahead"): memory stays bounded and the client never waits for Kafka;
+  the stream is not crash-consistent until the catch-up ends, so no checkpoint is cut meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from tapstream.core.logging import get_logger
+from tapstream.tapper import metrics
+from tapstream.tapper.protocol.constants import Err
+from tapstream.tapper.publish import Countdown
+
+if TYPE_CHECKING:
+    from tapstream.tapper.export import Export
+
+log = get_logger("tapstream.tapper.modes")
+
+Reply = Callable[[int, str], None]  # (NBD error, message): 0 means success
+
+
+def os_error(exc: BaseException) -> int:
+    """The NBD error for a failed local operation."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return Err.ENOSPC
+    return Err.EIO
+
+
+class _Pending:
+    """A sync-mode request waiting for its events' acks; answered exactly once (ack, refusal or timeout)."""
+
+    __slots__ = ("answered", "deadline", "fua", "length", "offset", "reply")
+
+    def __init__(self, reply: Reply, deadline: float, fua: bool, offset: int, length: int) -> None:
+        self.reply, self.deadline, self.fua = reply, deadline, fua
+        self.offset, self.length = offset, length
+        self.answered = False
+
+
+class SyncMode:
+    name = "sync"
+
+    def __init__(self, export: Export, timeout_s: float) -> None:
+        self.x = export
+        self.timeout_s = timeout_s
+        self._pending: deque[_Pending] = deque()  # in publish order, so deadlines ascend
+        self._waiting: deque[tuple[float, Callable[[], None], Reply]] = deque()  # arrived while recovering
+
+    # --- requests --------------------------------------------------------------------------------
+    def write(self, offset: int, data: bytes, fua: bool, reply: Reply) -> None:
+        if not self.x.stream.healthy:
+            self._wait_for_stream(lambda: self.write(offset, data, fua, reply), reply)
+            return
+        self.x.volume.write(offset, data)
+        p = self._track(reply, fua, offset, len(data))
+        n = -(-len(data) // self.x.stream.chunk_bytes)
+        try:
+            self.x.stream.publish_data(offset, data, p_done(self, p) if n == 1 else Countdown(n, p_done(self, p)))
+        except Exception:
+            self._unpublished(p)
+            raise
+
+    def zero(self, offset: int, length: int, trim: bool, punch: bool, fua: bool, reply: Reply) -> None:
+        if not self.x.stream.healthy:
+            self._wait_for_stream(lambda: self.zero(offset, length, trim, punch, fua, reply), reply)
+            return
+        self.x.volume.zero(offset, length, punch)
+        p = self._track(reply, fua, offset, length)
+        try:
+            self.x.stream.publish("Zero", {"offset": offset, "length": length, "trim": trim}, p_done(self, p))
+        except Exception:
+            self._unpublished(p)
+            raise
+
+    def flush(self, reply: Reply) -> None:
+        """Durable locally (fdatasync) and in Kafka (the Flush event, after every earlier one, is acked)."""
+        if not self.x.stream.healthy:
+            self._wait_for_stream(lambda: self.flush(reply), reply)
+            return
+        p = self._track(reply, True, 0, 0)
+        try:
+            self.x.stream.publish("Flush", {"fua": False}, p_done(self, p))
+        except Exception:
+            self._unpublished(p)
+            raise
+
+    # --- completion ------------------------------------------------------------------------------
+    def _track(self, reply: Reply, fua: bool, offset: int, length: int) -> _Pending:
+        p = _Pending(reply, time.monotonic() + self.timeout_s, fua, offset, length)
+        self._pending.append(p)
+        return p
+
+    def _unpublished(self, p: _Pending) -> None:
+        """The producer refused the event outright (the caller answers with the exception)."""
+        p.answered = True
+        self.x.refused(p.offset, p.length)
+
+    def acked(self, p: _Pending, ok: bool) -> None:
+        if not ok:
+            self.x.refused(p.offset, p.length)
+        if p.answered:
+            return  # already failed by the watchdog
+        p.answered = True
+        if not ok:
+            p.reply(Err.EIO, "Kafka refused the event")
+        elif p.fua:
+            self.x.durable_locally(p.reply)
+        else:
+            p.reply(0, "")
+
+    def _wait_for_stream(self, retry: Callable[[], None], reply: Reply) -> None:
+        """The stream is recovering from a Kafka failure: run `retry` once it is healthy again, or
+        answer EIO at the deadline without touching the volume."""
+        self._waiting.append((time.monotonic() + self.timeout_s, retry, reply))
+
+    def stream_healthy(self) -> None:
+        waiting, self._waiting = self._waiting, deque()
+        for _deadline, retry, _reply in waiting:
+            retry()
+
+    def watchdog(self, now: float) -> None:
+        """Fail requests whose events Kafka has not acked within the publish timeout (EIO)."""
+        pending = self._pending
+        while pending and (pending[0].answered or pending[0].deadline <= now):
+            p = pending.popleft()
+            if not p.answered:
+                p.answered = True
+                self.x.timed_out(p.offset, p.length)
+                p.reply(Err.EIO, f"Kafka did not acknowledge the event within {self.timeout_s:g} s")
+        waiting = self._waiting
+        while waiting and waiting[0][0] <= now:
+            _deadline, _retry, reply = waiting.popleft()
+            reply(Err.EIO, f"Kafka is unreachable (no ack within {self.timeout_s:g} s)")
+
+    def in_flight(self) -> int:
+        return sum(1 for p in self._pending if not p.answered) + len(self._waiting)
+
+
+def p_done(mode: SyncMode, p: _Pending) -> Callable[[bool], None]:
+    return lambda ok: mode.acked(p, ok)
+
+
+class AsyncMode:
+    name = "async"
+
+    def __init__(self, export: Export, backlog_bytes: int) -> None:
+        self.x = export
+        self.bitmap = export.bitmap
+        self.backlog_bytes = backlog_bytes
+        self.ahead = False
+        self._queue: list[Callable[[], None]] = []  # requests waiting for the bitmap's msync, in order
+        self._syncing = False
+        self._catching_up: asyncio.Task[None] | None = None
+
+    # --- requests --------------------------------------------------------------------------------
+    def write(self, offset: int, data: bytes, fua: bool, reply: Reply) -> None:
+        regions, new = self.bitmap.mark(offset, len(data))
+        self._admit(new, lambda: self._write(offset, data, regions, fua, reply), regions, reply)
+
+    def _write(self, offset: int, data: bytes, regions: range, fua: bool, reply: Reply) -> None:
+        self.x.volume.write(offset, data)
+        stream = self.x.stream
+        if stream.healthy and not self.ahead:
+            n = -(-len(data) // stream.chunk_bytes)
+            settle = self._settler(regions)
+            stream.publish_data(offset, data, settle if n == 1 else Countdown(n, settle))
+            if stream.outstanding_bytes > self.backlog_bytes:
+                self._go_ahead()
+        else:
+            self.bitmap.fail(regions)  # stays dirty: a catch-up (or the recovery) sends it
+        if fua:
+            self.x.durable_locally(reply)
+        else:
+            reply(0, "")
+
+    def zero(self, offset: int, length: int, trim: bool, punch: bool, fua: bool, reply: Reply) -> None:
+        regions, new = self.bitmap.mark(offset, length)
+        self._admit(new, lambda: self._zero(offset, length, trim, punch, regions, fua, reply), regions, reply)
+
+    def _zero(self, offset: int, length: int, trim: bool, punch: bool, regions: range, fua: bool,
+              reply: Reply) -> None:
+        self.x.volume.zero(offset, length, punch)
+        if self.x.stream.healthy and not self.ahead:
+            self.x.stream.publish("Zero", {"offset": offset, "length": length, "trim": trim},
+                                  self._settler(regions))
+        else:
+            self.bitmap.fail(regions)
+        if fua:
+            self.x.durable_locally(reply)
+        else:
+            reply(0, "")
+
+    def flush(self, reply: Reply) -> None:
+        """Durable locally (volume and bitmap); the Flush event goes to Kafka in the background."""
+        def run() -> None:
+            if self.x.stream.healthy and not self.ahead:
+                self.x.stream.publish("Flush", {"fua": False})
+            self.x.durable_locally(reply, bitmap=True)
+        if self._queue:
+            self._queue.append(run)  # after the requests that are waiting for the bitmap
+        else:
+            run()
+
+    # --- ordering around the bitmap's msync -------------------------------------------------------
+    def _settler(self, regions: range) -> Callable[[bool], None]:
+        bitmap = self.bitmap
+        return lambda ok: bitmap.release(regions) if ok else bitmap.fail(regions)
+
+    def _admit(self, new: bool, run: Callable[[], None], regions: range, reply: Reply) -> None:
+        def guarded() -> None:
+            try:
+                run()
+            except OSError as exc:
+                self.bitmap.fail(regions)
+                log.error("local write failed", volume=self.x.name, error=str(exc))
+                reply(os_error(exc), str(exc))
+        if not new and not self._queue:
+            guarded()
+            return
+        self._queue.append(guarded)
+        if not self._syncing:
+            self._syncing = True
+            asyncio.get_running_loop().create_task(self._sync_bitmap())
+
+    async def _sync_bitmap(self) -> None:
+        """Group commit: one msync covers every request queued before it started."""
+        loop = asyncio.get_running_loop()
+        try:
+            while self._queue:
+                n = len(self._queue)
+                await loop.run_in_executor(None, self.bitmap.sync)
+                batch = self._queue[:n]
+                del self._queue[:n]
+                for run in batch:
+                    run()
+        finally:
+            self._syncing = False
+
+    # --- falling behind and catching up ---------------------------------------------------------
+    def _go_ahead(self) -> None:
+        if not self.ahead:
+            self.ahead = True
+            metrics.AHEAD.labels(self.x.name).set(1)
+            log.warning("kafka is behind: writes only mark the dirty bitmap until it catches up",
+                        volume=self.x.name, backlog_bytes=self.x.stream.outstanding_bytes)
+        if self._catching_up is None or self._catching_up.done():
+            self._catching_up = asyncio.get_running_loop().create_task(self._catch_up())
+
+    async def _catch_up(self) -> None:
+        stream = self.x.stream
+        while True:
+            await stream.backlog_below(self.backlog_bytes // 4)
+            if not stream.healthy:
+                return  # the recovery resends the dirty regions itself
+            self.ahead = False
+            ranges = self.bitmap.dirty_ranges(only_orphans=True)
+            if not ranges:
+                break
+            await self.x.sync_regions("DELTA", ranges)
+            if not self.ahead and stream.healthy and not self.bitmap.orphans():
+                break
+        metrics.AHEAD.labels(self.x.name).set(0)
+        log.info("caught up with kafka", volume=self.x.name, seq=stream.seq)
+
+    def stream_healthy(self) -> None:
+        pass
+
+    def watchdog(self, now: float) -> None:
+        pass
+
+    def in_flight(self) -> int:
+        return len(self._queue)
