@@ -6,10 +6,12 @@ mid-apply. Checkpoints are crash-consistent across two volumes."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -108,6 +110,11 @@ def test_restore_three_checkpoints_and_after_vdsa_sigkill(stack, tmp_path: Path,
         assert not bad.exists() and not (tmp_path / "too-old.img.partial").exists()
         with pytest.raises(RestoreError, match="unknown volume"):
             asyncio.run(restore(settings, group, "nope", "latest", tmp_path / "x.img"))
+        # What the operator sees.
+        status = json.loads(run([sys.executable, "-m", "tapstream.cli.main", "status", "--json"], env=env).stdout)
+        mine = next(g for g in status if g["group"] == group)
+        assert mine["checkpoints"] == 4 and mine["volumes"] == ["disk0"]
+        assert mine["applied_seq"]["disk0"] > 0 and mine["last_checkpoint"]["tag"] == "after-kill"
     finally:
         assert tapper.stop() == 0
         stop(journal)

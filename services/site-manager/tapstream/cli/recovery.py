@@ -94,12 +94,51 @@ def restore(
                   f"{res.bytes_from_journal} bytes from the journal, {secs:.2f}s; every chunk's CRC-32C verified")
 
 
+def _latest_progress(s: TapstreamSettings, lookback: int = 2000) -> dict[tuple[str, str, str], dict]:
+    """Newest Progress record per (source, group, volume) from the recovery cluster's progress topic."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from tapstream.core.codec import DecodeError, make_codec
+
+    codec = make_codec(s)
+    topic = s.topic("progress")
+    c = Consumer({"bootstrap.servers": s.recovery_bootstrap, "group.id": "tapstream-status",
+                  "enable.auto.commit": False, "enable.partition.eof": True})
+    latest: dict[tuple[str, str, str], dict] = {}
+    try:
+        meta = c.list_topics(topic, timeout=5).topics.get(topic)
+        if meta is None or meta.error is not None:
+            return latest
+        pending = 0
+        for p in meta.partitions:
+            low, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=5)
+            if high > low:
+                c.assign([TopicPartition(topic, p, max(low, high - lookback))])
+                pending = 1
+                while pending:
+                    msg = c.poll(5)
+                    if msg is None or (msg.error() and msg.error().code() == -191):
+                        pending = 0
+                        continue
+                    if msg.error():
+                        continue
+                    try:
+                        _, rec = codec.decode(msg.value())
+                    except DecodeError:
+                        continue
+                    latest[(rec["source"], rec["group"], rec["volume"])] = rec
+    finally:
+        c.close()
+    return latest
+
+
 def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Per group: volumes, last checkpoint, RPO, journal window, applied position (recovery site)."""
     from tapstream.journal.store import JournalStore
 
     async def gather() -> list[dict]:
         s = load(TapstreamSettings)
+        progress = await asyncio.to_thread(_latest_progress, s)
         store = JournalStore(s.recovery_database_url.get_secret_value())
         await store.start()
         try:
@@ -112,12 +151,15 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
                 stats = await store.stats(g)
                 applied = await store.pool.fetch("select volume, seq from journal_applied where group_name=$1", g)
                 now = time.time_ns() // 1000
+                repl = progress.get(("replicator", g, "*"))
                 out.append({
                     "group": g,
                     "volumes": sorted({v for c in cps for v in c["volumes"]}),
                     "last_checkpoint": {"id": cps[-1]["id"], "tag": cps[-1]["tag"], "time": _time(cps[-1]["ts"])} if cps else None,
                     "checkpoints": len(cps),
-                    "rpo_s": round((now - cps[-1]["ts"]) / 1e6, 1) if cps else None,
+                    "rpo_s": round(repl["rpo_seconds"], 3) if repl else None,
+                    "replication_lag_records": repl["lag_records"] if repl else None,
+                    "last_checkpoint_age_s": round((now - cps[-1]["ts"]) / 1e6, 1) if cps else None,
                     "journal_events": stats.get("events"),
                     "journal_window": [_time(stats.get("oldest_ts")), _time(stats.get("newest_ts"))],
                     "applied_seq": {r["volume"]: r["seq"] for r in applied},
@@ -130,10 +172,13 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     if as_json:
         print(json.dumps(groups, indent=2, default=str))
         return
-    table = Table("group", "volumes", "last checkpoint", "age s", "journal events", "journal window", "applied seq")
+    table = Table("group", "volumes", "last checkpoint", "age s", "RPO s", "lag", "journal events", "journal window",
+                  "applied seq")
     for g in groups:
         lc = g["last_checkpoint"]
         table.add_row(g["group"], ", ".join(g["volumes"]), f"{lc['time']} {lc['tag'] or ''}" if lc else "-",
-                      str(g["rpo_s"]), str(g["journal_events"]), " .. ".join(g["journal_window"]),
+                      str(g["last_checkpoint_age_s"]), str(g["rpo_s"] if g["rpo_s"] is not None else "-"),
+                      str(g["replication_lag_records"] if g["replication_lag_records"] is not None else "-"),
+                      str(g["journal_events"]), " .. ".join(g["journal_window"]),
                       ", ".join(f"{v}={s}" for v, s in g["applied_seq"].items()) or "-")
     console.print(table)
