@@ -13,6 +13,7 @@ from typing import Literal, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsError as SourceError
 
 ENV_PREFIX = "TAPSTREAM_"
 DEFAULT_ENV_FILE = Path(".tapstream/local.env")
@@ -65,6 +66,9 @@ class TapstreamSettings(BaseSettings):
     schema_registry_url: str | None = Field(
         None, description="Confluent schema registry URL; unset means Avro single-object encoding."
     )
+    schema_registry_timeout_s: float = Field(
+        5.0, gt=0, description="Seconds a schema registry request may take before it counts as down."
+    )
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     kafka_sasl_mechanism: str | None = Field(None, description="e.g. SCRAM-SHA-512")
     kafka_sasl_username: str | None = None
@@ -104,14 +108,22 @@ S = TypeVar("S", bound=BaseSettings)
 
 def load(cls: type[S], **overrides: object) -> S:
     """Build a settings object, turning validation errors into one message naming each variable."""
+    prefix = str(cls.model_config.get("env_prefix", ENV_PREFIX))
     try:
         path = env_file()
-        return cls(_env_file=path if path.exists() else None, **overrides)  # type: ignore[call-arg]
+        return cls(_env_file=path if path.exists() else None, **overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        prefix = cls.model_config.get("env_prefix", ENV_PREFIX)
         lines = []
         for err in exc.errors():
-            field = ".".join(str(p) for p in err["loc"]) or "?"
-            variable = f"{prefix}{field}".upper()
-            lines.append(f"{variable}: {err['msg']} (got {err.get('input')!r})")
+            loc = [str(p) for p in err["loc"]] or ["?"]
+            # The variable is the field (loc[0]); the rest (list index, union member) is detail.
+            where = f" at {'.'.join(loc[1:])}" if len(loc) > 1 else ""
+            lines.append(f"{prefix}{loc[0]}".upper() + f"{where}: {err['msg']} (got {err.get('input')!r})")
         raise SettingsError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+    except SourceError as exc:
+        # pydantic-settings fails before validation when a list/dict value is not JSON.
+        field = str(exc).split('"')[1] if str(exc).count('"') >= 2 else "?"
+        variable = f"{prefix}{field}".upper()
+        raise SettingsError(
+            f"invalid configuration:\n  {variable}: not valid JSON (lists and maps are JSON, e.g. [\"g1\"])"
+        ) from None
