@@ -21,10 +21,13 @@ DEFAULT_ENV_FILE = Path(".tapstream/local.env")
 Site = Literal["protected", "recovery"]
 
 
-def env_file() -> Path:
-    """The env file to read: `TAPSTREAM_ENV_FILE` if set, else `.tapstream/local.env`."""
+def env_file() -> Path | None:
+    """The env file to read: `TAPSTREAM_ENV_FILE` if set (empty: none), else `.tapstream/local.env`."""
     # The only direct environment read: it decides where the other settings come from.
-    return Path(os.environ.get(f"{ENV_PREFIX}ENV_FILE", DEFAULT_ENV_FILE))
+    named = os.environ.get(f"{ENV_PREFIX}ENV_FILE")
+    if named is None:
+        return DEFAULT_ENV_FILE
+    return Path(named) if named else None
 
 
 class SettingsError(RuntimeError):
@@ -109,9 +112,13 @@ S = TypeVar("S", bound=BaseSettings)
 def load(cls: type[S], **overrides: object) -> S:
     """Build a settings object, turning validation errors into one message naming each variable."""
     prefix = str(cls.model_config.get("env_prefix", ENV_PREFIX))
+    path = env_file()
+    if path is not None and path != DEFAULT_ENV_FILE and not path.is_file():
+        # A file named on purpose must exist; only the default one may be missing (no `make up` yet).
+        raise SettingsError(f"invalid configuration:\n  {ENV_PREFIX}ENV_FILE: {path} is not a file")
     try:
-        path = env_file()
-        return cls(_env_file=path if path.exists() else None, **overrides)  # type: ignore[arg-type]
+        use = path if path is not None and path.is_file() else None
+        return cls(_env_file=use, **overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
