@@ -33,18 +33,23 @@ def find(marker: str) -> list[int]:
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit() and entry.name != str(os.getpid()):
             pid = int(entry.name)
-            if marker in cmdline(pid) and alive(pid):
+            if marker in cmdline(pid, settle=False) and alive(pid):
                 found.append(pid)
     return found
 
 
-def cmdline(pid: int) -> str:
-    try:
-        return (
-            Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        )
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return ""
+def cmdline(pid: int, settle: bool = True) -> str:
+    """The command line of `pid` ('' if it is gone, or for a kernel thread)."""
+    # Right after exec the kernel can show an empty command line for a moment: look again.
+    for _ in range(50 if settle else 1):
+        try:
+            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            return ""
+        if raw or not alive(pid):
+            return raw.replace(b"\0", b" ").decode(errors="replace")
+        time.sleep(0.01)
+    return ""
 
 
 def alive(pid: int) -> bool:
@@ -94,18 +99,34 @@ def stop(pid_file: Path, marker: str | None = None, timeout_s: float = 30.0) -> 
     for pid in pids:
         _signal_group(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
-    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+    while any(_group_alive(p) for p in pids) and time.monotonic() < deadline:
         for p in pids:
             _reap(p)
         time.sleep(0.1)
     for pid in pids:
-        if alive(pid):
+        if _group_alive(pid):
             _signal_group(pid, signal.SIGKILL)
-        while alive(pid):
+        while _group_alive(pid):
             _reap(pid)
             time.sleep(0.05)
     pid_file.unlink(missing_ok=True)
     return bool(pids)
+
+
+def _group_alive(pid: int) -> bool:
+    """`pid` or any process of the group it leads is alive (children must not outlive it)."""
+    if alive(pid):
+        return True
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(") ", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+        if fields[2] == str(pid) and fields[0] != "Z":  # fields: state, ppid, pgrp, ...
+            return True
+    return False
 
 
 def _signal_group(pid: int, sig: int) -> None:

@@ -1,30 +1,44 @@
 """Pid files and stopping: a stopped process leaves no child behind (real `sh`/`sleep`, ~0.2 s)."""
 
+import sys
 import time
 from pathlib import Path
 
 from tapstream.localstack import processes
 
 
-def test_stop_ends_the_whole_group_and_finds_a_process_by_marker(tmp_path: Path) -> None:
-    marker = str(tmp_path / "unique-marker.conf")
+def test_stop_ends_the_whole_group(tmp_path: Path) -> None:
     pid_file = tmp_path / "x.pid"
     child_pid_file = tmp_path / "child.pid"
-    # A parent that ignores SIGTERM with a child: both must be gone afterwards.
-    script = f"trap '' TERM; sleep 60 & echo $! > {child_pid_file}; wait; : {marker}"
+    # A parent that ignores SIGTERM, with a child: both must be gone afterwards.
+    script = f"trap '' TERM; sleep 60 & echo $! > {child_pid_file}; wait"
     pid = processes.start(["sh", "-c", script], pid_file, tmp_path / "x.log")
-    assert processes.read_pid(pid_file, marker) == pid
-    assert processes.read_pid(pid_file, "not-in-its-command-line") is None
-    assert processes.find(marker) == [pid]
     deadline = time.monotonic() + 10
     while not (child_pid_file.exists() and child_pid_file.read_text().strip()):
         assert time.monotonic() < deadline, "the test's child never started"
         time.sleep(0.01)
     child = int(child_pid_file.read_text())
-    pid_file.unlink()  # a lost pid file: the marker still finds it
-    assert processes.stop(pid_file, marker, timeout_s=0.5) is True
+    assert processes.stop(pid_file, timeout_s=0.5) is True
     assert not processes.alive(pid) and not processes.alive(child)
-    assert processes.stop(pid_file, marker) is False
+    assert not pid_file.exists()
+
+
+def test_a_process_is_known_by_its_marker_even_without_its_pid_file(tmp_path: Path) -> None:
+    marker = str(tmp_path / "unique-marker.conf")
+    pid_file = tmp_path / "x.pid"
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)", marker]
+    pid = processes.start(sleeper, pid_file, tmp_path / "x.log")
+    try:
+        assert processes.read_pid(pid_file, marker) == pid
+        # a reused pid: alive, but someone else's
+        assert processes.read_pid(pid_file, "not-in-its-command-line") is None
+        assert processes.find(marker) == [pid]
+        pid_file.unlink()
+        assert processes.stop(pid_file, marker) is True
+        assert not processes.alive(pid)
+        assert processes.stop(pid_file, marker) is False
+    finally:
+        processes.stop(pid_file, marker)
 
 
 def test_port_in_use() -> None:
