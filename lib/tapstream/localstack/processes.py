@@ -46,10 +46,10 @@ def cmdline(pid: int, settle: bool = True) -> str:
             raw = Path(f"/proc/{pid}/cmdline").read_bytes()
         except (FileNotFoundError, ProcessLookupError, PermissionError):
             return ""
-        if raw or not alive(pid):
-            return raw.replace(b"\0", b" ").decode(errors="replace")
+        if raw or not settle or not alive(pid):
+            break
         time.sleep(0.01)
-    return ""
+    return raw.replace(b"\0", b" ").decode(errors="replace")
 
 
 def alive(pid: int) -> bool:
