@@ -1,6 +1,12 @@
 """One fixed record per schema (and per DiskEvent body): the golden files are their encodings.
 
-Regenerate ONLY for a deliberate, compatible schema change:
+golden/<case>.bin      single-object bytes of SAMPLES[case] (fingerprint + Avro body)
+golden/schemas.json    digest of each schema without its docs: defaults and field order count,
+                       though they are not part of the fingerprint
+golden/v1/             bytes written by older versions; never regenerated
+
+Regenerate ONLY for a deliberate, compatible schema change (after copying the old .avsc into
+schemas/history/, see schemas/README.md):
     .venv/bin/python -m tests.unit.codec.samples
 """
 
@@ -37,7 +43,27 @@ SAMPLES: dict[str, tuple[str, dict]] = {
 }
 
 
+def schema_digests() -> dict[str, str]:
+    """sha256 of each current schema with its `doc` strings removed (docs may change freely)."""
+    import hashlib
+    import json
+
+    from tapstream.core.codec.schemas import current
+
+    def strip(node: object) -> object:
+        if isinstance(node, dict):
+            return {k: strip(v) for k, v in node.items() if k != "doc"}
+        if isinstance(node, list):
+            return [strip(v) for v in node]
+        return node
+
+    return {n: hashlib.sha256(json.dumps(strip(s.raw), sort_keys=True).encode()).hexdigest()
+            for n, s in current().items()}
+
+
 def main() -> None:
+    import json
+
     from tapstream.core.codec import make_codec
     from tapstream.core.settings import TapstreamSettings
 
@@ -46,6 +72,8 @@ def main() -> None:
     for key, (name, record) in SAMPLES.items():
         (GOLDEN / f"{key}.bin").write_bytes(codec.encode(name, record))
         print(f"wrote golden/{key}.bin")
+    (GOLDEN / "schemas.json").write_text(json.dumps(schema_digests(), indent=2, sort_keys=True) + "\n")
+    print("wrote golden/schemas.json")
 
 
 if __name__ == "__main__":

@@ -14,20 +14,26 @@ string_map = st.dictionaries(text, text, max_size=3)
 blobs = st.binary(max_size=256)
 
 write = st.fixed_dictionaries({"offset": longs, "length": ints, "data": blobs, "checksum": longs})
-bodies = st.one_of(
-    st.tuples(st.just("Write"), write),
-    st.tuples(st.just("Zero"), st.fixed_dictionaries({"offset": longs, "length": longs, "trim": st.booleans()})),
-    st.tuples(st.just("Flush"), st.fixed_dictionaries({"fua": st.booleans()})),
-    st.tuples(st.just("Checkpoint"), st.fixed_dictionaries(
-        {"id": text, "ts": micros, "tag": opt_text, "volumes": string_list, "volume_size": longs})),
-    st.tuples(st.just("SyncStart"), st.fixed_dictionaries(
-        {"sync_id": text, "kind": st.sampled_from(["INITIAL", "DELTA"]), "volume_size": longs, "bytes_total": longs})),
-    st.tuples(st.just("SyncBlock"), st.fixed_dictionaries(
-        {"sync_id": text, "offset": longs, "length": ints, "data": blobs, "checksum": longs})),
-    st.tuples(st.just("SyncEnd"), st.fixed_dictionaries({"sync_id": text, "blocks": longs, "bytes": longs})),
-)
-disk_event = st.fixed_dictionaries(
-    {"volume": text, "seq": longs, "ts": micros, "host": text, "group": text, "body": bodies})
+BODIES = {
+    "Write": write,
+    "Zero": st.fixed_dictionaries({"offset": longs, "length": longs, "trim": st.booleans()}),
+    "Flush": st.fixed_dictionaries({"fua": st.booleans()}),
+    "Checkpoint": st.fixed_dictionaries(
+        {"id": text, "ts": micros, "tag": opt_text, "volumes": string_list, "volume_size": longs}),
+    "SyncStart": st.fixed_dictionaries(
+        {"sync_id": text, "kind": st.sampled_from(["INITIAL", "DELTA"]), "volume_size": longs, "bytes_total": longs}),
+    "SyncBlock": st.fixed_dictionaries(
+        {"sync_id": text, "offset": longs, "length": ints, "data": blobs, "checksum": longs}),
+    "SyncEnd": st.fixed_dictionaries({"sync_id": text, "blocks": longs, "bytes": longs}),
+}
+
+
+def disk_event_with(branch: str) -> st.SearchStrategy[dict]:
+    return st.fixed_dictionaries({"volume": text, "seq": longs, "ts": micros, "host": text, "group": text,
+                                  "body": st.tuples(st.just(branch), BODIES[branch])})
+
+
+disk_event = st.one_of(*(disk_event_with(b) for b in BODIES))
 command = st.fixed_dictionaries({
     "id": text, "group": text,
     "kind": st.sampled_from(["CHECKPOINT_PREPARE", "CHECKPOINT_PREPARED", "CHECKPOINT_COMMIT",
@@ -50,3 +56,9 @@ progress = st.fixed_dictionaries({
 
 BY_NAME = {"DiskEvent": disk_event, "Command": command, "DomainEvent": domain_event,
            "Alert": alert, "Progress": progress}
+
+# One case per record type and per DiskEvent body branch, so that none is left to chance.
+CASES: dict[str, tuple[str, st.SearchStrategy[dict]]] = {
+    **{f"DiskEvent-{b}": ("DiskEvent", disk_event_with(b)) for b in BODIES},
+    **{n: (n, strategy) for n, strategy in BY_NAME.items() if n != "DiskEvent"},
+}

@@ -1,102 +1,168 @@
-"""Schema evolution: a v2 DiskEvent (a new defaulted field, a new union branch appended) stays
-readable by v1 readers for the branches they know, and v2 readers read v1 events."""
+"""Schema evolution, both ways, for every record type.
+
+`fixtures/v1/` holds the schemas as first published (frozen: never edit them). Current readers
+read v1 writers' events and v1 readers read current writers' events; an incompatible edit of a
+current schema fails here. A synthetic next version (a defaulted field, a defaulted field in a
+branch, an appended union branch, an appended enum symbol) shows the rules of schemas/README.md.
+"""
 
 from __future__ import annotations
 
 import copy
 import io
 import json
+from pathlib import Path
+from typing import Any
 
 import pytest
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
+from fastavro.read import SchemaResolutionError
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tapstream.core.codec.schemas import RECORDS, build, current, schema_dir, without_logical_types
+from tapstream.core.codec.single_object import MAGIC, SingleObjectCodec
 
-from tapstream.core.codec import DecodeError
-from tapstream.core.codec.schemas import schema_dir, without_logical_types
-from tapstream.core.codec.single_object import SingleObjectCodec
+from .strategies import CASES
 
-from .samples import SAMPLES
-
-V1 = json.loads((schema_dir() / "DiskEvent.avsc").read_text())
-
-
-def v2_schema() -> dict:
-    v2 = copy.deepcopy(V1)
-    body = next(f for f in v2["fields"] if f["name"] == "body")
-    write = next(b for b in body["type"] if b["name"] == "Write")
-    write["fields"].append({"name": "compressed", "type": "boolean", "default": False})
-    body["type"].append({"type": "record", "name": "Discard", "fields": [{"name": "offset", "type": "long"}]})
-    v2["fields"].append({"name": "tenant", "type": ["null", "string"], "default": None})
-    return v2
+V1 = {n: json.loads((Path(__file__).parent / "fixtures" / "v1" / f"{n}.avsc").read_text()) for n in RECORDS}
+CURRENT = {n: s.raw for n, s in current().items()}
 
 
-def parse(schema: dict):
-    return parse_schema(without_logical_types(schema), named_schemas={})
-
-
-def roundtrip(record: dict, writer: dict, reader: dict) -> dict:
+def write(record: dict[str, Any], schema: dict[str, Any]) -> bytes:
     buf = io.BytesIO()
-    schemaless_writer(buf, parse(writer), record)
-    buf.seek(0)
-    return schemaless_reader(buf, parse(writer), parse(reader), return_record_name=True)
+    schemaless_writer(buf, parse_schema(without_logical_types(schema), named_schemas={}), qualified(record))
+    return buf.getvalue()
 
 
-def qualified(record: dict) -> dict:
-    name, fields = record["body"]
-    return copy.deepcopy({**record, "body": (f"io.tapstream.{name}", fields)})
+def read(data: bytes, writer: dict[str, Any], reader: dict[str, Any]) -> dict[str, Any]:
+    parse = lambda s: parse_schema(without_logical_types(s), named_schemas={})  # noqa: E731
+    record = schemaless_reader(io.BytesIO(data), parse(writer), parse(reader), return_record_name=True)
+    if isinstance(record.get("body"), tuple):
+        record["body"] = (record["body"][0].rsplit(".", 1)[-1], record["body"][1])
+    return record
 
 
-@pytest.mark.parametrize("key", [k for k in SAMPLES if k.startswith("DiskEvent")])
-def test_old_reader_reads_new_writer(key: str) -> None:
-    record = qualified(SAMPLES[key][1])
-    if record["body"][0].endswith("Write"):
-        record["body"][1]["compressed"] = True
-    record = {**record, "tenant": "blue"}
-    got = roundtrip(record, v2_schema(), V1)
-    assert "tenant" not in got and got["seq"] == record["seq"]
-    assert "compressed" not in got["body"][1]
+def qualified(record: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(record.get("body"), tuple):
+        return {**record, "body": (f"io.tapstream.{record['body'][0]}", record["body"][1])}
+    return record
 
 
-@pytest.mark.parametrize("key", [k for k in SAMPLES if k.startswith("DiskEvent")])
-def test_new_reader_reads_old_writer(key: str) -> None:
-    record = qualified(SAMPLES[key][1])
-    got = roundtrip(record, V1, v2_schema())
-    assert got["tenant"] is None
-    if got["body"][0].endswith("Write"):
-        assert got["body"][1]["compressed"] is False
+def record_fields(schema: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """{record name: {field name: field}} for the top record and each union branch record."""
+    out = {schema["name"]: {f["name"]: f for f in schema["fields"]}}
+    for f in schema["fields"]:
+        if isinstance(f["type"], list):
+            out |= {b["name"]: {g["name"]: g for g in b["fields"]} for b in f["type"] if isinstance(b, dict)}
+    return out
 
 
-def test_old_reader_cannot_read_a_branch_it_does_not_know() -> None:
-    # Avro's rule: an unknown union branch is a resolution error. Readers must be upgraded before
-    # writers emit a new kind of event; this test documents that order.
-    record = {**qualified(SAMPLES["DiskEvent-Write"][1]), "body": ("io.tapstream.Discard", {"offset": 1})}
-    with pytest.raises(Exception):
-        roundtrip(record, v2_schema(), V1)
+def as_read_by(record: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    """What a reader with `schema` must see: its fields only, missing ones at their default."""
+    fields = record_fields(schema)
+
+    def fit(rec: dict[str, Any], name: str) -> dict[str, Any]:
+        return {k: rec[k] if k in rec else f["default"] for k, f in fields[name].items()}
+
+    out = fit(record, schema["name"])
+    if isinstance(out.get("body"), tuple):
+        out["body"] = (out["body"][0], fit(out["body"][1], out["body"][0]))
+    return out
 
 
-def test_codec_reads_events_of_an_older_schema_version_from_history() -> None:
-    # An older DiskEvent without Flush.fua: the codec finds it by fingerprint and fills the default.
-    v0 = copy.deepcopy(V1)
-    flush = next(b for b in next(f for f in v0["fields"] if f["name"] == "body")["type"] if b["name"] == "Flush")
-    flush["fields"] = []
-    from tapstream.core.codec.schemas import _build
-
-    old = _build("DiskEvent", v0)
-    codec = SingleObjectCodec()
-    header = {k: v for k, v in SAMPLES["DiskEvent-Flush"][1].items() if k != "body"}
-    buf = io.BytesIO()
-    buf.write(b"\xc3\x01" + old.fingerprint)
-    schemaless_writer(buf, old.parsed, {**header, "body": ("io.tapstream.Flush", {})})
-    with pytest.raises(DecodeError, match="unknown schema fingerprint"):
-        codec.decode(buf.getvalue())  # not in history yet
-    codec._known[old.fingerprint] = old  # what a file in schemas/history/ does
-    assert codec.decode(buf.getvalue()) == ("DiskEvent", {**header, "body": ("Flush", {"fua": False})})
+@pytest.mark.parametrize("case", sorted(CASES))
+@settings(max_examples=25, deadline=None)
+@given(data=st.data())
+def test_current_reader_reads_v1_writer(case: str, data: st.DataObject) -> None:
+    name, strategy = CASES[case]
+    old = as_read_by(data.draw(strategy), V1[name])  # a record as a v1 writer had it
+    assert read(write(old, V1[name]), V1[name], CURRENT[name]) == as_read_by(old, CURRENT[name])
 
 
-def test_v1_checkpoint_events_stay_readable_after_volume_size_was_added() -> None:
-    # A real evolution: Checkpoint.volume_size arrived in v2; the v1 schema lives in schemas/history.
-    from pathlib import Path
+@pytest.mark.parametrize("case", sorted(CASES))
+@settings(max_examples=25, deadline=None)
+@given(data=st.data())
+def test_v1_reader_reads_current_writer(case: str, data: st.DataObject) -> None:
+    name, strategy = CASES[case]
+    record = data.draw(strategy)
+    assert read(write(record, CURRENT[name]), CURRENT[name], V1[name]) == as_read_by(record, V1[name])
 
+
+def test_the_codec_reads_v1_events_by_fingerprint() -> None:
+    # The real evolution so far: Checkpoint.volume_size; v1 lives in schemas/history.
     old = (Path(__file__).parent / "golden" / "v1" / "DiskEvent-Checkpoint.bin").read_bytes()
     name, record = SingleObjectCodec().decode(old)
     assert name == "DiskEvent" and record["body"][0] == "Checkpoint"
     assert record["body"][1]["volume_size"] == 0 and record["body"][1]["tag"] == "before-upgrade"
+
+
+def test_every_changed_schema_keeps_its_v1_in_history() -> None:
+    history = {build(p.name.split(".")[0], json.loads(p.read_text())).fingerprint
+               for p in (schema_dir() / "history").glob("*.avsc")}
+    for name in RECORDS:
+        v1 = build(name, V1[name])
+        assert v1.fingerprint == current()[name].fingerprint or v1.fingerprint in history, (
+            f"{name} changed since v1 but schemas/history has no copy of v1: v1 events would be unreadable")
+
+
+# --- a synthetic next version: what the evolution rules allow -------------------------------------
+
+def next_version(name: str) -> dict[str, Any]:
+    nxt = copy.deepcopy(CURRENT[name])
+    nxt["fields"].append({"name": "tenant", "type": ["null", "string"], "default": None})
+    if name == "DiskEvent":
+        body = next(f for f in nxt["fields"] if f["name"] == "body")
+        write_ = next(b for b in body["type"] if b["name"] == "Write")
+        write_["fields"].append({"name": "compressed", "type": "boolean", "default": False})
+        body["type"].append({"type": "record", "name": "Discard", "fields": [{"name": "offset", "type": "long"}]})
+    if name == "Command":
+        kind = next(f for f in nxt["fields"] if f["name"] == "kind")
+        kind["type"]["symbols"].append("SNAPSHOT")
+    return nxt
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+@settings(max_examples=20, deadline=None)
+@given(data=st.data())
+def test_current_and_next_read_each_other(case: str, data: st.DataObject) -> None:
+    name, strategy = CASES[case]
+    record, nxt = data.draw(strategy), next_version(name)
+    newer = as_read_by({**record, "tenant": "blue"}, nxt)
+    if isinstance(newer.get("body"), tuple) and newer["body"][0] == "Write":
+        newer["body"][1]["compressed"] = True
+    assert read(write(newer, nxt), nxt, CURRENT[name]) == record  # old reader, new writer
+    assert read(write(record, CURRENT[name]), CURRENT[name], nxt) == as_read_by(record, nxt)  # the reverse
+
+
+def test_an_old_reader_reads_an_unknown_command_kind_as_unknown() -> None:
+    from .samples import SAMPLES
+
+    record = {**SAMPLES["Command"][1], "kind": "SNAPSHOT"}
+    got = read(write(record, next_version("Command")), next_version("Command"), CURRENT["Command"])
+    assert got["kind"] == "UNKNOWN" and got["id"] == record["id"]
+
+
+def test_an_old_reader_cannot_read_a_branch_it_does_not_know() -> None:
+    # Avro's rule: an unknown union branch is a resolution error. Readers are upgraded before
+    # writers emit a new kind of event (schemas/README.md); this test documents that order.
+    record = {"volume": "v", "seq": 1, "ts": 1, "host": "h", "group": "g", "body": ("Discard", {"offset": 1})}
+    data = write(record, next_version("DiskEvent"))
+    with pytest.raises(SchemaResolutionError, match=r"io\.tapstream\.Discard"):
+        read(data, next_version("DiskEvent"), CURRENT["DiskEvent"])
+
+
+def test_the_codec_reads_an_older_writer_given_its_schema() -> None:
+    # What a file in schemas/history/ does: an unknown fingerprint becomes readable.
+    old = build("DiskEvent", V1["DiskEvent"])
+    flushless = copy.deepcopy(V1["DiskEvent"])
+    body = next(f for f in flushless["fields"] if f["name"] == "body")
+    next(b for b in body["type"] if b["name"] == "Flush")["fields"] = []
+    older = build("DiskEvent", flushless)
+    record = {"volume": "v", "seq": 3, "ts": 4, "host": "h", "group": "g", "body": ("Flush", {})}
+    data = MAGIC + older.fingerprint + write(record, flushless)
+    from tapstream.core.codec import DecodeError
+
+    with pytest.raises(DecodeError, match="unknown schema fingerprint"):
+        SingleObjectCodec().decode(data)
+    got = SingleObjectCodec(extra_writers=[older, old]).decode(data)
+    assert got == ("DiskEvent", {**record, "body": ("Flush", {"fua": False})})

@@ -11,6 +11,7 @@ import io
 from typing import Any
 
 from fastavro import schemaless_reader, schemaless_writer
+from fastavro.read import SchemaResolutionError
 from tapstream.core.codec.exceptions import DecodeError, EncodeError
 from tapstream.core.codec.fast_write import Data, check_layout, write_event
 from tapstream.core.codec.schemas import NAMESPACE, Schema, current
@@ -101,8 +102,12 @@ def read_body(data: bytes, start: int, writer: Any, reader: Any | None) -> dict[
     buf.seek(start)
     try:
         record = schemaless_reader(buf, writer, reader, return_record_name=True)
+    except SchemaResolutionError as exc:  # e.g. a union branch added after this code was built
+        raise DecodeError(
+            f"written with a newer schema this code cannot read (upgrade): {str(exc)[:200]}"
+        ) from None
     except Exception as exc:  # fastavro raises EOFError, ValueError, IndexError, ... on bad bytes
-        raise DecodeError(f"malformed Avro body: {exc!r}") from None
+        raise DecodeError(f"malformed Avro body: {repr(exc)[:200]}") from None
     if buf.tell() != len(data):
         raise DecodeError(f"{len(data) - buf.tell()} trailing bytes after the record")
     if not isinstance(record, dict):
