@@ -9,24 +9,36 @@ from tapstream.tapper.dirty_bitmap import DirtyBitmap
 
 
 def test_marks_persist_across_reopen(tmp_path: Path) -> None:
-    bm = DirtyBitmap(tmp_path / "v.dirty", 1 << 20, granule=64 * 1024)
+    bm = DirtyBitmap(tmp_path / "v.dirty", 1 << 20, granule=64 * 1024, extent=64 * 1024)
     bm.mark(65536 + 10, 70000)  # spans regions 1 and 2
     bm.close()
-    again = DirtyBitmap(tmp_path / "v.dirty", 1 << 20, granule=64 * 1024)
+    again = DirtyBitmap(tmp_path / "v.dirty", 1 << 20, granule=64 * 1024, extent=64 * 1024)
     assert again.dirty() == [1, 2]
     assert again.dirty_ranges() == [(65536, 3 * 65536)]
     assert again.dirty_bytes() == 2 * 64 * 1024
 
 
-def test_mark_reports_new_bits_only_once(tmp_path: Path) -> None:
-    bm = DirtyBitmap(tmp_path / "v.dirty", 1 << 20, granule=4096)
+def durable(bm: DirtyBitmap) -> None:
+    assert bm.begin_sync()
+    bm.sync()
+    bm.end_sync()
+
+
+def test_mark_asks_to_wait_until_its_bits_are_durable(tmp_path: Path) -> None:
+    bm = DirtyBitmap(tmp_path / "v.dirty", 1 << 20, granule=4096, extent=4096)
     assert bm.mark(0, 4096)[1] is True
-    assert bm.mark(100, 10)[1] is False  # same region, already marked: no msync needed
+    assert bm.mark(100, 10)[1] is True  # marked, but the msync has not happened yet
+    durable(bm)
+    assert bm.mark(100, 10)[1] is False  # durable now: no wait
     assert bm.mark(4000, 200)[1] is True  # reaches into region 1
+    assert bm.begin_sync()  # an msync in progress covers region 1 ...
+    assert bm.mark(4096, 1)[1] is True  # ... but until it ends, a write there still waits
+    bm.end_sync()
+    assert bm.begin_sync() is False  # nothing new to make durable
 
 
 def test_bit_clears_on_sweep_only_when_the_last_inflight_event_is_acked(tmp_path: Path) -> None:
-    bm = DirtyBitmap(tmp_path / "v.dirty", 1 << 20, granule=4096)
+    bm = DirtyBitmap(tmp_path / "v.dirty", 1 << 20, granule=4096, extent=4096)
     a, _ = bm.mark(0, 4096)
     b, _ = bm.mark(100, 10)
     bm.release(a)
@@ -39,7 +51,7 @@ def test_bit_clears_on_sweep_only_when_the_last_inflight_event_is_acked(tmp_path
 
 
 def test_remarked_region_survives_the_sweep(tmp_path: Path) -> None:
-    bm = DirtyBitmap(tmp_path / "v.dirty", 1 << 20, granule=4096)
+    bm = DirtyBitmap(tmp_path / "v.dirty", 1 << 20, granule=4096, extent=4096)
     bm.release(bm.mark(0, 10)[0])
     bm.mark(0, 10)  # written again before the sweep
     bm.sweep()
@@ -47,7 +59,7 @@ def test_remarked_region_survives_the_sweep(tmp_path: Path) -> None:
 
 
 def test_failed_or_refused_event_keeps_the_region_dirty(tmp_path: Path) -> None:
-    bm = DirtyBitmap(tmp_path / "v.dirty", 1 << 20, granule=4096)
+    bm = DirtyBitmap(tmp_path / "v.dirty", 1 << 20, granule=4096, extent=4096)
     bm.fail(bm.mark(8192, 4096)[0])
     bm.set_dirty(3 * 4096, 1)
     bm.sweep()
@@ -59,7 +71,7 @@ def test_failed_or_refused_event_keeps_the_region_dirty(tmp_path: Path) -> None:
 
 
 def test_last_partial_region_counts(tmp_path: Path) -> None:
-    bm = DirtyBitmap(tmp_path / "v.dirty", 10_000, granule=4096)
+    bm = DirtyBitmap(tmp_path / "v.dirty", 10_000, granule=4096, extent=4096)
     assert bm.bits == 3
     bm.mark(9_999, 1)
     assert bm.dirty() == [2]
@@ -69,3 +81,15 @@ def test_last_partial_region_counts(tmp_path: Path) -> None:
 def test_granule_must_be_a_power_of_two(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="power of two"):
         DirtyBitmap(tmp_path / "v.dirty", 1 << 20, granule=3000)
+
+
+def test_a_new_bit_reserves_its_whole_extent_until_the_sweep(tmp_path: Path) -> None:
+    bm = DirtyBitmap(tmp_path / "v.dirty", 1 << 20, granule=4096, extent=16 * 4096)
+    regions, new = bm.mark(5 * 4096, 4096)
+    assert new and bm.dirty() == list(range(16))  # one msync covers the sequential writes that follow
+    assert bm.orphans() == []  # reserved, not lost: nothing to resync
+    durable(bm)
+    assert bm.mark(6 * 4096, 4096)[1] is False
+    bm.release(regions)
+    bm.sweep()
+    assert bm.dirty() == [6]  # still in flight

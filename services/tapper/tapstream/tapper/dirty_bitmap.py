@@ -5,6 +5,9 @@ before the local write and makes it durable (`sync()`, batched by the caller) be
 acknowledged, so neither a crash of the process nor of the host loses the fact that the region's
 event may be missing. A bit clears only when no event touching the region is in flight, and lazily
 (`sweep()`, every second or so): a hot region stays marked and its next write needs no sync.
+When a write needs a new bit, the whole aligned extent around it (`extent` bytes, like DRBD's
+activity log) is marked in the same msync, so a sequential writer pays one msync per extent, not
+per region; the extra regions are cleared by the next sweep unless written meanwhile.
 Sync mode sets bits only for events Kafka refused (`set_dirty`). After a restart, the set bits are
 the regions to resend as a DELTA sync.
 """
@@ -17,9 +20,12 @@ from pathlib import Path
 
 
 class DirtyBitmap:
-    def __init__(self, path: Path, volume_size: int, granule: int = 64 * 1024) -> None:
+    def __init__(self, path: Path, volume_size: int, granule: int = 64 * 1024, extent: int = 1 << 20) -> None:
         if granule <= 0 or granule & (granule - 1):
             raise ValueError(f"granule must be a power of two, not {granule}")
+        if extent < granule or extent & (extent - 1):
+            raise ValueError(f"extent must be a power of two of at least one granule, not {extent}")
+        self._per_extent = extent // granule
         self.path = path
         self.granule = granule
         self.size = volume_size
@@ -27,6 +33,8 @@ class DirtyBitmap:
         self._shift = granule.bit_length() - 1
         self._inflight: dict[int, int] = {}
         self._released: set[int] = set()
+        self._unsynced: set[int] = set()  # set since the last begin_sync(): not durable yet
+        self._syncing: set[int] = set()  # covered by the msync in progress
         nbytes = max(1, -(-self.bits // 8))
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -44,17 +52,37 @@ class DirtyBitmap:
 
     def mark(self, offset: int, length: int) -> tuple[range, bool]:
         """Set the range's bits and count it in flight. Returns the regions (for `release`/`fail`)
-        and whether a bit was newly set (then the caller must `sync()` before acknowledging)."""
+        and whether a bit is not durable yet (then the caller must wait for a `sync()` that
+        started after this call before acknowledging)."""
         regions = self.regions(offset, length)
-        m, inflight = self._map, self._inflight
-        new = False
+        m, inflight, unsynced = self._map, self._inflight, self._unsynced
+        new = wait = False
         for r in regions:
             inflight[r] = inflight.get(r, 0) + 1
             byte, bit = r >> 3, 1 << (r & 7)
             if not m[byte] & bit:
                 m[byte] |= bit
+                unsynced.add(r)
                 new = True
-        return regions, new
+            elif r in unsynced or r in self._syncing:
+                wait = True
+        if new and self._per_extent > 1:
+            k = self._per_extent
+            for r in range(regions.start // k * k, min(self.bits, -(-regions.stop // k) * k)):
+                byte, bit = r >> 3, 1 << (r & 7)
+                if not m[byte] & bit:
+                    m[byte] |= bit
+                    unsynced.add(r)
+                    self._released.add(r)  # reserved with this msync; the sweep clears it if unused
+        return regions, new or wait
+
+    def begin_sync(self) -> bool:
+        """Start a batched msync: the bits set so far are what it makes durable. False if none."""
+        self._syncing, self._unsynced = self._unsynced, set()
+        return bool(self._syncing)
+
+    def end_sync(self) -> None:
+        self._syncing = set()
 
     def release(self, regions: range) -> None:
         """An event covering `regions` was acknowledged; `sweep()` clears what nothing else holds."""

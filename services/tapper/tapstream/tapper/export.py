@@ -47,6 +47,7 @@ class Export:
         self._again = False
         self._bitmap_dirty = False
         self._bitmap_syncing = False
+        self._last_sweep = 0.0
 
     def attach(self, stream: VolumeStream) -> None:
         self.stream = stream
@@ -215,7 +216,9 @@ class Export:
     def housekeeping(self, now: float) -> None:
         """Every ~second: fail overdue requests, clear acked regions, refresh gauges, save the seq."""
         self.mode.watchdog(now)
-        self.bitmap.sweep()
+        if now - self._last_sweep >= 1.0:
+            self._last_sweep = now
+            self.bitmap.sweep()
         metrics.DIRTY_BYTES.labels(self.name).set(self.bitmap.dirty_bytes())
 
     def save_seq(self) -> None:

@@ -24,3 +24,5 @@ AHEAD = Gauge(f"{NAMESPACE}_tapper_async_ahead",
               "1 while an async volume only marks its bitmap because Kafka is behind", ["volume"])
 CHECKPOINTS_REFUSED = Counter(f"{NAMESPACE}_tapper_checkpoints_refused",
                               "Checkpoints refused because a volume's stream was not consistent", ["group"])
+BITMAP_SYNC = Histogram(f"{NAMESPACE}_tapper_bitmap_sync_seconds", "msync of the dirty bitmap before acks (async mode)",
+                        buckets=(0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5))

@@ -167,14 +167,16 @@ class AsyncMode:
         self.bitmap = export.bitmap
         self.backlog_bytes = backlog_bytes
         self.ahead = False
-        self._queue: list[Callable[[], None]] = []  # requests waiting for the bitmap's msync, in order
+        # requests waiting for the bitmap's msync (or behind an overlapping one), in order
+        self._queue: list[tuple[int, int, Callable[[], None]]] = []
         self._syncing = False
         self._catching_up: asyncio.Task[None] | None = None
 
     # --- requests --------------------------------------------------------------------------------
     def write(self, offset: int, data: bytes, fua: bool, reply: Reply) -> None:
-        regions, new = self.bitmap.mark(offset, len(data))
-        self._admit(new, lambda: self._write(offset, data, regions, fua, reply), regions, reply)
+        regions, wait = self.bitmap.mark(offset, len(data))
+        self._admit(wait, lambda: self._write(offset, data, regions, fua, reply), offset, offset + len(data),
+                    regions, reply)
 
     def _write(self, offset: int, data: bytes, regions: range, fua: bool, reply: Reply) -> None:
         self.x.volume.write(offset, data)
@@ -193,8 +195,9 @@ class AsyncMode:
             reply(0, "")
 
     def zero(self, offset: int, length: int, trim: bool, punch: bool, fua: bool, reply: Reply) -> None:
-        regions, new = self.bitmap.mark(offset, length)
-        self._admit(new, lambda: self._zero(offset, length, trim, punch, regions, fua, reply), regions, reply)
+        regions, wait = self.bitmap.mark(offset, length)
+        self._admit(wait, lambda: self._zero(offset, length, trim, punch, regions, fua, reply), offset,
+                    offset + length, regions, reply)
 
     def _zero(self, offset: int, length: int, trim: bool, punch: bool, regions: range, fua: bool,
               reply: Reply) -> None:
@@ -216,7 +219,7 @@ class AsyncMode:
                 self.x.stream.publish("Flush", {"fua": False})
             self.x.durable_locally(reply, bitmap=True)
         if self._queue:
-            self._queue.append(run)  # after the requests that are waiting for the bitmap
+            self._queue.append((0, 0, run))  # after the requests that are waiting for the bitmap
         else:
             run()
 
@@ -225,7 +228,10 @@ class AsyncMode:
         bitmap = self.bitmap
         return lambda ok: bitmap.release(regions) if ok else bitmap.fail(regions)
 
-    def _admit(self, new: bool, run: Callable[[], None], regions: range, reply: Reply) -> None:
+    def _admit(self, wait: bool, run: Callable[[], None], offset: int, end: int, regions: range,
+               reply: Reply) -> None:
+        """Run the request now, unless its bits are not durable yet or it overlaps a request that
+        waits (overlapping writes keep their order; others may pass, as concurrent requests may)."""
         def guarded() -> None:
             try:
                 run()
@@ -233,24 +239,35 @@ class AsyncMode:
                 self.bitmap.fail(regions)
                 log.error("local write failed", volume=self.x.name, error=str(exc))
                 reply(os_error(exc), str(exc))
-        if not new and not self._queue:
+        if not wait and not (self._queue and self._overlaps(offset, end)):
             guarded()
             return
-        self._queue.append(guarded)
+        self._queue.append((offset, end, guarded))
         if not self._syncing:
             self._syncing = True
             asyncio.get_running_loop().create_task(self._sync_bitmap())
 
+    def _overlaps(self, offset: int, end: int) -> bool:
+        return any(a < end and offset < b for a, b, _ in self._queue)
+
     async def _sync_bitmap(self) -> None:
-        """Group commit: one msync covers every request queued before it started."""
+        """Group commit: one msync covers every bit set before it started."""
         loop = asyncio.get_running_loop()
         try:
             while self._queue:
                 n = len(self._queue)
-                await loop.run_in_executor(None, self.bitmap.sync)
+                if self.bitmap.begin_sync():
+                    t0 = time.perf_counter()
+                    try:
+                        await loop.run_in_executor(None, self.bitmap.sync)
+                    finally:
+                        self.bitmap.end_sync()
+                    metrics.BITMAP_SYNC.observe(time.perf_counter() - t0)
+                else:
+                    n = len(self._queue)  # nothing left to make durable: everything queued may run
                 batch = self._queue[:n]
                 del self._queue[:n]
-                for run in batch:
+                for _, _, run in batch:
                     run()
         finally:
             self._syncing = False
