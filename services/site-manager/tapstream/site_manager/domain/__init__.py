@@ -1,0 +1,28 @@
+"""The site manager's pure domain: aggregates (site, protection group, operation), their commands and
+events, and the ledger that applies events in version order. Imports no I/O library."""
+
+from tapstream.site_manager.domain.aggregates import (
+    AGGREGATES,
+    Aggregate,
+    DomainError,
+    NotFound,
+    Operation,
+    ProtectionGroup,
+    Site,
+)
+from tapstream.site_manager.domain.events import Recorded
+from tapstream.site_manager.domain.ledger import ConcurrencyError, Ledger, Outcome
+
+__all__ = [
+    "AGGREGATES",
+    "Aggregate",
+    "ConcurrencyError",
+    "DomainError",
+    "Ledger",
+    "NotFound",
+    "Operation",
+    "Outcome",
+    "ProtectionGroup",
+    "Recorded",
+    "Site",
+]

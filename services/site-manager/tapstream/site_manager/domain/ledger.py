@@ -1,0 +1,99 @@
+"""The aggregates as the events made them, and the rule for accepting an event (pure, no I/O).
+
+Events reach a site manager from two streams: its own `tapstream.events` and the other site's,
+mirrored. Per aggregate, versions must follow 1, 2, 3...: an event whose version is already taken
+by another event is a conflict (two sites decided concurrently) and is kept aside, never merged; an
+event ahead of its predecessor waits for it. So the state depends only on the set of events, not on
+the order the two streams interleave, and a rebuild from the topics gives the same state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from tapstream.site_manager.domain.aggregates import AGGREGATES, Aggregate
+from tapstream.site_manager.domain.events import Recorded
+
+
+class ConcurrencyError(RuntimeError):
+    """The aggregate changed since the caller read it (optimistic concurrency): reload and retry."""
+
+
+class Outcome(Enum):
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"  # the same event again (MirrorMaker 2 redelivery, our own write read back)
+    CONFLICT = "conflict"  # another event holds this version
+    WAITING = "waiting"  # a predecessor is missing yet
+
+
+@dataclass
+class Entry:
+    aggregate: Aggregate
+    ids: list[str] = field(default_factory=list)  # event id per version (index = version - 1)
+    waiting: dict[int, Recorded] = field(default_factory=dict)
+
+
+class Ledger:
+    def __init__(self) -> None:
+        self.entries: dict[tuple[str, str], Entry] = {}
+        self.conflicts: list[Recorded] = []
+
+    def get(self, aggregate_type: str, aggregate_id: str) -> Aggregate:
+        """The aggregate (version 0 when it has no events yet)."""
+        entry = self.entries.get((aggregate_type, aggregate_id))
+        if entry is None:
+            return AGGREGATES[aggregate_type](aggregate_id)
+        return entry.aggregate
+
+    def all(self, aggregate_type: str) -> list[Aggregate]:
+        return [e.aggregate for (t, _), e in sorted(self.entries.items()) if t == aggregate_type and e.aggregate.version]
+
+    def accept(self, rec: Recorded) -> list[Recorded]:
+        """Apply `rec` if it is the next version; returns every event applied (with any it released)."""
+        outcome = self.check(rec)
+        if outcome is not Outcome.APPLIED:
+            return []
+        entry = self._entry(rec)
+        applied = []
+        while rec is not None:
+            entry.aggregate.apply(rec.event)
+            entry.ids.append(rec.id)
+            applied.append(rec)
+            rec = entry.waiting.pop(entry.aggregate.version + 1, None)  # type: ignore[assignment]
+        return applied
+
+    def check(self, rec: Recorded) -> Outcome:
+        """Classify `rec`; CONFLICT and WAITING events are recorded here."""
+        entry = self._entry(rec)
+        version = entry.aggregate.version
+        if rec.version <= version:
+            if entry.ids[rec.version - 1] == rec.id:
+                return Outcome.DUPLICATE
+            if all(c.id != rec.id for c in self.conflicts):
+                self.conflicts.append(rec)
+            return Outcome.CONFLICT
+        if rec.version > version + 1:
+            held = entry.waiting.get(rec.version)
+            if held is not None and held.id != rec.id and all(c.id != rec.id for c in self.conflicts):
+                self.conflicts.append(rec)
+            else:
+                entry.waiting[rec.version] = rec
+            return Outcome.WAITING
+        return Outcome.APPLIED
+
+    def expect(self, aggregate_type: str, aggregate_id: str, expected_version: int | None) -> Aggregate:
+        """The aggregate, after checking the caller's idea of its version."""
+        agg = self.get(aggregate_type, aggregate_id)
+        if expected_version is not None and agg.version != expected_version:
+            raise ConcurrencyError(
+                f"{aggregate_type} {aggregate_id!r} is at version {agg.version}, not {expected_version}: it changed "
+                "since you read it; reload it and retry")
+        return agg
+
+    def _entry(self, rec: Recorded) -> Entry:
+        key = (rec.aggregate_type, rec.aggregate_id)
+        entry = self.entries.get(key)
+        if entry is None:
+            entry = self.entries[key] = Entry(AGGREGATES[rec.aggregate_type](rec.aggregate_id))
+        return entry

@@ -1,0 +1,220 @@
+"""The site manager's aggregates, ledger and application layer, without I/O."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from tapstream.site_manager.application import Application
+from tapstream.site_manager.domain import (
+    ConcurrencyError,
+    DomainError,
+    Ledger,
+    NotFound,
+    Operation,
+    Outcome,
+    ProtectionGroup,
+    Recorded,
+)
+from tapstream.site_manager.domain import commands as c
+from tapstream.site_manager.domain import events as e
+
+
+def run(agg, *cmds):
+    """Decide and apply each command in turn; returns every event."""
+    out = []
+    for cmd in cmds:
+        evs = agg.decide(cmd)
+        for ev in evs:
+            agg.apply(ev)
+        out += evs
+    return out
+
+
+def group(name: str = "g1") -> ProtectionGroup:
+    g = ProtectionGroup(name)
+    run(g, c.CreateGroup(), c.AddVm("vm1", "vm1-dr"), c.AddVolume("vm1", "disk0", "/v/disk0.img", 1024))
+    return g
+
+
+def test_create_and_membership() -> None:
+    g = group()
+    assert g.version == 4 - 1  # created, vm, volume
+    assert g.status == "protecting" and g.volumes()["disk0"].path == "/v/disk0.img"
+    assert g.vms["vm1"].target_vm == "vm1-dr"
+    assert run(g, c.PairTarget("vm1", "vm1-dr")) == []  # unchanged: no event
+    assert run(g, c.PairTarget("vm1", "other")) == [e.TargetPaired("vm1", "other")]
+    with pytest.raises(DomainError, match="already in group"):
+        g.decide(c.AddVolume("vm1", "disk0", "/x"))
+    with pytest.raises(DomainError, match="add-vm"):
+        g.decide(c.AddVolume("vm9", "disk1", "/x"))
+    with pytest.raises(DomainError, match="exists"):
+        g.decide(c.CreateGroup())
+    with pytest.raises(DomainError, match="Kafka key"):
+        ProtectionGroup("bad name").decide(c.CreateGroup())
+    with pytest.raises(DomainError, match="> 0"):
+        ProtectionGroup("g").decide(c.CreateGroup(rpo_target_s=0))
+    evs = run(g, c.RemoveVm("vm1"))
+    assert evs == [e.VolumeRemoved("vm1", "disk0"), e.VmRemoved("vm1")] and not g.volumes()
+
+
+def test_unknown_group_names_the_create_command() -> None:
+    with pytest.raises(NotFound, match="tapstream group create nope"):
+        ProtectionGroup("nope").decide(c.PauseProtection())
+
+
+def test_pause_resume() -> None:
+    g = group()
+    with pytest.raises(DomainError, match="not paused"):
+        g.decide(c.ResumeProtection())
+    run(g, c.PauseProtection("maintenance"))
+    assert g.status == "paused"
+    with pytest.raises(DomainError, match="not protecting"):
+        g.decide(c.PauseProtection())
+    run(g, c.ResumeProtection())
+    assert g.status == "protecting"
+
+
+def test_failover_test_is_exclusive_and_blocks_failover() -> None:
+    g = group()
+    run(g, c.StartFailoverTest("op1", "cp1", {"disk0": "nbd://h:1/disk0"}))
+    assert g.test and g.test["checkpoint_id"] == "cp1"
+    with pytest.raises(DomainError, match="failover-test stop g1"):
+        g.decide(c.StartFailoverTest("op2", "cp1"))
+    with pytest.raises(DomainError, match="stop it first"):
+        g.decide(c.BeginFailover("op3", "move"))
+    with pytest.raises(DomainError, match="stop it first"):
+        g.decide(c.AddVm("vm2"))
+    run(g, c.StopFailoverTest())
+    assert g.test is None
+
+
+def test_full_cycle_states() -> None:
+    g = group()
+    with pytest.raises(DomainError, match="fail over or move it first"):
+        g.decide(c.BeginFailover("op0", "failback"))
+    with pytest.raises(DomainError, match="follows a failover"):
+        g.decide(c.StartReverse("op0"))
+    run(g, c.BeginFailover("op1", "move"))
+    assert g.status == "failing_over" and g.operation == "op1"
+    with pytest.raises(DomainError, match="is running"):
+        g.decide(c.BeginFailover("op2", "failover"))
+    with pytest.raises(DomainError, match="not the one running"):
+        g.decide(c.CompleteFailover("op2", "cp"))
+    run(g, c.CompleteFailover("op1", "cp9", {"disk0": "nbd://r/disk0"}))
+    assert (g.status, g.active_site, g.operation) == ("failed_over", "recovery", None)
+    assert g.last_failover == {"operation": "op1", "kind": "move", "checkpoint_id": "cp9"}
+    with pytest.raises(DomainError, match="reverse g1"):
+        g.decide(c.BeginFailover("op3", "failback"))
+    with pytest.raises(DomainError, match="fail back first"):
+        g.decide(c.AddVm("vm2"))
+    with pytest.raises(DomainError, match="fail back before deleting"):
+        g.decide(c.DeleteGroup())
+    run(g, c.StartReverse("op4", 4096))
+    assert g.status == "reverse_protecting"
+    run(g, c.BeginFailover("op5", "failback"))
+    assert g.status == "failing_back"
+    run(g, c.CompleteFailover("op5", "cp10", {"disk0": "nbd://p/disk0"}))
+    assert (g.status, g.active_site) == ("protecting", "protected")
+    run(g, c.DeleteGroup())
+    with pytest.raises(NotFound):
+        g.decide(c.PauseProtection())
+    with pytest.raises(DomainError, match="deleted"):
+        g.decide(c.CreateGroup())
+
+
+def test_aborted_failover_returns_to_protecting() -> None:
+    g = group()
+    run(g, c.BeginFailover("op1", "failover"), c.AbortFailover("op1", "restore failed"))
+    assert g.status == "protecting" and g.operation is None
+
+
+def test_operation_lifecycle() -> None:
+    op = Operation("op1")
+    with pytest.raises(NotFound):
+        op.decide(c.ReportProgress("x"))
+    run(op, c.StartOperation("move", "g1", {"checkpoint": "latest"}),
+        c.ReportProgress("final checkpoint", 1, 4), c.SucceedOperation({"checkpoint": "cp"}))
+    assert op.status == "succeeded" and op.steps[0]["total"] == 4
+    with pytest.raises(DomainError, match="already succeeded"):
+        op.decide(c.FailOperation("late"))
+    with pytest.raises(DomainError, match="unknown operation kind"):
+        Operation("op2").decide(c.StartOperation("teleport", "g1"))
+
+
+def test_event_payload_roundtrip_and_upcast() -> None:
+    ev = e.FailedOver("op", "move", "cp", {"disk0": "nbd://x"})
+    rec = Recorded("id1", "group", "g1", 3, 123, "recovery", ev)
+    back = Recorded.from_record(rec.to_record())
+    assert back == rec
+    # An old payload lacking a field gets its default; a newer one's extra field is dropped.
+    old = e.from_payload("VolumeAdded", json.dumps({"vm": "v", "volume": "d", "path": "/p", "future": 1}))
+    assert old == e.VolumeAdded("v", "d", "/p", 0, "")
+    with pytest.raises(e.UnknownEvent, match="upgrade"):
+        e.from_payload("Teleported", "{}")
+
+
+def records(agg_id: str, site: str, *evs: e.Event, start: int = 1) -> list[Recorded]:
+    return [Recorded(f"{site}-{agg_id}-{start + i}", "group", agg_id, start + i, i, site, ev) for i, ev in enumerate(evs)]
+
+
+def test_ledger_order_independent_duplicates_and_conflicts() -> None:
+    recs = records("g1", "protected", e.GroupCreated("g1"), e.VmAdded("vm1"), e.VolumeAdded("vm1", "d", "/p"))
+    a, b = Ledger(), Ledger()
+    for r in recs:
+        a.accept(r)
+    # Reversed arrival: later versions wait for their predecessor.
+    assert b.check(recs[2]) is Outcome.WAITING
+    assert b.accept(recs[1]) == []
+    assert [r.version for r in b.accept(recs[0])] == [1, 2, 3]
+    assert a.get("group", "g1").state() == b.get("group", "g1").state()
+    assert a.check(recs[1]) is Outcome.DUPLICATE and a.get("group", "g1").version == 3
+    # Another site decided version 4 too: the second one is a conflict, kept aside, not applied.
+    mine = records("g1", "protected", e.ProtectionPaused("x"), start=4)[0]
+    theirs = records("g1", "recovery", e.VmAdded("vm2"), start=4)[0]
+    assert a.accept(mine) == [mine]
+    assert a.accept(theirs) == [] and a.conflicts == [theirs]
+    assert "vm2" not in a.get("group", "g1").vms  # type: ignore[attr-defined]
+
+
+def test_application_optimistic_concurrency() -> None:
+    sunk: list[Recorded] = []
+
+    async def sink(recs: list[Recorded]) -> None:
+        await asyncio.sleep(0)
+        sunk.extend(recs)
+
+    async def scenario() -> None:
+        app = Application("protected", Ledger(), sink)
+        g = await app.execute("group", "g1", c.CreateGroup())
+        assert g.version == 1
+        await app.execute("group", "g1", c.AddVm("vm1"), expected_version=1)
+        with pytest.raises(ConcurrencyError, match="reload it and retry"):
+            await app.execute("group", "g1", c.AddVm("vm2"), expected_version=1)
+        # Two concurrent writers that both read version 2: exactly one wins.
+        results = await asyncio.gather(
+            app.execute("group", "g1", c.AddVm("a"), expected_version=2),
+            app.execute("group", "g1", c.AddVm("b"), expected_version=2), return_exceptions=True)
+        assert sum(isinstance(r, ConcurrencyError) for r in results) == 1
+        assert [r.version for r in sunk] == [1, 2, 3]
+
+    asyncio.run(scenario())
+
+
+def test_application_detects_a_remote_event_taking_the_version() -> None:
+    ledger = Ledger()
+
+    async def sink(recs: list[Recorded]) -> None:
+        # While ours travels, the other site's version 2 arrives through MirrorMaker 2.
+        ledger.accept(records("g1", "recovery", e.VmAdded("theirs"), start=2)[0])
+
+    async def scenario() -> None:
+        app = Application("protected", ledger, sink)
+        ledger.accept(records("g1", "protected", e.GroupCreated("g1"))[0])
+        with pytest.raises(ConcurrencyError, match="concurrently at another site"):
+            await app.execute("group", "g1", c.AddVm("mine"))
+        assert set(ledger.get("group", "g1").vms) == {"theirs"}  # type: ignore[attr-defined]
+        assert len(ledger.conflicts) == 1
+
+    asyncio.run(scenario())
