@@ -1,0 +1,1 @@
+"""Example analyzers written with the SDK."""
