@@ -64,3 +64,8 @@ bench-recovery: up
 # Protected -> recovery crossing latency of single records.
 bench-mirror: up
 	$(PY) bench/mirror_latency.py
+
+# Deployment files checked offline: compose, every Kustomize overlay rendered and validated against
+# Kubernetes' and Strimzi's schemas, TAPSTREAM_* names against the services' settings (also in `make test`).
+validate-deploy: setup
+	$(PY) -m pytest tests/unit/deploy -q
