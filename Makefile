@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 STATE ?= .tapstream
 
 .PHONY: setup system-deps up down status clean test test-unit test-integration demo bench \
-        bench-tapper bench-recovery lint typecheck kafka-tools validate-deploy
+        bench-tapper bench-recovery bench-mirror lint typecheck kafka-tools validate-deploy
 
 setup: $(STAMP)
 
@@ -56,6 +56,13 @@ typecheck: setup
 # The main job: both sites, a protected ext4 written through the tapper, checkpoints, restores, compare.
 demo: setup system-deps
 	$(PY) -m tapstream.localstack.demo
+
+# Every benchmark: tapper vs nbdkit, recovery (RPO, restore, journal), MirrorMaker 2 crossing.
+bench: bench-tapper bench-recovery bench-mirror
+
+# fio (nbd engine, iodepth 16) against nbdkit file, nbdkit python, tapstream sync and async.
+bench-tapper: up
+	$(PY) bench/tapper.py $(BENCH_ARGS)
 
 # RPO under load across MirrorMaker 2, restore vs qemu-img convert, journal rows/s.
 bench-recovery: up

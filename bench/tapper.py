@@ -43,6 +43,7 @@ import uvloop
 from confluent_kafka.admin import AdminClient, NewTopic
 from tapstream.core.kafka import AsyncProducer, producer_config
 from tapstream.core.settings import TapstreamSettings, load
+from tapstream.tapper.settings import TapperSettings
 
 REPO = Path(__file__).resolve().parent.parent
 PLUGIN = REPO / "bench" / "nbdkit_pwrite_plugin.py"
@@ -159,7 +160,8 @@ def run_target(target: str, disk: Path, size: int, work: Path, settings: Tapstre
     return out
 
 
-def kafka_produce_p99(settings: TapstreamSettings, seconds: float, compression: str, linger_ms: float = 1.0,
+def kafka_produce_p99(settings: TapstreamSettings, seconds: float, compression: str,
+                      linger_ms: float = TapperSettings.model_fields["tapper_linger_ms"].default,
                       inflight: int = 16) -> dict[str, float]:
     """Kafka alone, the tapper's way: the shared AsyncProducer with the tapper's producer config, 4 KiB
     records, `inflight` of them outstanding (like fio's iodepth); per-record produce-to-ack latency."""

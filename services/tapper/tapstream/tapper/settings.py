@@ -32,6 +32,9 @@ class VolumeSpec(BaseModel):
     path: Path
     group: str
     mode: Mode = "sync"
+    # False: the volume's content is already at the other site (a promoted or failed-back volume):
+    # an empty stream starts with new writes and marked regions only, not a full INITIAL sync.
+    initial_sync: bool = True
 
     @field_validator("name", "group")
     @classmethod
@@ -80,7 +83,9 @@ class TapperSettings(TapstreamSettings):
     tapper_bitmap_granule: int = Field(64 * 1024, ge=4096, description="Bytes per dirty-bitmap bit (a power of two).")
     tapper_compression: Literal["none", "lz4", "zstd", "snappy", "gzip"] = Field(
         "none", description="Producer compression of the write stream (measured: bench --sweep).")
-    tapper_linger_ms: float = Field(1.0, ge=0, description="Producer batching delay.")
+    # 0: librdkafka still batches what queues behind in-flight requests; measured on 2 cores, 4 KiB
+    # records, 16 in flight: 0 ms gives 10.9k acks/s (p50 0.7 ms) against 7.3k at 1 ms and 2.3k at 5 ms.
+    tapper_linger_ms: float = Field(0.0, ge=0, description="Producer batching delay (0: send at once).")
     tapper_retention_hours: int = Field(168, ge=1, description="Retention of new write topics (≥ journal history + margin).")
     tapper_partitions: int = Field(0, ge=0, description="Partitions of new write topics; 0 = one per volume of the group.")
     tapper_announce_interval_s: float = Field(2.0, gt=0, description="How often the tapper announces its volumes on tapstream.control.")
