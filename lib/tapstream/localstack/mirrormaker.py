@@ -40,9 +40,12 @@ def topics_pattern(prefix: str, name: str = ".*") -> str:
 def mirrormaker_properties(
     settings: TapstreamSettings, tuning: MirrorTuning = MirrorTuning()
 ) -> dict[str, object]:
-    """Dedicated MirrorMaker 2: every `<prefix>.*` topic protected -> recovery, and the site
-    managers' `<prefix>.events` both ways. DefaultReplicationPolicy prefixes a mirrored topic with
-    its source alias and never mirrors a topic back to the cluster it came from, so nothing loops."""
+    """Dedicated MirrorMaker 2: every `<prefix>.*` topic protected -> recovery; recovery ->
+    protected the site managers' `<prefix>.events` and the write topics `<prefix>.writes.*` that a
+    failed-over group's recovery-site tapper publishes (reverse protection, failback).
+    DefaultReplicationPolicy prefixes a mirrored topic with its source alias and never mirrors a
+    topic back to the cluster it came from; neither pattern matches a prefixed (mirrored) topic,
+    so nothing loops."""
     p, r = settings.protected_alias, settings.recovery_alias
     rf = tuning.internal_replication_factor
     props: dict[str, object] = {
@@ -52,7 +55,7 @@ def mirrormaker_properties(
         f"{p}->{r}.enabled": True,
         f"{p}->{r}.topics": topics_pattern(settings.topic_prefix),
         f"{r}->{p}.enabled": True,
-        f"{r}->{p}.topics": topics_pattern(settings.topic_prefix, r"events"),
+        f"{r}->{p}.topics": topics_pattern(settings.topic_prefix, r"(events|writes\..*)"),
         "replication.policy.class": "org.apache.kafka.connect.mirror.DefaultReplicationPolicy",
         "replication.factor": rf,
         "checkpoints.topic.replication.factor": rf,

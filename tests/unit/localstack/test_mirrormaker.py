@@ -17,7 +17,7 @@ def test_directions_and_loop_free_policy() -> None:
     assert p["protected.bootstrap.servers"] == "p:9092"
     assert p["recovery.bootstrap.servers"] == "r:9092"
     assert p["protected->recovery.topics"] == r"tapstream\..*"
-    assert p["recovery->protected.topics"] == r"tapstream\.events"
+    assert p["recovery->protected.topics"] == r"tapstream\.(events|writes\..*)"
     assert str(p["replication.policy.class"]).endswith(".DefaultReplicationPolicy")
 
 
@@ -29,6 +29,15 @@ def test_topic_patterns_match_only_our_topics() -> None:
     assert re.fullmatch(events, "tapstream.events")
     assert not re.fullmatch(events, "tapstream.eventsX")
     assert topics_pattern("acme.ts") == r"acme\.ts\..*"
+
+
+def test_recovery_writes_flow_back_without_loops() -> None:
+    back = str(mirrormaker_properties(settings())["recovery->protected.topics"])
+    assert re.fullmatch(back, "tapstream.events") and re.fullmatch(back, "tapstream.writes.g1")
+    # What came from the protected site, and other topics, never go back.
+    for topic in ("protected.tapstream.writes.g1", "protected.tapstream.events", "tapstream.control",
+                  "tapstream.progress", "tapstream.writesX"):
+        assert not re.fullmatch(back, topic), topic
 
 
 def test_every_internal_replication_factor_follows_the_tuning() -> None:
@@ -57,7 +66,7 @@ def test_aliases_and_prefix_come_from_settings() -> None:
     p = mirrormaker_properties(
         settings(protected_alias="dc1", recovery_alias="dc2", topic_prefix="ts")
     )
-    assert p["dc1->dc2.topics"] == r"ts\..*" and p["dc2->dc1.topics"] == r"ts\.events"
+    assert p["dc1->dc2.topics"] == r"ts\..*" and p["dc2->dc1.topics"] == r"ts\.(events|writes\..*)"
     assert p["dc1.bootstrap.servers"] == "p:9092"
 
 

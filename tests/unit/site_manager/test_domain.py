@@ -218,3 +218,17 @@ def test_application_detects_a_remote_event_taking_the_version() -> None:
         assert len(ledger.conflicts) == 1
 
     asyncio.run(scenario())
+
+
+def test_application_accepts_its_own_event_read_back_first() -> None:
+    ledger = Ledger()
+
+    async def sink(recs: list[Recorded]) -> None:
+        for r in recs:  # the consumer of our own topic was quicker than the caller
+            ledger.accept(r)
+
+    async def scenario() -> None:
+        g = await Application("protected", ledger, sink).execute("group", "g1", c.CreateGroup())
+        assert g.version == 1 and not ledger.conflicts
+
+    asyncio.run(scenario())

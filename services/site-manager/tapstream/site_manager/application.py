@@ -55,8 +55,8 @@ class Application:
                 applied += self.ledger.accept(rec)
             if self.applied is not None and applied:
                 await self.applied(applied)
-            ours = {r.id for r in applied}
-            if any(r.id not in ours for r in recs):
+            # (Our own events may also come back from the topic first: applied all the same.)
+            if not all(self.ledger.holds(r) for r in recs):
                 # Another site's event took the version while ours was on its way: ours is a conflict.
                 raise ConcurrencyError(
                     f"{aggregate_type} {aggregate_id!r} was changed concurrently at another site; "

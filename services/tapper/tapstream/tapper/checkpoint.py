@@ -155,6 +155,14 @@ class Checkpoints:
     async def _on_command(self, cmd: dict[str, Any]) -> None:
         group, kind, cp = cmd.get("group"), cmd.get("kind"), cmd.get("checkpoint_id")
         gate = self.gates.get(group or "")
+        if kind in ("PAUSE", "RESUME") and gate is not None:
+            # The site manager stops this side's writes before a move's or failback's final
+            # checkpoint: commands are read in order, so the checkpoint's cut follows the fence.
+            refuse = kind == "PAUSE" and (cmd.get("args") or {}).get("writes") == "refuse"
+            for v in self._group_volumes(group or ""):
+                v.fenced = f"writes to group {group} are stopped by the site manager" if refuse else None  # type: ignore[attr-defined]
+            log.warning("writes refused" if refuse else "writes allowed", group=group, command=kind)
+            return
         if gate is None or cp is None or group is None:
             return
         if kind == "CHECKPOINT_PREPARE":

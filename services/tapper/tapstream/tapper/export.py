@@ -20,6 +20,7 @@ from tapstream.tapper import metrics
 from tapstream.tapper.checkpoint import GroupGate
 from tapstream.tapper.dirty_bitmap import DirtyBitmap
 from tapstream.tapper.modes import AsyncMode, Reply, SyncMode, os_error
+from tapstream.tapper.protocol.constants import Err
 from tapstream.tapper.publish import SeqFile, VolumeStream, now_us
 from tapstream.tapper.settings import VolumeSpec
 from tapstream.tapper.volume import Volume
@@ -48,6 +49,7 @@ class Export:
         self._bitmap_dirty = False
         self._bitmap_syncing = False
         self._last_sweep = 0.0
+        self.fenced: str | None = None  # why writes are refused (a move or failback stopped this side)
 
     def attach(self, stream: VolumeStream) -> None:
         self.stream = stream
@@ -59,9 +61,15 @@ class Export:
         return self.volume.read(offset, length)
 
     def write(self, offset: int, data: bytes, fua: bool, reply: Reply) -> None:
+        if self.fenced:
+            reply(Err.EPERM, self.fenced)
+            return
         self.mode.write(offset, data, fua, reply)
 
     def zero(self, offset: int, length: int, trim: bool, punch: bool, fua: bool, reply: Reply) -> None:
+        if self.fenced:
+            reply(Err.EPERM, self.fenced)
+            return
         self.mode.zero(offset, length, trim, punch, fua, reply)
 
     def flush(self, reply: Reply) -> None:

@@ -82,6 +82,11 @@ class Ledger:
             return Outcome.WAITING
         return Outcome.APPLIED
 
+    def holds(self, rec: Recorded) -> bool:
+        """Whether `rec` is the event applied at its version."""
+        entry = self.entries.get((rec.aggregate_type, rec.aggregate_id))
+        return entry is not None and len(entry.ids) >= rec.version and entry.ids[rec.version - 1] == rec.id
+
     def expect(self, aggregate_type: str, aggregate_id: str, expected_version: int | None) -> Aggregate:
         """The aggregate, after checking the caller's idea of its version."""
         agg = self.get(aggregate_type, aggregate_id)

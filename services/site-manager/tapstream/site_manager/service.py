@@ -1,0 +1,124 @@
+"""The site manager service: event store, projection, REST API and this site's recovery operations."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import uvicorn
+from tapstream.core.logging import get_logger
+from tapstream.site_manager import metrics
+from tapstream.site_manager.application import Application
+from tapstream.site_manager.domain import Aggregate, Ledger, Outcome, Recorded
+from tapstream.site_manager.domain import commands as c
+from tapstream.site_manager.event_log import EventLog, Read
+from tapstream.site_manager.projection import Projection
+from tapstream.site_manager.settings import SiteManagerSettings
+
+log = get_logger("tapstream.site_manager")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the runner owns SIGTERM and stops us cleanly."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):  # type: ignore[no-untyped-def,override]
+        yield
+
+
+class SiteManager:
+    def __init__(self, settings: SiteManagerSettings) -> None:
+        self.s = settings
+        self.site = settings.site
+        self.ledger = Ledger()
+        self.projection = Projection(settings.database_url)
+        self.events = EventLog(settings)
+        self.app = Application(self.site, self.ledger, self.events.append, applied=self._save)
+        self.operations: Any = None  # tapstream.site_manager.operations.Operations, set in start()
+        self._server: _Server | None = None
+        self._server_task: asyncio.Task[None] | None = None
+        self.port: int | None = None
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.s.site_manager_host}:{self.port}"
+
+    async def start(self) -> None:
+        from tapstream.site_manager.api import make_api
+        from tapstream.site_manager.operations import Operations
+
+        await self.projection.start(rebuild=self.s.site_manager_rebuild)
+        if self.s.site_manager_rebuild:
+            log.warning("projection dropped; rebuilding from the topics", topics=[self.events.local, self.events.remote])
+        await self.projection.load(self.ledger)
+        await self.events.start()
+        self.events.follow(await self.projection.offsets(), self._on_reads)
+        await self.events.wait_caught_up()
+        self.operations = Operations(self)
+        config = uvicorn.Config(make_api(self), host=self.s.site_manager_host, port=self.s.api_port,
+                                log_config=None, access_log=False, lifespan="off")
+        self._server = _Server(config)
+        self._server_task = asyncio.create_task(self._server.serve())
+        while not self._server.started:
+            if self._server_task.done():
+                await self._server_task
+                raise RuntimeError(f"the REST API could not listen on {self.s.site_manager_host}:"
+                                   f"{self.s.api_port}")
+            await asyncio.sleep(0.05)
+        self.port = self._server.servers[0].sockets[0].getsockname()[1]
+        await self.execute("site", self.site, c.RegisterSite(self.site, self.api_url, self.s.bootstrap))
+        await self.operations.start()
+        log.info("site manager ready", api=self.api_url, aggregates=len(self.ledger.entries))
+
+    async def wait(self) -> None:
+        await self.events.wait()
+
+    async def stop(self) -> None:
+        if self.operations is not None:
+            await self.operations.stop()
+        if self._server is not None:
+            self._server.should_exit = True
+            if self._server_task is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._server_task, 10)
+        await self.events.stop()
+        await self.projection.stop()
+
+    # --- commands --------------------------------------------------------------------------------
+    async def execute(self, aggregate_type: str, aggregate_id: str, command: c.Command,
+                      expected_version: int | None = None) -> Aggregate:
+        with metrics.COMMAND_SECONDS.labels(type(command).__name__).time():
+            agg = await self.app.execute(aggregate_type, aggregate_id, command, expected_version)
+        if self.operations is not None:
+            self.operations.changed(aggregate_type, aggregate_id)
+        return agg
+
+    async def _save(self, applied: list[Recorded]) -> None:
+        await self.projection.save(self.ledger, applied)
+        for r in applied:
+            metrics.EVENTS.labels(r.aggregate_type, r.type, "local").inc()
+
+    async def _on_reads(self, reads: list[Read]) -> None:
+        applied: list[Recorded] = []
+        conflicts: list[Recorded] = []
+        offsets: dict[tuple[str, int], int] = {}
+        for r in reads:
+            offsets[(r.topic, r.partition)] = r.offset + 1
+            if r.record is None:
+                continue
+            outcome = self.ledger.check(r.record)
+            if outcome is Outcome.APPLIED:
+                applied += self.ledger.accept(r.record)
+            elif outcome is Outcome.CONFLICT:
+                conflicts.append(r.record)
+                metrics.CONFLICTS.inc()
+                log.error("conflicting event kept aside (two sites changed one aggregate concurrently)",
+                          aggregate=f"{r.record.aggregate_type}/{r.record.aggregate_id}", version=r.record.version,
+                          site=r.record.site, type=r.record.type)
+        await self.projection.save(self.ledger, applied, conflicts, offsets)
+        for rec in applied:
+            metrics.EVENTS.labels(rec.aggregate_type, rec.type, "topic").inc()
+        if self.operations is not None:
+            for key in {(rec.aggregate_type, rec.aggregate_id) for rec in applied}:
+                self.operations.changed(*key)
