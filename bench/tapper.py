@@ -201,22 +201,29 @@ def topic_bytes(log_dir: Path, topic: str) -> int:
 
 
 # --- profiling -----------------------------------------------------------------------------------
+PROFILES = {  # what --profile samples: the two paths the issue's targets are about
+    "sync-4k-randwrite": ("tapstream-sync", "randwrite", "4k"),
+    "async-64k-seqwrite": ("tapstream-async", "write", "64k"),
+}
+
+
 def profile(disk: Path, size: int, work: Path, settings: TapstreamSettings, env: dict[str, str], runtime: float,
-            topics: list[str], compression: str) -> dict[str, Any]:
-    """py-spy on the tapper (sync mode) during 4k random writes: top functions by own and total time."""
+            topics: list[str], compression: str, target: str = "tapstream-sync", rw: str = "randwrite",
+            bs: str = "4k") -> dict[str, Any]:
+    """py-spy on the tapper during one fio workload: top functions by own and total time."""
     if shutil.which("py-spy") is None and not (Path(sys.executable).parent / "py-spy").exists():
         raise SystemExit("py-spy is missing: `make setup` installs it")
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     fresh_disk(disk, size)
-    server = Server("tapstream-sync", disk, work, settings, env, compression)
+    server = Server(target, disk, work, settings, env, compression)
     topics.append(server.topic)
-    raw = work / "profile.raw"
+    raw = work / f"profile-{target}-{rw}-{bs}.raw"
     try:
         rec = subprocess.Popen([spy, "record", "--pid", str(server.proc.pid), "--duration", str(int(runtime)),
                                 "--rate", "250", "--format", "raw", "--output", str(raw)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         time.sleep(0.5)  # let py-spy attach before the load starts (its own start-up, not a readiness wait)
-        fio(server.uri, "randwrite", "4k", size, runtime)
+        fio(server.uri, rw, bs, size, runtime)
         _, err = rec.communicate(timeout=runtime + 60)
         if rec.returncode != 0:
             raise SystemExit(f"py-spy failed ({rec.returncode}): {err.decode()[-800:]}")
@@ -296,8 +303,11 @@ def main() -> None:
         if args.sweep:
             extra["sweep"] = sweep(disk, args.size, work, settings, env, args.runtime, topics)
         if args.profile:
-            print("  profiling tapstream-sync 4k randwrite with py-spy ...", flush=True)
-            extra["profile"] = profile(disk, args.size, work, settings, env, args.runtime, topics, args.compression)
+            extra["profile"] = {}
+            for name, (target, rw, bs) in PROFILES.items():
+                print(f"  profiling {name} with py-spy ...", flush=True)
+                extra["profile"][name] = profile(disk, args.size, work, settings, env, args.runtime, topics,
+                                                 args.compression, target, rw, bs)
     finally:
         if topics:
             with contextlib.suppress(Exception):
@@ -385,9 +395,8 @@ def report(results: dict[str, dict[str, float]], extra: dict[str, Any]) -> None:
                       f"{results['tapstream-sync']['p99_us_4k_randwrite'] / k['p99_us']:.2f}x")
     if "sweep" in extra:
         console.print_json(json.dumps(extra["sweep"]))
-    if "profile" in extra:
-        p = extra["profile"]
-        console.print(f"py-spy, tapstream-sync 4k randwrite, {p['samples']} samples; top by own time:")
+    for name, p in extra.get("profile", {}).items():
+        console.print(f"py-spy, {name}, {p['samples']} samples; top by own time:")
         for f, pct in p["top_own"][:12]:
             console.print(f"  {pct:5.1f}%  {f}")
         console.print("top by total time:")

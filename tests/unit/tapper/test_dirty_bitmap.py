@@ -93,3 +93,21 @@ def test_a_new_bit_reserves_its_whole_extent_until_the_sweep(tmp_path: Path) -> 
     bm.release(regions)
     bm.sweep()
     assert bm.dirty() == [6]  # still in flight
+
+
+def test_a_new_bit_also_reserves_the_extents_ahead(tmp_path: Path) -> None:
+    bm = DirtyBitmap(tmp_path / "v.dirty", 1 << 20, granule=4096, extent=4 * 4096, ahead=2)
+    regions, new = bm.mark(5 * 4096, 4096)
+    assert new and bm.dirty() == list(range(4, 16))  # its extent and the two after it
+    durable(bm)
+    # a sequential writer crossing into the next extent finds its bit durable: no msync to wait for
+    assert bm.mark(8 * 4096, 4096)[1] is False
+    bm.release(regions)
+    bm.sweep()
+    assert bm.dirty() == [8]  # reservations nobody wrote are cleared; the write in flight stays
+
+
+def test_reservations_stop_at_the_end_of_the_volume(tmp_path: Path) -> None:
+    bm = DirtyBitmap(tmp_path / "v.dirty", 10 * 4096, granule=4096, extent=4 * 4096, ahead=3)
+    bm.mark(9 * 4096, 1)
+    assert bm.dirty() == [8, 9]

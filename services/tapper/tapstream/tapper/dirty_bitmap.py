@@ -6,8 +6,9 @@ acknowledged, so neither a crash of the process nor of the host loses the fact t
 event may be missing. A bit clears only when no event touching the region is in flight, and lazily
 (`sweep()`, every second or so): a hot region stays marked and its next write needs no sync.
 When a write needs a new bit, the whole aligned extent around it (`extent` bytes, like DRBD's
-activity log) is marked in the same msync, so a sequential writer pays one msync per extent, not
-per region; the extra regions are cleared by the next sweep unless written meanwhile.
+activity log) and the `ahead` extents after it are marked in the same msync, so a sequential writer
+finds its next extent already durable and does not wait at every extent boundary; the extra regions
+are cleared by the next sweep unless written meanwhile.
 Sync mode sets bits only for events Kafka refused (`set_dirty`). After a restart, the set bits are
 the regions to resend as a DELTA sync.
 """
@@ -20,12 +21,14 @@ from pathlib import Path
 
 
 class DirtyBitmap:
-    def __init__(self, path: Path, volume_size: int, granule: int = 64 * 1024, extent: int = 1 << 20) -> None:
+    def __init__(self, path: Path, volume_size: int, granule: int = 64 * 1024, extent: int = 1 << 20,
+                 ahead: int = 0) -> None:
         if granule <= 0 or granule & (granule - 1):
             raise ValueError(f"granule must be a power of two, not {granule}")
         if extent < granule or extent & (extent - 1):
             raise ValueError(f"extent must be a power of two of at least one granule, not {extent}")
         self._per_extent = extent // granule
+        self._ahead = max(0, ahead)
         self.path = path
         self.granule = granule
         self.size = volume_size
@@ -66,9 +69,9 @@ class DirtyBitmap:
                 new = True
             elif r in unsynced or r in self._syncing:
                 wait = True
-        if new and self._per_extent > 1:
+        if new and (self._per_extent > 1 or self._ahead):
             k = self._per_extent
-            for r in range(regions.start // k * k, min(self.bits, -(-regions.stop // k) * k)):
+            for r in range(regions.start // k * k, min(self.bits, (-(-regions.stop // k) + self._ahead) * k)):
                 byte, bit = r >> 3, 1 << (r & 7)
                 if not m[byte] & bit:
                     m[byte] |= bit

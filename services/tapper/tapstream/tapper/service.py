@@ -103,7 +103,8 @@ class Tapper:
             log.warning("kafka holds fewer of this volume's events than were acked (retention or a recreated "
                         "topic): continuing the sequence and resending the volume", volume=spec.name,
                         kafka_seq=kafka_seq, acked_seq=floor)
-        bitmap = DirtyBitmap(s.tapper_state_dir / f"{spec.name}.dirty", volume.size, s.tapper_bitmap_granule)
+        bitmap = DirtyBitmap(s.tapper_state_dir / f"{spec.name}.dirty", volume.size, s.tapper_bitmap_granule,
+                             max(s.tapper_bitmap_extent, s.tapper_bitmap_granule), s.tapper_bitmap_ahead)
         gate = self.gates.setdefault(spec.group, GroupGate())
         export = Export(spec, volume, bitmap, gate, s.tapper_publish_timeout_s, find_last_seq, seq_file)
         encoder = WriteEncoder(self.codec, spec.name, s.tapper_host_id, spec.group)

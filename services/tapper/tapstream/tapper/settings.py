@@ -81,6 +81,13 @@ class TapperSettings(TapstreamSettings):
         15.0, gt=0, description="Sync mode: a request whose events Kafka has not acked by then fails with EIO.")
     tapper_hold_timeout_s: float = Field(2.0, gt=0, description="Longest a checkpoint may hold completions.")
     tapper_bitmap_granule: int = Field(64 * 1024, ge=4096, description="Bytes per dirty-bitmap bit (a power of two).")
+    tapper_bitmap_extent: int = Field(
+        4 * 1024 * 1024, ge=4096,
+        description="Async mode: a new dirty bit reserves its whole aligned extent in one msync (a power of two, "
+                    ">= the granule); larger means fewer msyncs and more to resend after a crash.")
+    tapper_bitmap_ahead: int = Field(
+        1, ge=0, le=16, description="Async mode: extents reserved after the one written, so sequential writers "
+                                    "do not wait for an msync at each extent boundary.")
     tapper_compression: Literal["none", "lz4", "zstd", "snappy", "gzip"] = Field(
         "none", description="Producer compression of the write stream (measured: bench --sweep).")
     # 0: librdkafka still batches what queues behind in-flight requests; measured on 2 cores, 4 KiB
@@ -103,7 +110,7 @@ class TapperSettings(TapstreamSettings):
             raise ValueError("volume names must be unique")
         return v
 
-    @field_validator("tapper_bitmap_granule")
+    @field_validator("tapper_bitmap_granule", "tapper_bitmap_extent")
     @classmethod
     def _power_of_two(cls, v: int) -> int:
         if v & (v - 1):
