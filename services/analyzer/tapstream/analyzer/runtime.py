@@ -93,9 +93,10 @@ def build_app(analyzer: Analyzer, settings: AnalyzerSettings, partitions: int) -
                        key_serializer="raw", value_serializer="raw")
     alerts = app.topic(settings.topic("alerts"), key_serializer="raw", value_serializer="raw")
     control = app.topic(settings.topic("control"), key_serializer="raw", value_serializer="raw")
-    volumes = app.Table("volumes", default=None, partitions=partitions, key_serializer="json",
-                        value_serializer="json")
-    tables = {t: app.Table(t, default=None, partitions=partitions, key_serializer="json", value_serializer="raw")
+    volumes = app.Table("volumes", default=None, partitions=partitions,
+                        schema=faust.Schema(key_serializer="json", value_serializer="json"))
+    tables = {t: app.Table(t, default=None, partitions=partitions,
+                           schema=faust.Schema(key_serializer="json", value_serializer="raw"))
               for t in analyzer.tables}
     dispatcher = Dispatcher(analyzer)
 
