@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import typer
-
-from tapstream.cli import groups, recovery, replicator, tail, tapper
+from tapstream.cli import analyze, groups, recovery, replicator, tail, tapper
 
 app = typer.Typer(no_args_is_help=True, help="tapstream: continuous data protection on Kafka.")
 app.add_typer(tapper.app, name="tapper")
@@ -13,6 +12,7 @@ app.add_typer(recovery.checkpoint_app, name="checkpoint")
 app.command("restore")(recovery.restore)
 app.command("status")(recovery.status)
 app.add_typer(replicator.app, name="replicator")
+app.add_typer(analyze.app, name="analyze")
 app.add_typer(groups.group_app, name="group")
 app.add_typer(groups.test_app, name="failover-test")
 app.command("failover")(groups.failover)

@@ -134,11 +134,13 @@ def _latest_progress(s: TapstreamSettings, lookback: int = 2000) -> dict[tuple[s
 
 def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Per group: volumes, last checkpoint, RPO, journal window, applied position (recovery site)."""
+    from tapstream.cli import analyze
     from tapstream.journal.store import JournalStore
 
     async def gather() -> list[dict]:
         s = load(TapstreamSettings)
         progress = await asyncio.to_thread(_latest_progress, s)
+        analyzers = await asyncio.to_thread(analyze.analyzers, s)
         store = JournalStore(s.recovery_database_url.get_secret_value())
         await store.start()
         try:
@@ -163,6 +165,7 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
                     "journal_events": stats.get("events"),
                     "journal_window": [_time(stats.get("oldest_ts")), _time(stats.get("newest_ts"))],
                     "applied_seq": {r["volume"]: r["seq"] for r in applied},
+                    "analyzers": {a["analyzer"]: a["lag"] for a in analyzers if a["group"] == g},
                 })
             return out
         finally:
@@ -173,12 +176,13 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         print(json.dumps(groups, indent=2, default=str))
         return
     table = Table("group", "volumes", "last checkpoint", "age s", "RPO s", "lag", "journal events", "journal window",
-                  "applied seq")
+                  "applied seq", "analyzers (lag)")
     for g in groups:
         lc = g["last_checkpoint"]
         table.add_row(g["group"], ", ".join(g["volumes"]), f"{lc['time']} {lc['tag'] or ''}" if lc else "-",
                       str(g["last_checkpoint_age_s"]), str(g["rpo_s"] if g["rpo_s"] is not None else "-"),
                       str(g["replication_lag_records"] if g["replication_lag_records"] is not None else "-"),
                       str(g["journal_events"]), " .. ".join(g["journal_window"]),
-                      ", ".join(f"{v}={s}" for v, s in g["applied_seq"].items()) or "-")
+                      ", ".join(f"{v}={s}" for v, s in g["applied_seq"].items()) or "-",
+                      ", ".join(f"{a}={lag}" for a, lag in g["analyzers"].items()) or "-")
     console.print(table)
