@@ -36,7 +36,7 @@ class SiteManagerProcess:
 
 def start_site_manager(stack, tmp: Path, site: str, groups: list[str], extra: dict[str, str] | None = None,
                        timeout: float = 90) -> SiteManagerProcess:
-    port = free_port()
+    port = int((extra or {}).get("TAPSTREAM_SITE_MANAGER_PORT") or free_port())
     state = tmp / f"sm-{site}"
     env = {**stack.env, "TAPSTREAM_SITE": site, "TAPSTREAM_SITE_MANAGER_PORT": str(port),
            "TAPSTREAM_SITE_MANAGER_STATE_DIR": str(state), "TAPSTREAM_REPLICA_DIR": str(tmp / "replicas"),

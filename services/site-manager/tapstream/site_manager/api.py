@@ -18,6 +18,9 @@ if TYPE_CHECKING:
     from tapstream.site_manager.service import SiteManager
 
 
+IfMatch = Annotated[int | None, Header(alias="If-Match", description="Expected aggregate version")]
+
+
 class GroupIn(BaseModel):
     name: str
     mode: str = Field("sync", description="sync: the VM's write is acked after Kafka; async: after the local write")
@@ -84,8 +87,6 @@ def make_api(sm: SiteManager) -> FastAPI:
     async def refused(_: Request, exc: DomainError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=409)
 
-    IfMatch = Annotated[int | None, Header(alias="If-Match", description="Expected aggregate version")]
-
     async def group_cmd(name: str, cmd: c.Command, version: int | None) -> dict[str, Any]:
         agg = await sm.execute("group", name, cmd, version)
         return agg.state()
@@ -112,7 +113,7 @@ def make_api(sm: SiteManager) -> FastAPI:
     @api.post("/groups", status_code=201)
     async def create_group(body: GroupIn) -> dict[str, Any]:
         return await group_cmd(body.name, c.CreateGroup(body.mode, body.rpo_target_s, body.journal_history_s,
-                                                        body.checkpoint_interval_s), 0)
+                                                        body.checkpoint_interval_s), None)
 
     @api.get("/groups/{name}")
     async def show_group(name: str) -> dict[str, Any]:
@@ -178,16 +179,16 @@ def make_api(sm: SiteManager) -> FastAPI:
 
     # --- recovery operations: 202 + an operation to follow ---------------------------------------
     @api.post("/groups/{name}/failover-test", status_code=202)
-    async def failover_test_start(name: str, body: RecoveryIn) -> dict[str, Any]:
-        return await sm.operations.begin("failover-test", await group_state(name), body.checkpoint)
+    async def failover_test_start(name: str, body: RecoveryIn | None = None) -> dict[str, Any]:
+        return await sm.operations.begin("failover-test", await group_state(name), (body or RecoveryIn()).checkpoint)
 
     @api.delete("/groups/{name}/failover-test", status_code=202)
     async def failover_test_stop(name: str) -> dict[str, Any]:
         return await sm.operations.stop_test(await group_state(name))
 
     @api.post("/groups/{name}/failover", status_code=202)
-    async def failover(name: str, body: RecoveryIn) -> dict[str, Any]:
-        return await sm.operations.begin("failover", await group_state(name), body.checkpoint)
+    async def failover(name: str, body: RecoveryIn | None = None) -> dict[str, Any]:
+        return await sm.operations.begin("failover", await group_state(name), (body or RecoveryIn()).checkpoint)
 
     @api.post("/groups/{name}/move", status_code=202)
     async def move(name: str) -> dict[str, Any]:

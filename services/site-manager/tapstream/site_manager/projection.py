@@ -23,10 +23,13 @@ create table if not exists sm_aggregates (
 create table if not exists sm_conflicts (
     id text primary key, aggregate_type text not null, aggregate_id text not null, version bigint not null,
     type text not null, ts bigint not null, site text not null, payload jsonb not null);
+create table if not exists sm_waiting (
+    id text primary key, aggregate_type text not null, aggregate_id text not null, version bigint not null,
+    type text not null, ts bigint not null, site text not null, payload jsonb not null);
 create table if not exists sm_offsets (topic text not null, kpartition int not null, next_offset bigint not null,
     primary key (topic, kpartition));
 """
-TABLES = ("sm_events", "sm_aggregates", "sm_conflicts", "sm_offsets")
+TABLES = ("sm_events", "sm_aggregates", "sm_conflicts", "sm_waiting", "sm_offsets")
 
 
 class Projection:
@@ -49,16 +52,21 @@ class Projection:
     async def load(self, ledger: Ledger) -> None:
         """Fill the ledger from the stored events (then the topics continue from the stored offsets)."""
         assert self.pool
-        for r in await self.pool.fetch("select * from sm_events order by aggregate_type, aggregate_id, version"):
-            ledger.accept(Recorded.from_record({**dict(r), "payload_json": json.dumps(r["payload"]), "meta": {}}))
+        # Events read before their predecessor (kept in sm_waiting, as the offsets moved past them) last.
+        for table in ("sm_events", "sm_waiting"):
+            for r in await self.pool.fetch(f"select * from {table} order by aggregate_type, aggregate_id, version"):
+                ledger.accept(Recorded.from_record({**dict(r), "payload_json": json.dumps(r["payload"]), "meta": {}}))
 
     async def save(self, ledger: Ledger, applied: Iterable[Recorded], conflicts: Iterable[Recorded] = (),
-                   offsets: dict[tuple[str, int], int] | None = None) -> None:
+                   offsets: dict[tuple[str, int], int] | None = None, waiting: Iterable[Recorded] = ()) -> None:
         assert self.pool
         applied = list(applied)
         touched = {(r.aggregate_type, r.aggregate_id) for r in applied}
         async with self.pool.acquire() as conn, conn.transaction():
-            for table, recs in (("sm_events", applied), ("sm_conflicts", list(conflicts))):
+            if applied:
+                await conn.execute("delete from sm_waiting where id = any($1::text[])", [r.id for r in applied])
+            for table, recs in (("sm_events", applied), ("sm_conflicts", list(conflicts)),
+                                ("sm_waiting", list(waiting))):
                 if recs:
                     await conn.executemany(
                         f"insert into {table} values ($1,$2,$3,$4,$5,$6,$7,$8) on conflict (id) do nothing",

@@ -102,6 +102,7 @@ class SiteManager:
     async def _on_reads(self, reads: list[Read]) -> None:
         applied: list[Recorded] = []
         conflicts: list[Recorded] = []
+        waiting: list[Recorded] = []
         offsets: dict[tuple[str, int], int] = {}
         for r in reads:
             offsets[(r.topic, r.partition)] = r.offset + 1
@@ -110,13 +111,15 @@ class SiteManager:
             outcome = self.ledger.check(r.record)
             if outcome is Outcome.APPLIED:
                 applied += self.ledger.accept(r.record)
+            elif outcome is Outcome.WAITING:
+                waiting.append(r.record)
             elif outcome is Outcome.CONFLICT:
                 conflicts.append(r.record)
                 metrics.CONFLICTS.inc()
                 log.error("conflicting event kept aside (two sites changed one aggregate concurrently)",
                           aggregate=f"{r.record.aggregate_type}/{r.record.aggregate_id}", version=r.record.version,
                           site=r.record.site, type=r.record.type)
-        await self.projection.save(self.ledger, applied, conflicts, offsets)
+        await self.projection.save(self.ledger, applied, conflicts, offsets, waiting)
         for rec in applied:
             metrics.EVENTS.labels(rec.aggregate_type, rec.type, "topic").inc()
         if self.operations is not None:
