@@ -55,7 +55,8 @@ def test_protect_failover_test_move_reverse_failback(stack, tmp_path: Path, uniq
             tapstream(env, "group", "add-vm", group, f"vm{i}", "--target", f"vm{i}-dr")
             tapstream(env, "group", "add-volume", group, f"vm{i}", vol, str(path), "--size", str(SIZE))
         status = wait_until("the protected tapper serving", lambda: (s := tapstream_json(
-            env, "group", "status", group)).get("exports") and all(s["services"].values()) and s, timeout=60)
+            env, "group", "status", group))["converged"] and s.get("exports") and all(s["services"].values()) and s,
+            timeout=60)
         assert status["group"]["vms"][0]["target_vm"] == "vm0-dr"
         prot = status["exports"]
         qemu_io(prot["disk0"], "write -P 0x11 0 4M")
@@ -130,3 +131,45 @@ def test_protect_failover_test_move_reverse_failback(stack, tmp_path: Path, uniq
     finally:
         codes = (pm.stop(), rm.stop())
     assert codes == (0, 0), "a site manager did not stop cleanly on SIGTERM"
+
+
+def test_unplanned_failover_then_reverse_sends_only_the_delta(stack, tmp_path: Path, unique_name: str) -> None:
+    """Failover to an older checkpoint while the protected side wrote more after it: reverse protection
+    undoes those writes with a delta (not a full copy), and failback returns the recovery site's data."""
+    group = unique_name
+    disk = tmp_path / "disk0.img"
+    with open(disk, "wb") as f:
+        f.truncate(SIZE)
+    pm = start_site_manager(stack, tmp_path, "protected", [group])
+    rm = start_site_manager(stack, tmp_path, "recovery", [group])
+    env = cli_env(stack, pm, rm, tmp_path)
+    try:
+        tapstream(env, "group", "create", group, "--journal-history", "60", "--checkpoint-interval", "2")
+        tapstream(env, "group", "add-vm", group, "vm0")
+        tapstream(env, "group", "add-volume", group, "vm0", "disk0", str(disk))
+        prot = wait_until("the protected tapper serving", lambda: (s := tapstream_json(
+            env, "group", "status", group))["converged"] and all(s["services"].values()) and s.get("exports"),
+            timeout=60)["disk0"]
+        qemu_io(prot, "write -P 0x11 0 8M")
+        cp = tapstream(env, "group", "checkpoint", group, "--tag", "good").stdout.strip()
+        at_cp = shutil.copyfile(disk, tmp_path / "at-cp.img")
+        qemu_io(prot, "write -P 0xbd 1M 512k", "write -P 0xbd 12M 64k")  # after the checkpoint: to be undone
+        wait_until("the checkpoint in the journal", lambda: any(
+            c["id"] == cp for c in tapstream_json(env, "group", "checkpoints", group)), timeout=60)
+        op = tapstream_json(env, "failover", group, "--checkpoint", "good")
+        assert op["status"] == "succeeded" and op["result"]["checkpoint"] == cp, op
+        rec = op["result"]["export.disk0"]
+        same(at_cp, rec)
+        qemu_io(rec, "write -P 0x55 4M 1M")
+        op = tapstream_json(env, "reverse", group)
+        assert op["status"] == "succeeded", op
+        assert int(op["result"]["delta_bytes"]) == 512 * 1024 + 64 * 1024, op  # only what changed, not 16 MiB
+        op = tapstream_json(env, "failback", group)
+        assert op["status"] == "succeeded", op
+        expected = shutil.copyfile(at_cp, tmp_path / "expected.img")
+        qemu_io(str(expected), "write -P 0x55 4M 1M")
+        same(expected, disk)
+        same(expected, op["result"]["export.disk0"])
+    finally:
+        codes = (pm.stop(), rm.stop())
+    assert codes == (0, 0)

@@ -71,6 +71,7 @@ class Operations:
         self._task: asyncio.Task[None] | None = None
         self._running: dict[str, asyncio.Task[None]] = {}
         self._busy: set[str] = set()  # groups whose services an operation of ours is changing
+        self._pending: set[str] = set()  # being reconciled now
         self._producers: dict[str, AsyncProducer] = {}
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -172,7 +173,8 @@ class Operations:
     async def status(self, state: dict[str, Any]) -> dict[str, Any]:
         name = state["name"]
         g = self.group(name)
-        out: dict[str, Any] = {"group": state, "site": self.site,
+        converged = name not in self._dirty and name not in self._busy and name not in self._pending
+        out: dict[str, Any] = {"group": state, "site": self.site, "converged": converged,
                                "services": {n: self.supervisor.running(n) for n in self.supervisor.children
                                             if n.endswith(f"-{name}") or f"-{name}-" in n}}
         if name in self.reverse:
@@ -189,6 +191,7 @@ class Operations:
             await self._wake.wait()
             self._wake.clear()
             dirty, self._dirty = self._dirty, set()
+            self._pending = set(dirty)
             for name in sorted(dirty):
                 if name in self._busy:
                     self._dirty.add(name)
@@ -202,6 +205,8 @@ class Operations:
                     log.error("could not bring the group's services to its state; retrying", group=name,
                               error=repr(exc))
                     self._dirty.add(name)
+                finally:
+                    self._pending.discard(name)
             if self._dirty:
                 await asyncio.sleep(1)
                 self._wake.set()
@@ -501,19 +506,69 @@ class Operations:
     # reverse / failback --------------------------------------------------------------------------
     async def _reverse(self, op: str, group: str, _: str) -> dict[str, str]:
         g = self.group(group)
-        last = g.last_failover or {}
-        if last.get("kind") != "move":
-            # An unplanned failover may have left writes here after the checkpoint: resending those
-            # regions from the recovery site is not implemented yet, so refuse rather than diverge.
-            raise OperationFailed(
-                f"reverse protection after an unplanned failover is not supported yet ({group} failed over at "
-                f"{last.get('checkpoint_id')}); copy the volumes back with `tapstream restore` instead")
+        cp = (g.last_failover or {}).get("checkpoint_id", "")
         await self.supervisor.stop(f"tapper-{group}")
         await self.supervisor.stop(f"vdsa-protected-{group}")
+        # What this site wrote after the promoted checkpoint (an unplanned failover leaves some; a
+        # move none) must be undone: the recovery site sends those regions again from its volumes.
+        delta = await asyncio.to_thread(self._written_after, g, cp)
+        delta_bytes = sum(b - a for ranges in delta.values() for a, b in ranges)
+        await self.progress(op, "regions written here after the checkpoint", delta_bytes, message=json.dumps(
+            {v: len(r) for v, r in delta.items()}))
         applier = await self.start_reverse(g)
         await self.progress(op, "applying the recovery site's writes to the original volumes", message=applier.topic)
-        await self.sm.execute("group", group, c.StartReverse(op, 0))
-        return {"topic": applier.topic, "delta_bytes": "0"}
+        if delta_bytes:
+            await self.control(group, "RESYNC", {v: ",".join(f"{a}-{b}" for a, b in r) for v, r in delta.items() if r},
+                               site=g.target_site)
+        await self.sm.execute("group", group, c.StartReverse(op, delta_bytes))
+        return {"topic": applier.topic, "delta_bytes": str(delta_bytes)}
+
+    def _written_after(self, g: ProtectionGroup, cp: str) -> dict[str, list[tuple[int, int]]]:
+        """Per volume, the byte ranges this site's stream changed after checkpoint `cp`'s marker, plus
+        what its tapper's dirty bitmap holds (written here, never published), in GRANULE units."""
+        from tapstream.core.replay import read_stream
+        from tapstream.tapper.dirty_bitmap import DirtyBitmap
+
+        settings = self.settings_for(g.source_site)
+        after: dict[str, bool] = {}
+        granules: dict[str, set[int]] = {v: set() for v in g.volumes()}
+
+        def mark(vol: str, a: int, b: int) -> None:
+            granules[vol].update(range(a // GRANULE, -(-b // GRANULE)))
+
+        for _p, _o, rec in read_stream(client_config(settings), settings.topic(f"writes.{g.id}"), make_codec(settings)):
+            vol = rec["volume"]
+            if vol not in granules:
+                continue
+            kind, body = rec["body"]
+            if kind == "Checkpoint" and body["id"] == cp:
+                after[vol] = True
+            elif after.get(vol) and kind in ("Write", "Zero", "SyncBlock"):
+                mark(vol, body["offset"], body["offset"] + body["length"])
+        missing = [v for v in granules if not after.get(v)]
+        if missing:
+            raise OperationFailed(f"checkpoint {cp} is not in this site's stream for {missing}: cannot tell what "
+                                  "changed here after it; copy the volumes back with `tapstream restore` instead")
+        for vol, v in g.volumes().items():
+            path = self.tapper_state(g) / f"{vol}.dirty"
+            if path.exists():
+                size = Path(v.path).stat().st_size
+                bitmap = DirtyBitmap(path, size, GRANULE)
+                for a, b in bitmap.dirty_ranges():
+                    mark(vol, a, b)
+                bitmap.close()
+        out: dict[str, list[tuple[int, int]]] = {}
+        for vol, gs in granules.items():
+            size = Path(g.volumes()[vol].path).stat().st_size
+            ranges: list[tuple[int, int]] = []
+            for r in sorted(gs):
+                a, b = r * GRANULE, min(size, (r + 1) * GRANULE)
+                if ranges and ranges[-1][1] == a:
+                    ranges[-1] = (ranges[-1][0], b)
+                else:
+                    ranges.append((a, b))
+            out[vol] = ranges
+        return out
 
     async def _failback(self, op: str, group: str, _: str) -> dict[str, str]:
         await self.sm.execute("group", group, c.BeginFailover(op, "failback"))

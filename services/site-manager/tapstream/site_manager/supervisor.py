@@ -27,6 +27,7 @@ class Child:
     env: dict[str, str]
     proc: subprocess.Popen[bytes]
     log: Path
+    ready: bool = False  # started and (where it serves NBD) answering
 
 
 class Supervisor:
@@ -37,7 +38,7 @@ class Supervisor:
 
     def running(self, name: str) -> bool:
         child = self.children.get(name)
-        return child is not None and child.proc.poll() is None
+        return child is not None and child.ready and child.proc.poll() is None
 
     async def ensure(self, name: str, argv: list[str], env: dict[str, str], ready_port: int | None = None,
                      ready_timeout_s: float = 60.0) -> Child:
@@ -55,6 +56,7 @@ class Supervisor:
         log.info("started", child=name, pid=proc.pid, log=str(path))
         if ready_port is not None:
             await self._wait_listening(child, ready_port, ready_timeout_s)
+        child.ready = True
         return child
 
     async def python(self, name: str, module: str, env: dict[str, str], ready_port: int | None = None) -> Child:

@@ -155,6 +155,21 @@ class Checkpoints:
     async def _on_command(self, cmd: dict[str, Any]) -> None:
         group, kind, cp = cmd.get("group"), cmd.get("kind"), cmd.get("checkpoint_id")
         gate = self.gates.get(group or "")
+        if kind == "RESYNC" and gate is not None:
+            # The site manager asks for regions to be sent again (reverse protection after an
+            # unplanned failover: what the other side wrote after the checkpoint is undone from here).
+            # args: {volume: "start-end,start-end"}; marked first, so a crash resumes it as a DELTA.
+            for v in self._group_volumes(group or ""):
+                spec = (cmd.get("args") or {}).get(v.name)
+                if not spec:
+                    continue
+                ranges = [(int(a), int(b)) for a, b in (r.split("-") for r in spec.split(","))]
+                for a, b in ranges:
+                    v.bitmap.set_dirty(a, b - a)  # type: ignore[attr-defined]
+                v.bitmap.sync()  # type: ignore[attr-defined]
+                log.warning("resync requested", group=group, volume=v.name, bytes=sum(b - a for a, b in ranges))
+                self._tasks.append(asyncio.create_task(v.sync_regions("DELTA", ranges)))  # type: ignore[attr-defined]
+            return
         if kind in ("PAUSE", "RESUME") and gate is not None:
             # The site manager stops this side's writes before a move's or failback's final
             # checkpoint: commands are read in order, so the checkpoint's cut follows the fence.
