@@ -308,11 +308,11 @@ def committed_lag(settings, consumer_group: str, topic: str) -> int | None:  # t
     try:
         meta = c.list_topics(topic, timeout=10).topics[topic]
         tps = [TopicPartition(topic, p) for p in meta.partitions]
-        lag = 0
+        lag, committed = 0, False
         for tp in c.committed(tps, timeout=10):
-            if tp.offset < 0:
-                return None
-            lag += c.get_watermark_offsets(tp, timeout=10)[1] - tp.offset
-        return lag
+            low, high = c.get_watermark_offsets(tp, timeout=10)
+            committed = committed or tp.offset >= 0
+            lag += high - max(tp.offset, low)  # a partition never committed (maybe empty) counts whole
+        return lag if committed else None
     finally:
         c.close()

@@ -12,9 +12,11 @@ SIGTERM stops the worker cleanly (mode's Worker): the agent finishes its event, 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import time
 import uuid
+from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 import faust
@@ -67,6 +69,32 @@ def _faust_credentials(settings: AnalyzerSettings) -> Any:
         ssl_context=ctx if settings.kafka_security_protocol == "SASL_SSL" else None)
 
 
+class BytesTable(MutableMapping[str, bytes]):
+    """bytes values over a faust table. Recovery from the changelog decodes with the table's own
+    serializer (JSON), whatever schema was used to send, so values travel as base64 text."""
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+
+    def __getitem__(self, key: str) -> bytes:
+        value = self.table[key]
+        if value is None:
+            raise KeyError(key)
+        return base64.b64decode(value)
+
+    def __setitem__(self, key: str, value: bytes) -> None:
+        self.table[key] = base64.b64encode(value).decode()
+
+    def __delitem__(self, key: str) -> None:
+        del self.table[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.table)
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+
 def build_app(analyzer: Analyzer, settings: AnalyzerSettings, partitions: int) -> faust.App:
     """The faust app; not started. Separate from run() so tests can look at its wiring."""
     name = analyzer.name
@@ -93,11 +121,8 @@ def build_app(analyzer: Analyzer, settings: AnalyzerSettings, partitions: int) -
                        key_serializer="raw", value_serializer="raw")
     alerts = app.topic(settings.topic("alerts"), key_serializer="raw", value_serializer="raw")
     control = app.topic(settings.topic("control"), key_serializer="raw", value_serializer="raw")
-    volumes = app.Table("volumes", default=None, partitions=partitions,
-                        schema=faust.Schema(key_serializer="json", value_serializer="json"))
-    tables = {t: app.Table(t, default=None, partitions=partitions,
-                           schema=faust.Schema(key_serializer="json", value_serializer="raw"))
-              for t in analyzer.tables}
+    volumes = app.Table("volumes", default=None, partitions=partitions)
+    tables = {t: BytesTable(app.Table(t, default=None, partitions=partitions)) for t in analyzer.tables}
     dispatcher = Dispatcher(analyzer)
 
     async def publish(req: AlertRequest) -> None:
