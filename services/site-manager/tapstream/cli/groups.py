@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
 from tapstream.core.settings import load
+
+if TYPE_CHECKING:
+    from tapstream.site_manager.settings import SiteManagerSettings
 
 group_app = typer.Typer(no_args_is_help=True, help="Protection groups: VMs, volumes, pairing, pause/resume.")
 test_app = typer.Typer(no_args_is_help=True, help="Failover test: a group's checkpoint as NBD exports at the "
@@ -28,7 +31,7 @@ Version = Annotated[int | None, typer.Option("--if-version", help="Refuse unless
 Wait = Annotated[bool, typer.Option("--wait/--no-wait", help="Follow the operation until it ends.")]
 
 
-def _settings():  # type: ignore[no-untyped-def]
+def _settings() -> SiteManagerSettings:
     from tapstream.site_manager.settings import SiteManagerSettings
 
     return load(SiteManagerSettings)

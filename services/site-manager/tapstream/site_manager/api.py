@@ -61,7 +61,7 @@ class CheckpointIn(BaseModel):
 
 
 class RecoveryIn(BaseModel):
-    checkpoint: str = Field("latest", description="Checkpoint id, tag or latest")
+    checkpoint: str = Field(default="latest", description="Checkpoint id, tag or latest")
 
 
 def make_api(sm: SiteManager) -> FastAPI:
@@ -69,7 +69,7 @@ def make_api(sm: SiteManager) -> FastAPI:
     api.mount("/metrics", make_asgi_app())
 
     @api.middleware("http")
-    async def count(request: Request, call_next):  # type: ignore[no-untyped-def]
+    async def count(request: Request, call_next: Any) -> Any:
         response = await call_next(request)
         route = request.scope.get("route")
         metrics.HTTP_REQUESTS.labels(request.method, getattr(route, "path", "other"), response.status_code).inc()

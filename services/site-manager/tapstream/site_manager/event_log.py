@@ -23,7 +23,7 @@ from tapstream.core.kafka import (
     producer_config,
 )
 from tapstream.core.logging import get_logger
-from tapstream.core.settings import TapstreamSettings
+from tapstream.core.settings import Site, TapstreamSettings
 from tapstream.site_manager.domain import Recorded
 from tapstream.site_manager.domain.events import UnknownEvent
 
@@ -46,7 +46,7 @@ class EventLog:
         self.s = settings
         self.codec = make_codec(settings)
         self.local = settings.topic("events")
-        other = "recovery" if settings.site == "protected" else "protected"
+        other: Site = "recovery" if settings.site == "protected" else "protected"
         self.remote = settings.mirrored(self.local, source=other)
         self._producer: AsyncProducer | None = None
         self._task: asyncio.Task[None] | None = None

@@ -40,6 +40,14 @@ from tapstream.site_manager import metrics
 from tapstream.site_manager.domain import DomainError, ProtectionGroup
 from tapstream.site_manager.domain import aggregates as a
 from tapstream.site_manager.domain import commands as c
+from tapstream.site_manager.domain.services import (
+    APPLY,
+    CHECKPOINTS,
+    JOURNAL,
+    REVERSE,
+    TAPPER,
+    desired_roles,
+)
 from tapstream.site_manager.reverse import ReverseApplier
 from tapstream.site_manager.supervisor import Supervisor, free_port
 
@@ -217,26 +225,28 @@ class Operations:
             return
         if self.s.site_manager_only_groups and g.id not in self.s.site_manager_only_groups:
             return
-        wanted: set[str] = set()
-        if g.status in (a.FAILING_OVER, a.FAILING_BACK):
+        roles = desired_roles(g, self.site)
+        if roles is None:
             return  # the operation's site changes the services step by step
-        active = self.site == g.active_site and g.status != a.DELETED and g.volumes()
-        if active and g.status in (a.PROTECTING, a.PAUSED, a.FAILED_OVER, a.REVERSE_PROTECTING):
+        wanted: set[str] = set()
+        if TAPPER in roles:
             wanted.add(f"tapper-{g.id}")
             await self.ensure_tapper(g)
-            if g.status != a.PAUSED:
-                wanted.add(f"vdsa-protected-{g.id}")
-                # The VDSA's checkpoint role is called "protected"; after a failover it runs at the
-                # recovery site, so that role is pointed at this site's cluster.
-                await self.supervisor.python(f"vdsa-protected-{g.id}", "tapstream.vdsa", {
-                    "TAPSTREAM_SITE": "protected", "TAPSTREAM_PROTECTED_BOOTSTRAP": self.s.bootstrap,
-                    "TAPSTREAM_VDSA_GROUPS": json.dumps([g.id]),
-                    "TAPSTREAM_VDSA_CHECKPOINT_INTERVAL_S": str(g.checkpoint_interval_s)})
-        if self.site == g.target_site and g.status in (a.PROTECTING, a.PAUSED) and g.volumes():
+        if CHECKPOINTS in roles:
+            wanted.add(f"vdsa-protected-{g.id}")
+            # The VDSA's checkpoint role is called "protected"; after a failover it runs at the
+            # recovery site, so that role is pointed at this site's cluster.
+            await self.supervisor.python(f"vdsa-protected-{g.id}", "tapstream.vdsa", {
+                "TAPSTREAM_SITE": "protected", "TAPSTREAM_PROTECTED_BOOTSTRAP": self.s.bootstrap,
+                "TAPSTREAM_VDSA_GROUPS": json.dumps([g.id]),
+                "TAPSTREAM_VDSA_CHECKPOINT_INTERVAL_S": str(g.checkpoint_interval_s)})
+        if JOURNAL in roles or APPLY in roles:
             wanted |= {f"journal-{g.id}", f"vdsa-recovery-{g.id}"}
             await self.ensure_recovery_services(g)
-        if self.site == g.source_site and g.status == a.REVERSE_PROTECTING and g.id not in self.reverse:
+        if REVERSE in roles and g.id not in self.reverse:
             await self.start_reverse(g)
+        if REVERSE not in roles and g.id in self.reverse:
+            await self.reverse.pop(g.id).stop()
         for name in list(self.supervisor.children):
             role_group = name.split("-", 1)[1] if name.startswith(("tapper-", "journal-")) else \
                 name.removeprefix("vdsa-protected-").removeprefix("vdsa-recovery-")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
@@ -23,7 +24,7 @@ class _Server(uvicorn.Server):
     """uvicorn without its own signal handling: the runner owns SIGTERM and stops us cleanly."""
 
     @contextlib.contextmanager
-    def capture_signals(self):  # type: ignore[no-untyped-def,override]
+    def capture_signals(self) -> Iterator[None]:
         yield
 
 

@@ -56,11 +56,12 @@ class Ledger:
             return []
         entry = self._entry(rec)
         applied = []
-        while rec is not None:
-            entry.aggregate.apply(rec.event)
-            entry.ids.append(rec.id)
-            applied.append(rec)
-            rec = entry.waiting.pop(entry.aggregate.version + 1, None)  # type: ignore[assignment]
+        nxt: Recorded | None = rec
+        while nxt is not None:
+            entry.aggregate.apply(nxt.event)
+            entry.ids.append(nxt.id)
+            applied.append(nxt)
+            nxt = entry.waiting.pop(entry.aggregate.version + 1, None)
         return applied
 
     def check(self, rec: Recorded) -> Outcome:
