@@ -73,7 +73,8 @@ def test_protect_failover_test_move_reverse_failback(stack, tmp_path: Path, uniq
         for v in disks:
             same(at1[v], test[v])
         qemu_io(test["disk0"], "write -P 0xee 0 1M", "read -P 0xee 0 1M", "read -P 0x11 1M 3M")
-        run(["nbdsh", "-u", test["disk1"], "-c", "h.pwrite(b'\\x5a' * 4096, 0)",
+        # nbdsh is `python3 -m nbd` with the distribution's python (libnbd's bindings live there).
+        run(["/usr/bin/python3", "-m", "nbd", "-u", test["disk1"], "-c", "h.pwrite(b'\\x5a' * 4096, 0)",
              "-c", "assert h.pread(4096, 0) == b'\\x5a' * 4096 and h.pread(65536, 4 << 20) == b'\\x22' * 65536"])
         qemu_io(prot["disk0"], "write -P 0x33 8M 1M")  # the protected VM keeps writing meanwhile
         step2 = tapstream(env, "group", "checkpoint", group, "--tag", "step2").stdout.strip()
