@@ -76,3 +76,8 @@ bench-mirror: up
 # Kubernetes' and Strimzi's schemas, TAPSTREAM_* names against the services' settings (also in `make test`).
 validate-deploy: setup
 	$(PY) -m pytest tests/unit/deploy -q
+
+# Encryption analyzer on benign and malicious ext4 workloads through the tapper -> bench/results/analyzer.json.
+.PHONY: eval-analyzer
+eval-analyzer: up
+	$(PY) bench/eval_analyzer.py
