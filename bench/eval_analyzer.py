@@ -55,13 +55,22 @@ def main() -> None:
     tapper_env = {**env, "TAPSTREAM_TAPPER_LISTEN_PORT": str(port), "TAPSTREAM_TAPPER_STATE_DIR": str(work / "tapper"),
                   "TAPSTREAM_TAPPER_VOLUMES": json.dumps([{"name": v, "path": str(p), "group": group, "mode": "sync"}
                                                           for v, p in vols.items()])}
-    procs = []
-    with open(work / "tapper.log", "ab") as log:
-        procs.append(subprocess.Popen([sys.executable, "-m", "tapstream.tapper"], env=tapper_env, stdout=log, stderr=log))
+    procs: list[subprocess.Popen[bytes]] = []
     uri = {v: f"nbd://127.0.0.1:{port}/{v}" for v in vols}
     try:
-        ev.wait_for("the tapper", lambda: subprocess.run(["nbdinfo", "--size", next(iter(uri.values()))],
-                                                         capture_output=True).returncode == 0, timeout=60)
+        # The tapper can exit at start while a just-created topic has no partition leader yet
+        # (NOT_LEADER_FOR_PARTITION from its seq lookup); a second start finds the topic ready.
+        for _attempt in range(3):
+            with open(work / "tapper.log", "ab") as log:
+                tapper = subprocess.Popen([sys.executable, "-m", "tapstream.tapper"], env=tapper_env,
+                                          stdout=log, stderr=log)
+            ev.wait_for("the tapper", lambda t=tapper: t.poll() is not None or subprocess.run(
+                ["nbdinfo", "--size", next(iter(uri.values()))], capture_output=True).returncode == 0, timeout=60)
+            if tapper.poll() is None:
+                procs.append(tapper)
+                break
+        else:
+            raise SystemExit(f"the tapper did not start; see {work / 'tapper.log'}")
         with open(work / "analyzer.log", "ab") as log:
             procs.append(subprocess.Popen([sys.executable, "-m", "tapstream.analyzer", "--group", group],
                                           env=env, stdout=log, stderr=log))
