@@ -233,14 +233,16 @@ def package_install(mnt: Path, seed: int = 0) -> None:
 
 
 def delete_and_trim(mnt: Path, seed: int = 0) -> None:
-    """rm -rf of half the tree, then holes punched into a big file (fallocate -p: TRIM through fuse2fs)."""
+    """rm -rf of half the tree, a big log written and deleted, then fstrim."""
     data = files(mnt / "data")
     for p in data[: len(data) // 2]:
         p.unlink()
     big = mnt / "big.log"
     big.write_bytes(b"log line: nothing to see here\n" * 300_000)
-    subprocess.run(["fallocate", "-p", "-o", "0", "-l", str(4 << 20), str(big)], capture_output=True)
     big.unlink()
+    # fuse2fs 1.47 fails the unlink (ERANGE) of a file whose holes were punched with fallocate -p,
+    # so trimming is asked for the whole filesystem instead (fuse2fs may not support FITRIM).
+    subprocess.run(["fstrim", str(mnt)], capture_output=True)
 
 
 CASES: dict[str, tuple[bool, Callable[..., None]]] = {
