@@ -37,14 +37,19 @@ class MirrorMakerNode:
         heap: str,
         tuning: MirrorTuning | None = None,
     ) -> bool:
-        """Start MirrorMaker 2 unless it runs; True if this call started it."""
+        """Start MirrorMaker 2 unless it runs with this configuration; True if this call started it.
+        A running one whose mm2.properties differs (settings or a newer tapstream changed the flows)
+        is restarted: it resumes from its committed offsets, so nothing is mirrored twice or lost."""
+        text = render(mirrormaker_properties(settings, tuning or MirrorTuning()))
         if self.pid() is not None:
-            return False
+            if self.conf.exists() and self.conf.read_text() == text:
+                return False
+            self.stop()
         self.home.mkdir(parents=True, exist_ok=True)
         # The file may hold SASL credentials when pointed at real clusters.
         fd = os.open(self.conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
-            f.write(render(mirrormaker_properties(settings, tuning or MirrorTuning())))
+            f.write(text)
         log_conf = self.home / "log4j2.properties"
         log_conf.write_text(log4j2_config(str(self.log)))
         cmd = java_command(heap, log_conf, classpath, MAIN, str(self.conf))
