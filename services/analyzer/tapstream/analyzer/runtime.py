@@ -190,6 +190,14 @@ def run(analyzer: Analyzer, settings: AnalyzerSettings) -> None:
     partitions = topic_partitions(settings, topic)
     asyncio.run(ensure_topics(client_config(settings), [TopicSpec(settings.topic("alerts"), partitions=1),
                                                         TopicSpec(settings.topic("control"), partitions=1)]))
+    # Changelogs made up front, co-partitioned, and waited for: faust crashes (PartitionsMismatch)
+    # when a changelog it just created shows no partitions yet in the metadata.
+    changelogs = [f"{app_id(settings, analyzer.name)}-{t}-changelog" for t in ("volumes", *analyzer.tables)]
+    asyncio.run(ensure_topics(client_config(settings), [
+        TopicSpec(c, partitions=partitions, replication_factor=settings.analyzer_replication_factor,
+                  config={"cleanup.policy": "compact"}) for c in changelogs]))
+    for c in changelogs:
+        topic_partitions(settings, c)
     app = build_app(analyzer, settings, partitions)
     log.info("starting", app_id=app.conf.id, topic=topic, partitions=partitions)
     # uvloop is what the other services use; faust's Worker creates the loop itself.
