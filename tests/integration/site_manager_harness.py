@@ -41,6 +41,7 @@ def start_site_manager(stack, tmp: Path, site: str, groups: list[str], extra: di
     env = {**stack.env, "TAPSTREAM_SITE": site, "TAPSTREAM_SITE_MANAGER_PORT": str(port),
            "TAPSTREAM_SITE_MANAGER_STATE_DIR": str(state), "TAPSTREAM_REPLICA_DIR": str(tmp / "replicas"),
            "TAPSTREAM_SITE_MANAGER_ONLY_GROUPS": json.dumps(groups), "TAPSTREAM_LOG_FORMAT": "console",
+           "TAPSTREAM_SITE_MANAGER_STOP_SERVICES": "true",  # tests leave nothing running
            **(extra or {})}
     log = tmp / f"site-manager-{site}-{port}.log"
     with open(log, "ab") as out:
@@ -51,7 +52,7 @@ def start_site_manager(stack, tmp: Path, site: str, groups: list[str], extra: di
         if proc.poll() is not None:
             raise RuntimeError(f"site manager exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
         try:
-            if httpx.get(sm.url + "/health", timeout=2).json()["caught_up"]:
+            if httpx.get(sm.url + "/health", timeout=2).json()["ready"]:
                 return sm
         except (httpx.HTTPError, ValueError):
             pass

@@ -143,7 +143,8 @@ def test_unplanned_failover_then_reverse_sends_only_the_delta(stack, tmp_path: P
     disk = tmp_path / "disk0.img"
     with open(disk, "wb") as f:
         f.truncate(SIZE)
-    pm = start_site_manager(stack, tmp_path, "protected", [group])
+    # This one leaves its services running when it stops: the data path outlives the control plane.
+    pm = start_site_manager(stack, tmp_path, "protected", [group], {"TAPSTREAM_SITE_MANAGER_STOP_SERVICES": "false"})
     rm = start_site_manager(stack, tmp_path, "recovery", [group])
     env = cli_env(stack, pm, rm, tmp_path)
     try:
@@ -153,7 +154,14 @@ def test_unplanned_failover_then_reverse_sends_only_the_delta(stack, tmp_path: P
         prot = wait_until("the protected tapper serving", lambda: (s := tapstream_json(
             env, "group", "status", group))["converged"] and all(s["services"].values()) and s.get("exports"),
             timeout=60)["disk0"]
-        qemu_io(prot, "write -P 0x11 0 8M")
+        pids = tapstream_json(env, "group", "status", group)["pids"]
+        assert pm.stop() == 0
+        qemu_io(prot, "write -P 0x11 0 8M")  # served while no site manager runs
+        pm = start_site_manager(stack, tmp_path, "protected", [group],
+                                {"TAPSTREAM_SITE_MANAGER_PORT": pm.url.rsplit(":", 1)[1]})
+        assert "adopted running services" in pm.log.read_text()
+        assert wait_until("services adopted", lambda: (s := tapstream_json(env, "group", "status", group))[
+            "converged"] and s["pids"], timeout=30) == pids, "a service was restarted instead of adopted"
         cp = tapstream(env, "group", "checkpoint", group, "--tag", "good").stdout.strip()
         at_cp = shutil.copyfile(disk, tmp_path / "at-cp.img")
         qemu_io(prot, "write -P 0xbd 1M 512k", "write -P 0xbd 12M 64k")  # after the checkpoint: to be undone

@@ -99,7 +99,7 @@ def make_api(sm: SiteManager) -> FastAPI:
 
     @api.get("/health")
     async def health() -> dict[str, Any]:
-        return {"site": sm.site, "caught_up": sm.events.caught_up.is_set(), "aggregates": len(sm.ledger.entries),
+        return {"site": sm.site, "ready": sm.ready, "caught_up": sm.events.caught_up.is_set(), "aggregates": len(sm.ledger.entries),
                 "conflicts": len(sm.ledger.conflicts)}
 
     @api.get("/sites")

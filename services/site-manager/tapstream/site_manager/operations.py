@@ -69,9 +69,8 @@ class Operations:
         self.s = sm.s
         self.site = sm.site
         self.dir = self.s.site_manager_state_dir.resolve()
-        self.supervisor = Supervisor(self.dir / "logs", self.s.site_manager_stop_timeout_s)
+        self.supervisor = Supervisor(self.dir / "services", self.s.site_manager_stop_timeout_s)
         self.reverse: dict[str, ReverseApplier] = {}
-        self.tests: dict[str, list[str]] = {}  # group -> child names serving its failover test
         self._ports_file = self.dir / "ports.json"
         self._ports: dict[str, int] = json.loads(self._ports_file.read_text()) if self._ports_file.exists() else {}
         self._dirty: set[str] = set()
@@ -85,6 +84,7 @@ class Operations:
     # --- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.supervisor.adopt()
         self._dirty = {g.id for g in self.sm.ledger.all("group")}
         self._task = asyncio.create_task(self._reconcile_loop())
         self._wake.set()
@@ -96,7 +96,11 @@ class Operations:
                 await t
         for applier in self.reverse.values():
             await applier.stop()
-        await self.supervisor.stop_all()
+        if self.s.site_manager_stop_services:
+            await self.supervisor.stop_all()
+        else:
+            log.info("leaving this site's services running for the next site manager",
+                     children=sorted(self.supervisor.children))
         for p in self._producers.values():
             await p.stop()
 
@@ -184,7 +188,9 @@ class Operations:
         converged = name not in self._dirty and name not in self._busy and name not in self._pending
         out: dict[str, Any] = {"group": state, "site": self.site, "converged": converged,
                                "services": {n: self.supervisor.running(n) for n in self.supervisor.children
-                                            if n.endswith(f"-{name}") or f"-{name}-" in n}}
+                                            if n.endswith(f"-{name}") or f"-{name}-" in n},
+                               "pids": {n: self.supervisor.pid(n) for n in self.supervisor.children
+                                        if n.endswith(f"-{name}") or f"-{name}-" in n}}
         if name in self.reverse:
             out["reverse"] = self.reverse[name].status()
         if self.site == g.target_site:
@@ -433,7 +439,6 @@ class Operations:
         shutil.rmtree(work, ignore_errors=True)
         images = await self._restore_all(op, group, cp, work)
         exports: dict[str, str] = {}
-        names = []
         for vol, image in images.items():
             overlay = image.with_suffix(".overlay.qcow2")
             proc = await asyncio.create_subprocess_exec(
@@ -447,15 +452,12 @@ class Operations:
             await self.supervisor.ensure(name, [
                 "qemu-nbd", "-f", "qcow2", "-x", vol, "-b", self.s.site_manager_nbd_host, "-p", str(port),
                 "-t", "--shared=8", "--cache=writeback", str(overlay)], {}, ready_port=port)
-            names.append(name)
             exports[vol] = f"nbd://{self.s.site_manager_nbd_host}:{port}/{vol}"
-        self.tests[group] = names
         await self.sm.execute("group", group, c.StartFailoverTest(op, cp, exports))
         return {"checkpoint": cp, **{f"export.{k}": v for k, v in exports.items()}}
 
     async def _failover_test_stop(self, op: str, group: str, _: str) -> dict[str, str]:
-        for name in self.tests.pop(group, []):
-            await self.supervisor.stop(name)
+        await self.supervisor.stop_all(f"test-{group}-")
         shutil.rmtree(self.dir / "failover-test" / group, ignore_errors=True)
         await self.progress(op, "exports stopped, overlays and scratch images deleted")
         await self.sm.execute("group", group, c.StopFailoverTest())

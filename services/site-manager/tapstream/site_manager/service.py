@@ -40,6 +40,7 @@ class SiteManager:
         self._server: _Server | None = None
         self._server_task: asyncio.Task[None] | None = None
         self.port: int | None = None
+        self.ready = False  # every part started (the API answers a little before)
 
     @property
     def api_url(self) -> str:
@@ -70,6 +71,7 @@ class SiteManager:
         self.port = self._server.servers[0].sockets[0].getsockname()[1]
         await self.execute("site", self.site, c.RegisterSite(self.site, self.api_url, self.s.bootstrap))
         await self.operations.start()
+        self.ready = True
         log.info("site manager ready", api=self.api_url, aggregates=len(self.ledger.entries))
 
     async def wait(self) -> None:

@@ -29,6 +29,9 @@ class SiteManagerSettings(TapstreamSettings):
     site_manager_apply_delay_s: float = Field(
         0.0, ge=0, description="Recovery site: journal history the VDSA keeps before applying to replicas "
         "(0: a group's own journal_history_s).")
+    site_manager_stop_services: bool = Field(
+        False, description="Stop this site's services when the site manager stops; false: they keep serving "
+        "(the data path outlives the control plane) and the next site manager adopts them.")
     site_manager_stop_timeout_s: float = Field(30.0, gt=0, description="How long a child service may take to stop.")
 
     @property
