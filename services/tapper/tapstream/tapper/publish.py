@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import crc32c
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from tapstream.core.codec import Codec, DecodeError
 from tapstream.core.kafka import AsyncProducer
 from tapstream.tapper import metrics
@@ -176,7 +176,7 @@ def last_seq(conf: dict[str, Any], topic: str, volume: str, codec: Codec, window
         if meta is None or meta.error is not None:
             return 0
         for p in meta.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
+            low, high = _watermarks(consumer, TopicPartition(topic, p), timeout)
             end = high
             while end > low:
                 start = max(low, end - window)
@@ -205,6 +205,25 @@ def last_seq(conf: dict[str, Any], topic: str, volume: str, codec: Codec, window
     finally:
         consumer.close()
     return best
+
+
+# A topic created a moment ago may not have elected its partitions' leaders yet.
+_NOT_YET = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+            KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._TIMED_OUT}
+
+
+def _watermarks(consumer: Consumer, tp: TopicPartition, timeout: float) -> tuple[int, int]:
+    """(low, high) of a partition, retried while its leader is being elected, up to `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(tp, timeout=max(0.5, deadline - time.monotonic()))
+            return int(low), int(high)
+        except KafkaException as exc:
+            code = exc.args[0].code() if exc.args and isinstance(exc.args[0], KafkaError) else None
+            if code not in _NOT_YET or time.monotonic() >= deadline:
+                raise TimeoutError(f"Kafka gave no offsets for {tp.topic}[{tp.partition}]: {exc}") from None
+            time.sleep(0.1)  # back off between retries of a leader election, not a readiness guess
 
 
 class SeqFile:
