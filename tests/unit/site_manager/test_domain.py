@@ -232,3 +232,42 @@ def test_application_accepts_its_own_event_read_back_first() -> None:
         assert g.version == 1 and not ledger.conflicts
 
     asyncio.run(scenario())
+
+
+def test_ledger_never_continues_a_history_it_does_not_hold() -> None:
+    """Site B decided version 2 on its own, then version 3 on top of it: at site A, which holds its own
+    version 2, B's version 3 is next in number but built on another history, so it is a conflict too."""
+    a1 = Recorded("a1", "group", "g1", 1, 1, "protected", e.GroupCreated("g1"))
+    a2 = Recorded("a2", "group", "g1", 2, 2, "protected", e.VmAdded("mine"), prev="a1")
+    b2 = Recorded("b2", "group", "g1", 2, 2, "recovery", e.VmAdded("theirs"), prev="a1")
+    b3 = Recorded("b3", "group", "g1", 3, 3, "recovery", e.VmAdded("theirs-too"), prev="b2")
+    ledger = Ledger()
+    for r in (a1, a2):
+        ledger.accept(r)
+    assert ledger.check(b2) is Outcome.CONFLICT and ledger.check(b3) is Outcome.CONFLICT
+    assert set(ledger.get("group", "g1").vms) == {"mine"}  # type: ignore[attr-defined]
+    assert [r.id for r in ledger.conflicts] == ["b2", "b3"]
+    # Arriving before its predecessor and released by it: checked all the same.
+    other = Ledger()
+    assert other.check(b3) is Outcome.WAITING
+    assert [r.id for r in other.accept(a1) + other.accept(a2)] == ["a1", "a2"]
+    assert other.get("group", "g1").version == 2 and [r.id for r in other.conflicts] == ["b3"]
+    # Our own events carry their predecessor, and survive the Avro record both ways.
+    assert Recorded.from_record(b3.to_record()).prev == "b2"
+
+
+def test_application_chains_prev_ids() -> None:
+    sunk: list[Recorded] = []
+
+    async def sink(recs: list[Recorded]) -> None:
+        sunk.extend(recs)
+
+    async def scenario() -> None:
+        app = Application("protected", Ledger(), sink)
+        await app.execute("group", "g1", c.CreateGroup())
+        await app.execute("group", "g1", c.AddVm("vm1"))
+        await app.execute("group", "g1", c.AddVolume("vm1", "d0", "/p"))
+        await app.execute("group", "g1", c.RemoveVm("vm1"))  # two events at once
+
+    asyncio.run(scenario())
+    assert [r.prev for r in sunk] == ["", sunk[0].id, sunk[1].id, sunk[2].id, sunk[3].id]

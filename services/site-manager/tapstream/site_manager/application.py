@@ -47,8 +47,10 @@ class Application:
             if not events:
                 return agg
             base, ts = agg.version, self.clock()
-            recs = [Recorded(self.new_id(), aggregate_type, aggregate_id, base + i + 1, ts, self.site, ev)
-                    for i, ev in enumerate(events)]
+            ids = [self.new_id() for _ in events]
+            prev = self.ledger.last_id(aggregate_type, aggregate_id)
+            recs = [Recorded(ids[i], aggregate_type, aggregate_id, base + i + 1, ts, self.site, ev,
+                             ids[i - 1] if i else prev) for i, ev in enumerate(events)]
             await self.sink(recs)
             applied: list[Recorded] = []
             for rec in recs:

@@ -26,6 +26,9 @@ create table if not exists sm_conflicts (
 create table if not exists sm_waiting (
     id text primary key, aggregate_type text not null, aggregate_id text not null, version bigint not null,
     type text not null, ts bigint not null, site text not null, payload jsonb not null);
+alter table sm_events add column if not exists prev text not null default '';
+alter table sm_conflicts add column if not exists prev text not null default '';
+alter table sm_waiting add column if not exists prev text not null default '';
 create table if not exists sm_offsets (topic text not null, kpartition int not null, next_offset bigint not null,
     primary key (topic, kpartition));
 """
@@ -55,7 +58,8 @@ class Projection:
         # Events read before their predecessor (kept in sm_waiting, as the offsets moved past them) last.
         for table in ("sm_events", "sm_waiting"):
             for r in await self.pool.fetch(f"select * from {table} order by aggregate_type, aggregate_id, version"):
-                ledger.accept(Recorded.from_record({**dict(r), "payload_json": json.dumps(r["payload"]), "meta": {}}))
+                ledger.accept(Recorded.from_record({**dict(r), "payload_json": json.dumps(r["payload"]),
+                                                    "meta": {"prev": r["prev"]}}))
 
     async def save(self, ledger: Ledger, applied: Iterable[Recorded], conflicts: Iterable[Recorded] = (),
                    offsets: dict[tuple[str, int], int] | None = None, waiting: Iterable[Recorded] = ()) -> None:
@@ -69,9 +73,10 @@ class Projection:
                                 ("sm_waiting", list(waiting))):
                 if recs:
                     await conn.executemany(
-                        f"insert into {table} values ($1,$2,$3,$4,$5,$6,$7,$8) on conflict (id) do nothing",
+                        f"insert into {table} (id, aggregate_type, aggregate_id, version, type, ts, site, payload, "
+                        "prev) values ($1,$2,$3,$4,$5,$6,$7,$8,$9) on conflict (id) do nothing",
                         [(r.id, r.aggregate_type, r.aggregate_id, r.version, r.type, r.ts, r.site,
-                          json.loads(to_payload(r.event))) for r in recs])
+                          json.loads(to_payload(r.event)), r.prev) for r in recs])
             for t, i in touched:
                 agg = ledger.get(t, i)
                 await conn.execute(

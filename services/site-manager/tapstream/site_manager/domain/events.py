@@ -241,6 +241,7 @@ class Recorded:
     ts: int  # microseconds
     site: str
     event: Event
+    prev: str = ""  # id of the event at version - 1: what this one was decided on ("" for the first)
 
     @property
     def type(self) -> str:
@@ -250,9 +251,10 @@ class Recorded:
         """The `DomainEvent` Avro record."""
         return {"id": self.id, "aggregate_type": self.aggregate_type, "aggregate_id": self.aggregate_id,
                 "version": self.version, "type": self.type, "ts": self.ts, "site": self.site,
-                "payload_json": to_payload(self.event), "meta": {}}
+                "payload_json": to_payload(self.event),
+                "meta": {"prev": self.prev} if self.prev else {}}
 
     @classmethod
     def from_record(cls, rec: dict[str, Any]) -> Recorded:
         return cls(rec["id"], rec["aggregate_type"], rec["aggregate_id"], rec["version"], rec["ts"], rec["site"],
-                   from_payload(rec["type"], rec["payload_json"]))
+                   from_payload(rec["type"], rec["payload_json"]), (rec.get("meta") or {}).get("prev", ""))

@@ -62,7 +62,15 @@ class Ledger:
             entry.ids.append(nxt.id)
             applied.append(nxt)
             nxt = entry.waiting.pop(entry.aggregate.version + 1, None)
+            if nxt is not None and self._forked(entry, nxt):
+                self.conflicts.append(nxt)
+                nxt = None
         return applied
+
+    @staticmethod
+    def _forked(entry: Entry, rec: Recorded) -> bool:
+        """`rec` follows the version we hold but was decided on another event than the one we hold."""
+        return bool(rec.prev) and bool(entry.ids) and entry.ids[-1] != rec.prev
 
     def check(self, rec: Recorded) -> Outcome:
         """Classify `rec`; CONFLICT and WAITING events are recorded here."""
@@ -74,6 +82,12 @@ class Ledger:
             if all(c.id != rec.id for c in self.conflicts):
                 self.conflicts.append(rec)
             return Outcome.CONFLICT
+        if rec.version == version + 1 and self._forked(entry, rec):
+            # Next in number, but built on another history (the other site's concurrent change):
+            # applying it would merge two histories silently.
+            if all(c.id != rec.id for c in self.conflicts):
+                self.conflicts.append(rec)
+            return Outcome.CONFLICT
         if rec.version > version + 1:
             held = entry.waiting.get(rec.version)
             if held is not None and held.id != rec.id and all(c.id != rec.id for c in self.conflicts):
@@ -82,6 +96,10 @@ class Ledger:
                 entry.waiting[rec.version] = rec
             return Outcome.WAITING
         return Outcome.APPLIED
+
+    def last_id(self, aggregate_type: str, aggregate_id: str) -> str:
+        entry = self.entries.get((aggregate_type, aggregate_id))
+        return entry.ids[-1] if entry is not None and entry.ids else ""
 
     def holds(self, rec: Recorded) -> bool:
         """Whether `rec` is the event applied at its version."""
