@@ -95,6 +95,22 @@ def test_rest_concurrency_mirroring_and_rebuild(stack, tmp_path: Path, unique_na
         changed = {k: (v, after.get(k)) for k, v in before.items() if after.get(k) != v and
                    (after.get(k) is None or after[k][0] <= v[0])}
         assert not changed, changed
+
+        # A site manager killed during a move: the next one fails the operation and releases the group.
+        r = httpx.post(f"{rm.url}/groups/{group}/move", timeout=30)
+        assert r.status_code == 202, r.text
+        op = r.json()["id"]
+        wait_until("the move running", lambda: httpx.get(f"{rm.url}/groups/{group}").json()["status"] == "failing_over")
+        rm.proc.kill()
+        rm.proc.wait(30)
+        rm = start_site_manager(stack, tmp_path, "recovery", [group], {
+            **NO_SERVICES, "TAPSTREAM_SITE_MANAGER_PORT": rm.url.rsplit(":", 1)[1]})
+        done = httpx.get(f"{rm.url}/operations/{op}").json()
+        assert done["status"] == "failed" and "retry" in done["error"], done
+        g = httpx.get(f"{rm.url}/groups/{group}").json()
+        assert (g["status"], g["operation"]) == ("protecting", None)
+        assert [e["type"] for e in httpx.get(f"{rm.url}/groups/{group}/events").json()][-2:] == [
+            "FailoverStarted", "FailoverAborted"]
     finally:
         assert pm.stop() == 0
         if rm is not None:

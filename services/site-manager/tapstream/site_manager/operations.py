@@ -85,6 +85,7 @@ class Operations:
     async def start(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.supervisor.adopt()
+        await self._fail_interrupted()
         self._dirty = {g.id for g in self.sm.ledger.all("group")}
         self._task = asyncio.create_task(self._reconcile_loop())
         self._wake.set()
@@ -103,6 +104,32 @@ class Operations:
                      children=sorted(self.supervisor.children))
         for p in self._producers.values():
             await p.stop()
+
+    async def _fail_interrupted(self) -> None:
+        """Operations this site was running when its manager stopped: fail them, release the group."""
+        for agg in self.sm.ledger.all("operation"):
+            op = agg.state()
+            if op["status"] != a.RUNNING or op["id"] in self._running:
+                continue
+            g = self.group(op["group"])
+            runs_at = g.target_site if op["kind"] in RECOVERY_KINDS else g.source_site
+            if runs_at != self.site:
+                continue
+            error = "the site manager stopped while this operation ran; check the group and retry it"
+            log.warning("failing an interrupted operation", operation=op["id"], kind=op["kind"], group=g.id)
+            await self._abort(op["id"], op["kind"], g, error)
+            await self.sm.execute("operation", op["id"], c.FailOperation(error))
+
+    async def _abort(self, op: str, kind: str, g: ProtectionGroup, error: str) -> None:
+        """Give the group back: end its failover state, let the side whose writes we stopped write again."""
+        if g.operation != op:
+            return
+        with contextlib.suppress(Exception):
+            await self.sm.execute("group", g.id, c.AbortFailover(op, error))
+        if kind in ("move", "failback"):
+            fenced = g.source_site if kind == "move" else g.target_site
+            with contextlib.suppress(Exception):
+                await self.control(g.id, "RESUME", {"writes": "allow"}, site=fenced)
 
     def changed(self, aggregate_type: str, aggregate_id: str) -> None:
         if aggregate_type == "group":
@@ -338,15 +365,7 @@ class Operations:
         except Exception as exc:
             log.error("operation failed", operation=op, kind=kind, group=group, error=repr(exc))
             metrics.OPERATIONS.labels(kind, "failed").inc()
-            g = self.group(group)
-            if g.operation == op:
-                with contextlib.suppress(Exception):
-                    await self.sm.execute("group", group, c.AbortFailover(op, str(exc)))
-                if kind in ("move", "failback"):
-                    # The side whose writes we stopped keeps serving: let them through again.
-                    fenced = g.source_site if kind == "move" else g.target_site
-                    with contextlib.suppress(Exception):
-                        await self.control(group, "RESUME", {"writes": "allow"}, site=fenced)
+            await self._abort(op, kind, self.group(group), str(exc))
             with contextlib.suppress(Exception):
                 await self.sm.execute("operation", op, c.FailOperation(str(exc) or repr(exc)))
         finally:
