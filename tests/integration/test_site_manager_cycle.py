@@ -1,6 +1,7 @@
 """The whole cycle with the `tapstream` CLI on the two-site stack: protect -> failover test ->
 move -> reverse -> failback, byte-identical at each step (qemu-img compare), driven by two real site
-managers that run the tappers, VDSAs and journals of the group themselves."""
+managers that run the tappers, VDSAs and journals of the group themselves; then move, reverse and
+failback a second time."""
 
 from __future__ import annotations
 
@@ -129,8 +130,21 @@ def test_protect_failover_test_move_reverse_failback(stack, tmp_path: Path, uniq
             out = tmp_path / f"{v}.step3.img"
             tapstream(env, "restore", group, v, "--checkpoint", "step3", "--out", str(out))
             same(p, out)
+        # And round again: the recovery site's streams continue where the first round left them.
+        op = tapstream_json(env, "move", group)
+        assert op["status"] == "succeeded", op
+        rec = {v: op["result"][f"export.{v}"] for v in disks}
+        for v, p in disks.items():
+            same(p, rec[v])
+        qemu_io(rec["disk1"], "write -P 0x88 7M 2M")
+        at_recovery = {v: snapshot(rec[v], tmp_path / f"{v}.recovery2.img") for v in disks}
+        for kind in ("reverse", "failback"):
+            op = tapstream_json(env, kind, group)
+            assert op["status"] == "succeeded", op
+        for v, p in disks.items():
+            same(at_recovery[v], p)
         kinds = [o["kind"] for o in tapstream_json(env, "operation", "list") if o["group"] == group]
-        assert sorted(kinds) == sorted(["failover-test", "failover-test", "move", "reverse", "failback"]), kinds
+        assert sorted(kinds) == sorted(["failover-test", "failover-test"] + ["move", "reverse", "failback"] * 2), kinds
     finally:
         codes = (pm.stop(), rm.stop())
     assert codes == (0, 0), "a site manager did not stop cleanly on SIGTERM"
