@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,17 +23,12 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 from tapstream.analyzer import evaluation as ev
+from tapstream.core.ports import free_port
 from tapstream.core.settings import TapstreamSettings, load
 from tapstream.vdsa.coordinator import create_checkpoint
 
 SIZE = 160 * 1024 * 1024
 OUT = Path(__file__).parent / "results" / "analyzer.json"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main() -> None:

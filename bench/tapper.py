@@ -42,6 +42,7 @@ from typing import Any
 import uvloop
 from confluent_kafka.admin import AdminClient, NewTopic
 from tapstream.core.kafka import AsyncProducer, producer_config
+from tapstream.core.ports import free_port
 from tapstream.core.settings import TapstreamSettings, load
 from tapstream.tapper.settings import TapperSettings
 
@@ -55,12 +56,6 @@ WORKLOADS = {  # result key -> fio job
     "1m_seqwrite": {"rw": "write", "bs": "1m"},
 }
 BENCH_PREFIX = "tapbench"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_listening(port: int, proc: subprocess.Popen[bytes], what: str, log: Path, timeout: float = 90) -> None:

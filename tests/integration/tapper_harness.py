@@ -14,14 +14,9 @@ from pathlib import Path
 
 from tapstream.core.codec import make_codec
 from tapstream.core.kafka import client_config
+from tapstream.core.ports import free_port
 from tapstream.core.replay import VolumeReplay, replay_volume
 from tapstream.core.settings import TapstreamSettings
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
-
+from tapstream.core.ports import free_port
 from tapstream.core.settings import TapstreamSettings, load
 from tapstream.localstack import LocalStackSettings, Stack
 
@@ -52,12 +51,6 @@ def unmount(path: Path) -> None:
 
 def step(msg: str) -> None:
     console.print(f"[bold cyan]▸[/] {msg}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(what: str, check, timeout: float = 120, interval: float = 0.25):  # type: ignore[no-untyped-def]

@@ -34,6 +34,7 @@ from tapstream.core.kafka import (
     producer_config,
 )
 from tapstream.core.logging import get_logger
+from tapstream.core.ports import free_port
 from tapstream.core.replica import Replica
 from tapstream.core.settings import TapstreamSettings
 from tapstream.site_manager import metrics
@@ -49,7 +50,7 @@ from tapstream.site_manager.domain.services import (
     desired_roles,
 )
 from tapstream.site_manager.reverse import ReverseApplier
-from tapstream.site_manager.supervisor import Supervisor, free_port
+from tapstream.site_manager.supervisor import Supervisor
 
 if TYPE_CHECKING:
     from tapstream.site_manager.service import SiteManager
