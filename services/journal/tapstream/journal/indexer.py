@@ -10,6 +10,7 @@ from aiokafka import TopicPartition
 
 from tapstream.core.codec import DecodeError, make_codec
 from tapstream.core.kafka import make_consumer
+from tapstream.core.keep import TagRequest, parse_tag_command
 from tapstream.core.logging import get_logger
 from tapstream.journal import metrics
 from tapstream.journal.rows import to_rows
@@ -39,6 +40,7 @@ class Journal:
                 log.warning("index dropped; rebuilding from the topic", group=g, topic=self.topic(g))
         self._tasks = [asyncio.create_task(self._index(g)) for g in self.s.journal_groups]
         self._tasks.append(asyncio.create_task(self._progress()))
+        self._tasks.append(asyncio.create_task(self._tags()))
 
     async def wait(self) -> None:
         await asyncio.gather(*self._tasks)
@@ -95,6 +97,38 @@ class Journal:
                 await self.store.write(events, cps, offsets)
                 metrics.INDEXED.labels(group).inc(len(events))
                 metrics.INDEX_SECONDS.observe(time.perf_counter() - t0)
+        finally:
+            await consumer.stop()
+
+    async def _tags(self) -> None:
+        """Record CHECKPOINT_TAG commands of our groups from the mirrored control topic. Always read from
+        the beginning (no committed offsets): a dropped or rebuilt index gets its tags back, and
+        recording a command twice changes nothing."""
+        topic = self.s.mirrored(self.s.topic("control"))
+        consumer = make_consumer(self.s, group_id=None, metadata_max_age_ms=2000)
+        await consumer.start()
+        try:
+            consumer._client.add_topic(topic)
+            tps = await self._partitions(consumer, topic)
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            while True:
+                batch = await consumer.getmany(timeout_ms=1000, max_records=1000)
+                requests: list[TagRequest] = []
+                for msgs in batch.values():
+                    for msg in msgs:
+                        try:
+                            _, cmd = self.codec.decode(msg.value)
+                        except DecodeError:
+                            continue
+                        req = parse_tag_command(cmd)
+                        if req and req.group in self.s.journal_groups:
+                            requests.append(req)
+                if requests:
+                    await self.store.tag(requests)
+                    for r in requests:
+                        log.info("checkpoint tag recorded", group=r.group, checkpoint=r.checkpoint_id, tag=r.tag,
+                                 keep=r.keep, reason=r.reason, sender=r.sender)
         finally:
             await consumer.stop()
 

@@ -37,3 +37,16 @@ create table if not exists journal_applied (
     seq        bigint not null,   -- replica's applied seq, from Progress records
     primary key (group_name, volume)
 );
+-- Tags asked for on tapstream.control (CHECKPOINT_TAG: an analyzer's "last-clean", `tapstream checkpoint
+-- keep`), beside the checkpoint's own tag, which they never overwrite. Rebuilt from the control topic.
+create table if not exists journal_checkpoint_tags (
+    group_name text    not null,
+    id         text    not null,  -- checkpoint id (its markers may be indexed later than the tag)
+    tag        text    not null,
+    keep       boolean not null,  -- the recovery VDSA holds the replica at a kept checkpoint
+    reason     text    not null default '',
+    sender     text    not null default '',
+    ts         bigint  not null,  -- of the command that set `keep`; the later command wins
+    primary key (group_name, id, tag)
+);
+create index if not exists journal_checkpoint_tags_tag on journal_checkpoint_tags (group_name, tag);

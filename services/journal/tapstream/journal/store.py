@@ -8,6 +8,7 @@ from typing import Any
 
 import asyncpg
 
+from tapstream.core.keep import TagRequest
 from tapstream.journal.rows import CheckpointRow, EventRow
 
 SCHEMA = (Path(__file__).parent / "schema.sql").read_text()
@@ -55,8 +56,31 @@ class JournalStore:
             "insert into journal_applied values ($1,$2,$3) on conflict (group_name, volume) "
             "do update set seq = greatest(journal_applied.seq, excluded.seq)", group, volume, seq)
 
+    async def tag(self, requests: list[TagRequest]) -> None:
+        """Record CHECKPOINT_TAG requests, in order; idempotent (the control topic is re-read at every
+        start) and the later ts wins, so a redelivered older command never undoes a newer one."""
+        assert self.pool
+        async with self.pool.acquire() as conn, conn.transaction():
+            for r in requests:
+                if r.tag is None:  # release every tag of the checkpoint
+                    await conn.execute(
+                        "update journal_checkpoint_tags set keep=false, ts=$3 "
+                        "where group_name=$1 and id=$2 and ts <= $3", r.group, r.checkpoint_id, r.ts)
+                    continue
+                await conn.execute(
+                    """insert into journal_checkpoint_tags as t values ($1,$2,$3,$4,$5,$6,$7)
+                       on conflict (group_name, id, tag) do update set keep=excluded.keep, ts=excluded.ts,
+                           reason=case when excluded.keep then excluded.reason else t.reason end,
+                           sender=case when excluded.keep then excluded.sender else t.sender end
+                       where excluded.ts >= t.ts""",
+                    r.group, r.checkpoint_id, r.tag, r.keep, r.reason, r.sender, r.ts)
+
     async def trim(self, group: str) -> int:
-        """Drop index rows the replica already holds (they can never be needed by a restore)."""
+        """Drop index rows the replica already holds (they can never be needed by a restore).
+
+        Kept checkpoints need no exception: the recovery VDSA holds the replica at a kept checkpoint's
+        marker, so every event after it stays beyond the applied seq, and the checkpoint itself is then
+        the replica's content (a restore needs no journal event)."""
         assert self.pool
         status = await self.pool.execute(
             "delete from journal_events e using journal_applied a where e.group_name=$1 and "
@@ -69,29 +93,53 @@ class JournalStore:
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute("delete from journal_events where group_name=$1", group)
             await conn.execute("delete from journal_checkpoints where group_name=$1", group)
+            await conn.execute("delete from journal_checkpoint_tags where group_name=$1", group)
             await conn.execute("delete from journal_offsets where topic=$1", topic)
 
     # --- queries ---------------------------------------------------------------------------------
     async def checkpoints(self, group: str) -> list[dict[str, Any]]:
+        """Oldest first; `tag` is the checkpoint's own, `tags` those asked for later, `kept` whether any
+        of those is kept."""
         assert self.pool
         rows = await self.pool.fetch(
             """select c.id, c.tag, c.ts, array_agg(c.volume order by c.volume) as volumes,
                       bool_and(c.seq >= coalesce(a.seq, 0)) as restorable,
-                      max(c.volumes::text) as cut
+                      max(c.volumes::text) as cut,
+                      coalesce((select array_agg(t.tag order by t.ts) from journal_checkpoint_tags t
+                                where t.group_name=c.group_name and t.id=c.id), '{}') as tags,
+                      coalesce((select bool_or(t.keep) from journal_checkpoint_tags t
+                                where t.group_name=c.group_name and t.id=c.id), false) as kept
                from journal_checkpoints c
                left join journal_applied a on a.group_name=c.group_name and a.volume=c.volume
-               where c.group_name=$1 group by c.id, c.tag, c.ts order by c.ts""", group)
+               where c.group_name=$1 group by c.group_name, c.id, c.tag, c.ts order by c.ts""", group)
         return [dict(r) for r in rows]
 
-    async def find_checkpoint(self, group: str, volume: str, ref: str) -> dict[str, Any] | None:
-        """`ref` is an id, a tag (newest with that tag) or `latest`."""
+    async def checkpoint_tags(self, group: str, checkpoint_id: str) -> list[dict[str, Any]]:
         assert self.pool
-        base = "select * from journal_checkpoints where group_name=$1 and volume=$2"
+        rows = await self.pool.fetch(
+            "select tag, keep, reason, sender, ts from journal_checkpoint_tags where group_name=$1 and id=$2 "
+            "order by ts", group, checkpoint_id)
+        return [dict(r) for r in rows]
+
+    async def resolve(self, group: str, ref: str) -> str | None:
+        """The id of the checkpoint `ref` (id, own tag, asked-for tag, or latest) names in `group`."""
+        volumes = await self.volumes(group)
+        rows = [await self.find_checkpoint(group, v, ref) for v in volumes]
+        found = sorted((r for r in rows if r), key=lambda r: r["ts"])
+        return found[-1]["id"] if found else None
+
+    async def find_checkpoint(self, group: str, volume: str, ref: str) -> dict[str, Any] | None:
+        """`ref` is an id, a tag (the checkpoint's own or one asked for later; newest checkpoint with
+        that tag) or `latest`."""
+        assert self.pool
+        base = "select * from journal_checkpoints c where group_name=$1 and volume=$2"
         if ref == "latest":
             row = await self.pool.fetchrow(base + " order by ts desc limit 1", group, volume)
         else:
             row = await self.pool.fetchrow(base + " and id=$3", group, volume, ref) or await self.pool.fetchrow(
-                base + " and tag=$3 order by ts desc limit 1", group, volume, ref)
+                base + " and (tag=$3 or exists (select 1 from journal_checkpoint_tags t where "
+                "t.group_name=c.group_name and t.id=c.id and t.tag=$3)) order by ts desc limit 1",
+                group, volume, ref)
         return dict(row) if row else None
 
     async def volumes(self, group: str) -> list[str]:

@@ -1,10 +1,11 @@
-"""`tapstream checkpoint create|list`, `tapstream restore`, `tapstream status`."""
+"""`tapstream checkpoint create|list|keep|release`, `tapstream restore`, `tapstream status`."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import time
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -55,11 +56,67 @@ def checkpoint_list(group: str, as_json: Annotated[bool, typer.Option("--json")]
     if as_json:
         print(json.dumps([{k: v for k, v in r.items() if k != "cut"} for r in rows], default=str, indent=2))
         return
-    table = Table("time (UTC)", "tag", "id", "volumes", "restorable", title=f"checkpoints of {group}")
+    table = Table("time (UTC)", "tag", "id", "volumes", "kept", "restorable", title=f"checkpoints of {group}")
     for r in rows:
-        table.add_row(_time(r["ts"]), r["tag"] or "", r["id"], ", ".join(r["volumes"]),
+        tags = ", ".join(t for t in [r["tag"], *r["tags"]] if t)
+        table.add_row(_time(r["ts"]), tags, r["id"], ", ".join(r["volumes"]), "[yellow]kept[/]" if r["kept"] else "",
                       "[green]yes[/]" if r["restorable"] else "[red]no (replica applied past it)[/]")
     console.print(table)
+
+
+def _resolve(group: str, ref: str) -> str:
+    """Checkpoint id of `ref` (id, tag or latest) from the recovery site's journal; an id the journal has
+    not indexed yet is taken as given."""
+    from tapstream.journal.store import JournalStore
+
+    async def q() -> str | None:
+        s = load(TapstreamSettings)
+        store = JournalStore(s.recovery_database_url.get_secret_value())
+        await store.start()
+        try:
+            return await store.resolve(group, ref)
+        finally:
+            await store.stop()
+
+    found = asyncio.run(q())
+    if found:
+        return found
+    try:
+        return str(uuid.UUID(ref))
+    except ValueError:
+        console.print(f"[red]no checkpoint {ref!r} in {group}[/]; list them with `tapstream checkpoint list {group}`")
+        raise typer.Exit(1) from None
+
+
+def _send_tag(group: str, checkpoint: str, tag: str | None, keep: bool, reason: str) -> None:
+    from tapstream.vdsa.holds import send_tag
+
+    cp = _resolve(group, checkpoint)
+    asyncio.run(send_tag(load(TapstreamSettings), group, cp, tag, keep, sender="cli", reason=reason))
+    what = f"keep {cp}" + (f" tagged {tag}" if tag else "") if keep else f"release {cp}" + (f" ({tag})" if tag else "")
+    console.print(f"asked to {what} (CHECKPOINT_TAG on tapstream.control); the journal and the recovery VDSA "
+                  "follow it through MirrorMaker 2")
+
+
+@checkpoint_app.command("keep")
+def checkpoint_keep(
+    group: str,
+    checkpoint: Annotated[str, typer.Argument(help="Checkpoint id, tag, or latest.")],
+    tag: Annotated[str, typer.Option(help="Tag to add (the checkpoint's own tag is never changed).")] = "kept",
+    reason: Annotated[str, typer.Option(help="Why, for the record.")] = "operator",
+) -> None:
+    """Tag CHECKPOINT of GROUP and keep it: the recovery VDSA holds the replicas there until released."""
+    _send_tag(group, checkpoint, tag, True, reason)
+
+
+@checkpoint_app.command("release")
+def checkpoint_release(
+    group: str,
+    checkpoint: Annotated[str, typer.Argument(help="Checkpoint id, tag, or latest.")],
+    tag: Annotated[str | None, typer.Option(help="Release only this tag's keep (default: every tag).")] = None,
+) -> None:
+    """Stop keeping CHECKPOINT of GROUP (its tags stay): the replicas move on past it."""
+    _send_tag(group, checkpoint, tag, False, "released")
 
 
 def restore(

@@ -3,6 +3,11 @@
 Events are applied in order per volume; a batch is fdatasync'ed, then each touched replica's
 position is saved, then the consumer offsets are committed. A young event pauses its partition
 until it has aged past the history window.
+
+A kept checkpoint (CHECKPOINT_TAG with keep, on the mirrored control topic) stops its volume at the
+checkpoint's marker until it is released: the replica then is the checkpoint, restorable however old.
+The consumer offset is committed up to, not past, the marker, so after a restart it is read and held
+again. Holding pauses the whole partition, so other volumes that share it wait too.
 """
 
 from __future__ import annotations
@@ -18,10 +23,12 @@ from aiokafka import TopicPartition
 
 from tapstream.core.codec import DecodeError, make_codec
 from tapstream.core.kafka import AsyncProducer, make_consumer, producer_config
+from tapstream.core.keep import TagRequest, decide
 from tapstream.core.logging import get_logger
 from tapstream.core.replay import apply_body
 from tapstream.core.replica import Position, Replica
 from tapstream.vdsa import metrics
+from tapstream.vdsa.holds import HoldFollower
 from tapstream.vdsa.settings import VdsaSettings
 
 log = get_logger("tapstream.vdsa.apply")
@@ -37,6 +44,10 @@ class VolumeState:
     newest_ts: int = 0
     group: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    held_at: str | None = None  # id of the kept checkpoint this volume stopped at
+
+
+MARKERS_REMEMBERED = 10_000
 
 
 class Applier:
@@ -47,10 +58,16 @@ class Applier:
         self._task: asyncio.Task[None] | None = None
         self._producer: AsyncProducer | None = None
         self._stopping = False
+        self.holds = HoldFollower(settings, settings.vdsa_groups, self._on_keep_change)
+        self._consumer: Any = None
+        self._held_tps: dict[TopicPartition, set[tuple[str, str]]] = {}
+        # (group, checkpoint) -> volume -> (marker seq, partition, offset), of markers the applier read.
+        self.markers: dict[tuple[str, str], dict[str, tuple[int, int, int]]] = {}
 
     async def start(self) -> None:
         self._producer = AsyncProducer(producer_config(self.s, linger_ms=5))
         await self._producer.start()
+        self.holds.start()
         self._task = asyncio.create_task(self._run())
 
     async def wait(self) -> None:
@@ -66,6 +83,7 @@ class Applier:
         for st in self.volumes.values():
             if st.fd >= 0:
                 os.close(st.fd)
+        await self.holds.stop()
         if self._producer:
             await self._producer.stop()
 
@@ -80,10 +98,19 @@ class Applier:
         return st
 
     async def _run(self) -> None:
+        # Every hold asked for so far must be known before anything is applied, or a restart could
+        # apply past a kept checkpoint.
+        while not self.holds.caught_up.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.holds.caught_up.wait(), 30)
+            if not self.holds.caught_up.is_set():
+                log.warning("still reading kept checkpoints from the control topic; nothing applied yet",
+                            topic=self.holds.topic)
         topics = {self.s.mirrored(self.s.topic(f"writes.{g}")): g for g in self.s.vdsa_groups}
         consumer = make_consumer(self.s, *topics, group_id="tapstream-vdsa-apply",
                                  metadata_max_age_ms=2000, max_poll_records=500)
         await consumer.start()
+        self._consumer = consumer
         history_us = int(self.s.vdsa_journal_history_s * 1e6)
         last_progress = 0.0
         try:
@@ -103,17 +130,33 @@ class Applier:
                         st = self._state(rec["group"], rec["volume"])
                         st.newest_seq = max(st.newest_seq, rec["seq"])
                         st.newest_ts = max(st.newest_ts, rec["ts"])
+                        if st.held_at is not None or tp in self._held_tps:
+                            # Fetched before the partition was paused for a hold: read again on release.
+                            consumer.seek(tp, msg.offset)
+                            consumer.pause(tp)
+                            break
                         if rec["ts"] > now - history_us:
                             # Too young: stays in the journal only. Re-read it once it has aged.
                             consumer.seek(tp, msg.offset)
                             consumer.pause(tp)
                             delay = (rec["ts"] + history_us - now) / 1e6
-                            asyncio.get_running_loop().call_later(max(0.05, delay), consumer.resume, tp)
+                            asyncio.get_running_loop().call_later(max(0.05, delay), self._resume, tp)
                             break
-                        if rec["seq"] > st.pos.seq:
+                        branch, body = rec["body"]
+                        if branch == "Checkpoint":
+                            self._remember_marker(rec, tp.partition, msg.offset)
+                        action = decide(branch, body, rec["seq"], st.pos.seq, self.holds.keeps, rec["group"])
+                        if action in ("apply", "apply-and-hold"):
                             self._apply(st, rec)
                             st.pos = Position(rec["seq"], tp.partition, msg.offset, rec["ts"])
                             touched.add((rec["group"], rec["volume"]))
+                        if action in ("hold", "apply-and-hold"):
+                            self._hold(tp, st, rec["group"], rec["volume"], body["id"])
+                            # Commit up to the marker, not past it: after a restart it is read, and held, again.
+                            applied[tp] = msg.offset
+                            consumer.seek(tp, msg.offset)
+                            consumer.pause(tp)
+                            break
                         applied[tp] = msg.offset + 1
                 if touched:
                     await asyncio.to_thread(self._persist, touched)
@@ -125,6 +168,63 @@ class Applier:
         finally:
             with contextlib.suppress(Exception):
                 await consumer.stop()
+
+    def _resume(self, tp: TopicPartition) -> None:
+        """Resume after a young event aged, unless a hold stopped the partition meanwhile."""
+        if tp not in self._held_tps and self._consumer is not None:
+            with contextlib.suppress(Exception):  # no longer assigned (rebalance): nothing to resume
+                self._consumer.resume(tp)
+
+    def _remember_marker(self, rec: dict[str, Any], partition: int, offset: int) -> None:
+        key = (rec["group"], rec["body"][1]["id"])
+        self.markers.setdefault(key, {})[rec["volume"]] = (rec["seq"], partition, offset)
+        while len(self.markers) > MARKERS_REMEMBERED:
+            del self.markers[next(iter(self.markers))]
+
+    def _hold(self, tp: TopicPartition, st: VolumeState, group: str, volume: str, checkpoint_id: str) -> None:
+        self._held_tps.setdefault(tp, set()).add((group, volume))
+        metrics.HELD.labels(group, volume).set(1)
+        if st.held_at != checkpoint_id:
+            st.held_at = checkpoint_id
+            log.warning("replica held at a kept checkpoint; nothing after it is applied until it is released",
+                        group=group, volume=volume, checkpoint=checkpoint_id, seq=st.pos.seq,
+                        release=f"tapstream checkpoint release {group} {checkpoint_id}")
+
+    def _on_keep_change(self, req: TagRequest, kept: bool) -> None:
+        """A checkpoint became kept or released (called by the control topic follower)."""
+        markers = self.markers.get((req.group, req.checkpoint_id), {})
+        if kept:
+            for volume, (seq, partition, offset) in markers.items():
+                st = self.volumes.get((req.group, volume))
+                if st is None or st.held_at == req.checkpoint_id:
+                    continue
+                if st.pos.seq > seq:
+                    log.warning("kept checkpoint was already applied to the replica: it cannot be kept; restore "
+                                "it while the journal still holds it, or keep a newer one",
+                                group=req.group, volume=volume, checkpoint=req.checkpoint_id, marker_seq=seq,
+                                replica_seq=st.pos.seq, tag=req.tag, sender=req.sender)
+                elif st.pos.seq == seq and self._consumer is not None:
+                    # The replica stands on the marker: read it again, so the hold engages there.
+                    tp = TopicPartition(self.s.mirrored(self.s.topic(f"writes.{req.group}")), partition)
+                    with contextlib.suppress(Exception):
+                        self._consumer.seek(tp, offset)
+            if not markers and self.holds.caught_up.is_set():
+                log.info("checkpoint kept: the replica will stop at its marker (if it has passed it already, "
+                         "this VDSA cannot tell since it did not read that marker)",
+                         group=req.group, checkpoint=req.checkpoint_id, tag=req.tag, sender=req.sender)
+            return
+        for (group, volume), st in self.volumes.items():
+            if group != req.group or st.held_at != req.checkpoint_id:
+                continue
+            st.held_at = None
+            metrics.HELD.labels(group, volume).set(0)
+            log.warning("kept checkpoint released; the replica moves on", group=group, volume=volume,
+                        checkpoint=req.checkpoint_id, sender=req.sender)
+            for tp, held in list(self._held_tps.items()):
+                held.discard((group, volume))
+                if not held:
+                    del self._held_tps[tp]
+                    self._resume(tp)
 
     def _apply(self, st: VolumeState, rec: dict[str, Any]) -> None:
         branch, body = rec["body"]

@@ -1,0 +1,96 @@
+"""Kept checkpoints at the recovery VDSA: follow CHECKPOINT_TAG commands on the mirrored control topic
+(from its beginning, so holds survive a restart), and publish them (`tapstream checkpoint keep`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from tapstream.core.codec import DecodeError, make_codec
+from tapstream.core.kafka import AsyncProducer, make_consumer, producer_config
+from tapstream.core.keep import Keeps, TagRequest, parse_tag_command, tag_command
+from tapstream.core.logging import get_logger
+from tapstream.core.settings import TapstreamSettings
+
+log = get_logger("tapstream.vdsa.holds")
+
+OnChange = Callable[[TagRequest, bool], None]  # (request, kept now)
+
+
+class HoldFollower:
+    """Keeps `self.keeps` up to date; `caught_up` is set once everything present at start was read."""
+
+    def __init__(self, settings: TapstreamSettings, groups: list[str], on_change: OnChange) -> None:
+        self.s = settings
+        self.groups = set(groups)
+        self.codec = make_codec(settings)
+        self.keeps = Keeps()
+        self.on_change = on_change
+        self.caught_up = asyncio.Event()
+        self.topic = settings.mirrored(settings.topic("control"))
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+
+    async def _partitions(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
+        await consumer._client.force_metadata_update()
+        return [TopicPartition(self.topic, p) for p in sorted(consumer.partitions_for_topic(self.topic) or ())]
+
+    async def _run(self) -> None:
+        consumer = make_consumer(self.s, group_id=None, metadata_max_age_ms=2000)
+        await consumer.start()
+        try:
+            consumer._client.add_topic(self.topic)
+            tps = await self._partitions(consumer)
+            # No mirrored control topic yet: nothing was ever asked to be kept; it is read once it appears.
+            while not tps:
+                self.caught_up.set()
+                await asyncio.sleep(2)
+                tps = await self._partitions(consumer)
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            end = await consumer.end_offsets(tps)
+            while True:
+                if not self.caught_up.is_set() and all([await consumer.position(tp) >= end[tp] for tp in tps]):
+                    log.info("control topic read", topic=self.topic,
+                             kept={g: sorted(self.keeps.kept_ids(g)) for g in sorted(self.groups)})
+                    self.caught_up.set()
+                batch = await consumer.getmany(timeout_ms=500, max_records=1000)
+                for msgs in batch.values():
+                    for msg in msgs:
+                        try:
+                            _, cmd = self.codec.decode(msg.value)
+                        except DecodeError:
+                            continue
+                        req = parse_tag_command(cmd)
+                        if req is None or req.group not in self.groups:
+                            continue
+                        if self.keeps.apply(req):
+                            self.on_change(req, self.keeps.kept(req.group, req.checkpoint_id))
+        finally:
+            await consumer.stop()
+
+
+async def send_tag(settings: TapstreamSettings, group: str, checkpoint_id: str, tag: str | None, keep: bool,
+                   sender: str = "cli", reason: str = "") -> dict[str, object]:
+    """Publish a CHECKPOINT_TAG command on the protected cluster's control topic; returns the command."""
+    codec = make_codec(settings)
+    command = tag_command(group, checkpoint_id, tag, keep, sender, time.time_ns() // 1000, reason)
+    producer = AsyncProducer(producer_config(settings, settings.protected_bootstrap, linger_ms=0))
+    await producer.start()
+    try:
+        await producer.produce(settings.topic("control"), codec.encode("Command", command), key=group.encode())
+    finally:
+        await producer.stop()
+    return command
