@@ -105,6 +105,19 @@ def test_kept_checkpoint_outlives_the_history_until_released(stack, tmp_path: Pa
                    lambda: not next(r for r in checkpoints_indexed(stack, group) if r["id"] == a)["kept"],
                    timeout=30)
         assert "kept checkpoint released" in (tmp_path / "vdsa2.log").read_text()
+
+        # Asked again once the replica passed it: too late, and the VDSA says so.
+        asyncio.run(send_tag(settings, group, a, "too-late", True, sender="analyzer.test"))
+        wait_until("the VDSA warning that A cannot be kept any more",
+                   lambda: "already applied to the replica" in (tmp_path / "vdsa2.log").read_text(), timeout=30)
+        assert replica.position().seq >= b_seq
+        # A rebuilt index gets its tags back from the control topic.
+        stop(journal)
+        journal = start_service(stack, "tapstream.journal", tmp_path,
+                                {**groups_env("JOURNAL", group), "TAPSTREAM_JOURNAL_REBUILD": "true"}, "journal2")
+        wait_until("A's tags back after the rebuild", lambda: [
+            (r["tags"], r["kept"]) for r in checkpoints_indexed(stack, group) if r["id"] == a
+        ] == [(["last-clean", "too-late"], True)], timeout=30)
     finally:
         assert tapper.stop() == 0
         stop(journal)
