@@ -73,6 +73,8 @@ def test_kept_checkpoint_outlives_the_history_until_released(stack, tmp_path: Pa
         assert replica.position().seq == a_seq, "the replica passed the kept checkpoint"
         images_equal(tmp_path / "at-a.img", replica.image)
         assert "replica held at a kept checkpoint" in (tmp_path / "vdsa.log").read_text()
+        # Saved beside the replica too, so the hold outlives the control topic's retention.
+        assert list(json.loads((replicas / group / "kept.json").read_text())) == [a]
         # Holds survive a crash: the hold is re-read from the control topic, the marker read again.
         vdsa.send_signal(signal.SIGKILL)
         vdsa.wait(10)

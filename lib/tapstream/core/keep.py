@@ -75,6 +75,18 @@ class Keeps:
     def kept_ids(self, group: str) -> set[str]:
         return {cp for (g, cp) in self.tags if g == group and self.kept(g, cp)}
 
+    def dump(self, group: str) -> dict[str, dict[str, list[Any]]]:
+        """The kept checkpoints of `group` and their kept tags: {checkpoint: {tag: [true, ts]}}."""
+        return {cp: {tag: [True, ts] for tag, (keep, ts) in self.tags[(group, cp)].items()
+                     if keep and ts > self.released_all.get((group, cp), -1)}
+                for cp in sorted(self.kept_ids(group))}
+
+    def load(self, group: str, dumped: dict[str, dict[str, list[Any]]]) -> None:
+        """Merge what `dump` gave; commands with a later ts (a release) still win over it."""
+        for cp, tags in dumped.items():
+            for tag, (keep, ts) in tags.items():
+                self.apply(TagRequest(group, cp, tag, bool(keep), "", int(ts), "saved"))
+
 
 Action = Literal["apply", "skip", "apply-and-hold", "hold"]
 

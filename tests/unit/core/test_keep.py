@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from tapstream.core.codec import make_codec
 from tapstream.core.keep import Keeps, TagRequest, decide, parse_tag_command, tag_command
 from tapstream.core.settings import TapstreamSettings
@@ -65,3 +67,19 @@ def test_hold_decision() -> None:
     assert decide("Write", write, 9, 9, k, "g1") == "skip"
     k.apply(req(cp="A", keep=False, ts=2))
     assert decide("Checkpoint", marker, 10, 10, k, "g1") == "skip"  # released: the replica moves on
+
+
+def test_the_saved_kept_set_round_trips_and_a_later_release_still_wins() -> None:
+    k = Keeps()
+    k.apply(req(cp="A", tag="last-clean", ts=1))
+    k.apply(req(cp="A", tag="gone", ts=2))
+    k.apply(req(cp="A", tag="gone", keep=False, ts=3))
+    k.apply(req(cp="B", ts=1))
+    k.apply(req(cp="B", tag=None, keep=False, ts=2))
+    saved = json.loads(json.dumps(k.dump("g1")))
+    assert saved == {"A": {"last-clean": [True, 1]}}
+    restored = Keeps()
+    restored.load("g1", saved)
+    assert restored.kept_ids("g1") == {"A"} and restored.kept_ids("g2") == set()
+    restored.apply(req(cp="A", tag=None, keep=False, ts=5))  # re-read from the topic after the restart
+    assert not restored.kept("g1", "A")

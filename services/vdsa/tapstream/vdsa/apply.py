@@ -58,7 +58,7 @@ class Applier:
         self._task: asyncio.Task[None] | None = None
         self._producer: AsyncProducer | None = None
         self._stopping = False
-        self.holds = HoldFollower(settings, settings.vdsa_groups, self._on_keep_change)
+        self.holds = HoldFollower(settings, settings.vdsa_groups, self._on_keep_change, settings.replica_dir)
         self._consumer: Any = None
         self._held_tps: dict[TopicPartition, set[tuple[str, str]]] = {}
         # (group, checkpoint) -> volume -> (marker seq, partition, offset), of markers the applier read.

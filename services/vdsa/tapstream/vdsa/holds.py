@@ -1,12 +1,19 @@
 """Kept checkpoints at the recovery VDSA: follow CHECKPOINT_TAG commands on the mirrored control topic
-(from its beginning, so holds survive a restart), and publish them (`tapstream checkpoint keep`)."""
+(from its beginning, so holds survive a restart), and publish them (`tapstream checkpoint keep`).
+
+The kept set is also saved beside the replicas (`<replica_dir>/<group>/kept.json`) and loaded before
+the topic is read: a hold outlives the control topic's retention, which is days, while a checkpoint
+may be kept for longer."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -24,9 +31,11 @@ OnChange = Callable[[TagRequest, bool], None]  # (request, kept now)
 class HoldFollower:
     """Keeps `self.keeps` up to date; `caught_up` is set once everything present at start was read."""
 
-    def __init__(self, settings: TapstreamSettings, groups: list[str], on_change: OnChange) -> None:
+    def __init__(self, settings: TapstreamSettings, groups: list[str], on_change: OnChange,
+                 state_dir: Path | None = None) -> None:
         self.s = settings
         self.groups = set(groups)
+        self.state_dir = state_dir
         self.codec = make_codec(settings)
         self.keeps = Keeps()
         self.on_change = on_change
@@ -34,7 +43,27 @@ class HoldFollower:
         self.topic = settings.mirrored(settings.topic("control"))
         self._task: asyncio.Task[None] | None = None
 
+    def _saved(self, group: str) -> Path | None:
+        return self.state_dir / group / "kept.json" if self.state_dir else None
+
+    def _load(self) -> None:
+        for g in self.groups:
+            path = self._saved(g)
+            if path and path.exists():
+                self.keeps.load(g, json.loads(path.read_text()))
+                log.info("kept checkpoints loaded", group=g, kept=sorted(self.keeps.kept_ids(g)), file=str(path))
+
+    def _save(self, group: str) -> None:
+        path = self._saved(group)
+        if path is None:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.keeps.dump(group)))
+        os.replace(tmp, path)
+
     def start(self) -> None:
+        self._load()
         self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
@@ -77,6 +106,7 @@ class HoldFollower:
                         if req is None or req.group not in self.groups:
                             continue
                         if self.keeps.apply(req):
+                            self._save(req.group)
                             self.on_change(req, self.keeps.kept(req.group, req.checkpoint_id))
         finally:
             await consumer.stop()
