@@ -59,7 +59,9 @@ def checkpoint_list(group: str, as_json: Annotated[bool, typer.Option("--json")]
     table = Table("time (UTC)", "tag", "id", "volumes", "kept", "restorable", title=f"checkpoints of {group}")
     for r in rows:
         tags = ", ".join(t for t in [r["tag"], *r["tags"]] if t)
-        table.add_row(_time(r["ts"]), tags, r["id"], ", ".join(r["volumes"]), "[yellow]kept[/]" if r["kept"] else "",
+        # Kept but already applied: the keep came too late to hold the replica there.
+        kept = ("[yellow]kept[/]" if r["restorable"] else "[red]too late[/]") if r["kept"] else ""
+        table.add_row(_time(r["ts"]), tags, r["id"], ", ".join(r["volumes"]), kept,
                       "[green]yes[/]" if r["restorable"] else "[red]no (replica applied past it)[/]")
     console.print(table)
 
