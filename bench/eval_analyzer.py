@@ -22,6 +22,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+
 from tapstream.analyzer import evaluation as ev
 from tapstream.core.ports import free_port
 from tapstream.core.settings import TapstreamSettings, load
@@ -46,9 +47,14 @@ def main() -> None:
             f.truncate(SIZE)
     port = free_port()
     env = {**os.environ, "TAPSTREAM_LOG_FORMAT": "console"}
-    tapper_env = {**env, "TAPSTREAM_TAPPER_LISTEN_PORT": str(port), "TAPSTREAM_TAPPER_STATE_DIR": str(work / "tapper"),
-                  "TAPSTREAM_TAPPER_VOLUMES": json.dumps([{"name": v, "path": str(p), "group": group, "mode": "sync"}
-                                                          for v, p in vols.items()])}
+    tapper_env = {
+        **env,
+        "TAPSTREAM_TAPPER_LISTEN_PORT": str(port),
+        "TAPSTREAM_TAPPER_STATE_DIR": str(work / "tapper"),
+        "TAPSTREAM_TAPPER_VOLUMES": json.dumps(
+            [{"name": v, "path": str(p), "group": group, "mode": "sync"} for v, p in vols.items()]
+        ),
+    }
     procs: list[subprocess.Popen[bytes]] = []
     uri = {v: f"nbd://127.0.0.1:{port}/{v}" for v in vols}
     try:
@@ -56,18 +62,37 @@ def main() -> None:
         # (NOT_LEADER_FOR_PARTITION from its seq lookup); a second start finds the topic ready.
         for _attempt in range(3):
             with open(work / "tapper.log", "ab") as log:
-                tapper = subprocess.Popen([sys.executable, "-m", "tapstream.tapper"], env=tapper_env,
-                                          stdout=log, stderr=log)
-            ev.wait_for("the tapper", lambda t=tapper: t.poll() is not None or subprocess.run(
-                ["nbdinfo", "--size", next(iter(uri.values()))], capture_output=True).returncode == 0, timeout=60)
+                tapper = subprocess.Popen(
+                    [sys.executable, "-m", "tapstream.tapper"],
+                    env=tapper_env,
+                    stdout=log,
+                    stderr=log,
+                )
+            ev.wait_for(
+                "the tapper",
+                lambda t=tapper: (
+                    t.poll() is not None
+                    or subprocess.run(
+                        ["nbdinfo", "--size", next(iter(uri.values()))], capture_output=True
+                    ).returncode
+                    == 0
+                ),
+                timeout=60,
+            )
             if tapper.poll() is None:
                 procs.append(tapper)
                 break
         else:
             raise SystemExit(f"the tapper did not start; see {work / 'tapper.log'}")
         with open(work / "analyzer.log", "ab") as log:
-            procs.append(subprocess.Popen([sys.executable, "-m", "tapstream.analyzer", "--group", group],
-                                          env=env, stdout=log, stderr=log))
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "tapstream.analyzer", "--group", group],
+                    env=env,
+                    stdout=log,
+                    stderr=log,
+                )
+            )
         fs = work / "fs.img"
         ev.make_fs_image(fs, SIZE, content)
         for v in vols:
@@ -83,8 +108,12 @@ def main() -> None:
             durations[case] = time.time() - started[case]
         consumer = f"{settings.topic_prefix}-analyzer.encryption.{group}"
         topic = settings.topic(f"writes.{group}")
-        ev.wait_for("the analyzer to catch up", lambda: ev.committed_lag(settings, consumer, topic) == 0,
-                    timeout=600, interval=1)
+        ev.wait_for(
+            "the analyzer to catch up",
+            lambda: ev.committed_lag(settings, consumer, topic) == 0,
+            timeout=600,
+            interval=1,
+        )
         alerts = ev.alerts_of(settings, group)
     finally:
         for p in reversed(procs):
@@ -94,19 +123,41 @@ def main() -> None:
     for case, (malicious, _) in ev.CASES.items():
         mine = [a for a in alerts if a["volume"] == names[case]]
         delay = (int(mine[0]["details"]["published_ts"]) / 1e6 - started[case]) if mine else None
-        results.append({"case": case, "volume": names[case], "malicious": malicious, "alerts": len(mine),
-                        "detection_delay_s": round(delay, 2) if delay is not None else None,
-                        "workload_s": round(durations[case], 2),
-                        "encrypted_share": round(mine[0]["encrypted_share"], 3) if mine else None,
-                        "last_clean_checkpoint": mine[0]["last_clean_checkpoint"] if mine else None,
-                        "correct": (len(mine) > 0) == malicious})
+        results.append(
+            {
+                "case": case,
+                "volume": names[case],
+                "malicious": malicious,
+                "alerts": len(mine),
+                "detection_delay_s": round(delay, 2) if delay is not None else None,
+                "workload_s": round(durations[case], 2),
+                "encrypted_share": round(mine[0]["encrypted_share"], 3) if mine else None,
+                "last_clean_checkpoint": mine[0]["last_clean_checkpoint"] if mine else None,
+                "correct": (len(mine) > 0) == malicious,
+            }
+        )
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(results, indent=2) + "\n")
-    table = Table("case", "malicious", "alerts", "detection delay s", "workload s", "share", "correct",
-                  title=f"encryption analyzer, group {group}")
+    table = Table(
+        "case",
+        "malicious",
+        "alerts",
+        "detection delay s",
+        "workload s",
+        "share",
+        "correct",
+        title=f"encryption analyzer, group {group}",
+    )
     for r in results:
-        table.add_row(r["case"], str(r["malicious"]), str(r["alerts"]), str(r["detection_delay_s"] or "-"),
-                      str(r["workload_s"]), str(r["encrypted_share"] or "-"), "yes" if r["correct"] else "[red]no[/]")
+        table.add_row(
+            r["case"],
+            str(r["malicious"]),
+            str(r["alerts"]),
+            str(r["detection_delay_s"] or "-"),
+            str(r["workload_s"]),
+            str(r["encrypted_share"] or "-"),
+            "yes" if r["correct"] else "[red]no[/]",
+        )
     console.print(table)
     console.print(f"wrote {OUT}; logs in {work}")
     shutil.rmtree(work / "content", ignore_errors=True)

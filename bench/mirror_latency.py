@@ -25,6 +25,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
+
 from tapstream.core.settings import TapstreamSettings, load
 
 PRIMER = struct.pack(">d", 0.0)

@@ -41,9 +41,12 @@ class Services:
         self.env, self.logs, self.procs = env, logs, []
 
     def start(self, module: str, extra: dict[str, str], name: str) -> None:
-        out = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115
-        self.procs.append(subprocess.Popen([sys.executable, "-m", module], env={**self.env, **extra},
-                                           stdout=out, stderr=out))
+        out = open(self.logs / f"{name}.log", "ab")
+        self.procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", module], env={**self.env, **extra}, stdout=out, stderr=out
+            )
+        )
 
     def stop(self) -> None:
         for p in self.procs:
@@ -60,7 +63,9 @@ def wait_listen(uri: str) -> None:
         time.sleep(0.2)
 
 
-def rpo_under_load(settings: TapstreamSettings, group: str, uri: str, mbps: int, seconds: int) -> list[float]:
+def rpo_under_load(
+    settings: TapstreamSettings, group: str, uri: str, mbps: int, seconds: int
+) -> list[float]:
     """Age of each write when it reaches the recovery cluster, while fio writes at `mbps`."""
     codec = make_codec(settings)
     topic = settings.mirrored(settings.topic(f"writes.{group}"))
@@ -68,9 +73,15 @@ def rpo_under_load(settings: TapstreamSettings, group: str, uri: str, mbps: int,
     stop = threading.Event()
 
     def follow() -> None:
-        c = Consumer({"bootstrap.servers": settings.recovery_bootstrap, "group.id": f"rpo-{group}-{mbps}",
-                      "auto.offset.reset": "latest", "topic.metadata.refresh.interval.ms": 500,
-                      "fetch.wait.max.ms": 10})
+        c = Consumer(
+            {
+                "bootstrap.servers": settings.recovery_bootstrap,
+                "group.id": f"rpo-{group}-{mbps}",
+                "auto.offset.reset": "latest",
+                "topic.metadata.refresh.interval.ms": 500,
+                "fetch.wait.max.ms": 10,
+            }
+        )
         c.subscribe([topic])
         while not stop.is_set():
             msg = c.poll(0.2)
@@ -82,10 +93,28 @@ def rpo_under_load(settings: TapstreamSettings, group: str, uri: str, mbps: int,
 
     t = threading.Thread(target=follow)
     t.start()
-    time.sleep(3)  # let the follower join its group before the load starts (a warm-up, not a readiness wait)
-    subprocess.run(["fio", "--name=load", "--ioengine=nbd", f"--uri={uri}", "--rw=randwrite", "--bs=64k",
-                    "--size=512M", "--iodepth=16", f"--rate={mbps}m", "--time_based", f"--runtime={seconds}",
-                    "--refill_buffers", "--verify_state_save=0"], check=True, capture_output=True)
+    time.sleep(
+        3
+    )  # let the follower join its group before the load starts (a warm-up, not a readiness wait)
+    subprocess.run(
+        [
+            "fio",
+            "--name=load",
+            "--ioengine=nbd",
+            f"--uri={uri}",
+            "--rw=randwrite",
+            "--bs=64k",
+            "--size=512M",
+            "--iodepth=16",
+            f"--rate={mbps}m",
+            "--time_based",
+            f"--runtime={seconds}",
+            "--refill_buffers",
+            "--verify_state_save=0",
+        ],
+        check=True,
+        capture_output=True,
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and delays and time.time() - 1 < delays[-1]:
         time.sleep(0.2)
@@ -94,10 +123,25 @@ def rpo_under_load(settings: TapstreamSettings, group: str, uri: str, mbps: int,
     return delays
 
 
-def restore_vs_qemu(settings: TapstreamSettings, group: str, uri: str, vol: Path, work: Path) -> tuple[float, float]:
-    subprocess.run(["fio", "--name=fill", "--ioengine=nbd", f"--uri={uri}", "--rw=write", "--bs=1m",
-                    "--size=1g", "--iodepth=8", "--refill_buffers", "--verify_state_save=0"],
-                   check=True, capture_output=True)
+def restore_vs_qemu(
+    settings: TapstreamSettings, group: str, uri: str, vol: Path, work: Path
+) -> tuple[float, float]:
+    subprocess.run(
+        [
+            "fio",
+            "--name=fill",
+            "--ioengine=nbd",
+            f"--uri={uri}",
+            "--rw=write",
+            "--bs=1m",
+            "--size=1g",
+            "--iodepth=8",
+            "--refill_buffers",
+            "--verify_state_save=0",
+        ],
+        check=True,
+        capture_output=True,
+    )
     cp = asyncio.run(create_checkpoint(settings, group, "bench"))
 
     async def indexed() -> bool:
@@ -117,12 +161,18 @@ def restore_vs_qemu(settings: TapstreamSettings, group: str, uri: str, vol: Path
     t0 = time.monotonic()
     asyncio.run(restore(settings, group, "disk0", cp, out))
     restore_s = time.monotonic() - t0
-    subprocess.run(["qemu-img", "compare", "-f", "raw", "-F", "raw", str(vol), str(out)], check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["qemu-img", "compare", "-f", "raw", "-F", "raw", str(vol), str(out)],
+        check=True,
+        capture_output=True,
+    )
     src = work / "src.img"
     shutil.copyfile(vol, src)
     t0 = time.monotonic()
-    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "raw", str(src), str(work / "conv.img")], check=True)
+    subprocess.run(
+        ["qemu-img", "convert", "-f", "raw", "-O", "raw", str(src), str(work / "conv.img")],
+        check=True,
+    )
     qemu_s = time.monotonic() - t0
     return GiB / restore_s / 1e6, GiB / qemu_s / 1e6
 
@@ -132,10 +182,13 @@ def journal_rate(settings: TapstreamSettings, rows: int = 50_000) -> float:
         store = JournalStore(settings.recovery_database_url.get_secret_value())
         await store.start()
         group = f"bench-rows-{time.time_ns()}"
-        batch = [EventRow(group, "v", i, "Write", i * 4096, 4096, i, "t", 0, i, 0) for i in range(1, rows + 1)]
+        batch = [
+            EventRow(group, "v", i, "Write", i * 4096, 4096, i, "t", 0, i, 0)
+            for i in range(1, rows + 1)
+        ]
         t0 = time.perf_counter()
         for i in range(0, rows, 2000):
-            await store.write(batch[i:i + 2000], [], {("bench", 0): i})
+            await store.write(batch[i : i + 2000], [], {("bench", 0): i})
         secs = time.perf_counter() - t0
         assert store.pool
         await store.pool.execute("delete from journal_events where group_name=$1", group)
@@ -150,8 +203,12 @@ def main() -> None:
     stack.up()
     group = f"bench-{time.strftime('%H%M%S')}"
     work = Path(tempfile.mkdtemp(prefix="tapstream-bench-", dir=stack.root))
-    env = {**os.environ, **stack.env(), "TAPSTREAM_ENV_FILE": str(stack.root / "local.env"),
-           "TAPSTREAM_REPLICA_DIR": str(work / "replicas")}
+    env = {
+        **os.environ,
+        **stack.env(),
+        "TAPSTREAM_ENV_FILE": str(stack.root / "local.env"),
+        "TAPSTREAM_REPLICA_DIR": str(work / "replicas"),
+    }
     settings = load(TapstreamSettings).model_copy(update={"replica_dir": work / "replicas"})
     vol = work / "disk0.img"
     with open(vol, "wb") as f:
@@ -160,9 +217,17 @@ def main() -> None:
     svc = Services(env, work)
     result: dict[str, object] = {}
     try:
-        svc.start("tapstream.tapper", {"TAPSTREAM_TAPPER_VOLUMES": json.dumps(
-            [{"name": "disk0", "path": str(vol), "group": group, "mode": "sync"}]),
-            "TAPSTREAM_TAPPER_LISTEN_PORT": str(port), "TAPSTREAM_TAPPER_STATE_DIR": str(work / "tapper")}, "tapper")
+        svc.start(
+            "tapstream.tapper",
+            {
+                "TAPSTREAM_TAPPER_VOLUMES": json.dumps(
+                    [{"name": "disk0", "path": str(vol), "group": group, "mode": "sync"}]
+                ),
+                "TAPSTREAM_TAPPER_LISTEN_PORT": str(port),
+                "TAPSTREAM_TAPPER_STATE_DIR": str(work / "tapper"),
+            },
+            "tapper",
+        )
         svc.start("tapstream.journal", {"TAPSTREAM_JOURNAL_GROUPS": json.dumps([group])}, "journal")
         uri = f"nbd://127.0.0.1:{port}/disk0"
         wait_listen(uri)
@@ -170,17 +235,25 @@ def main() -> None:
         for mbps in (10, 40):
             d = rpo_under_load(settings, group, uri, mbps, 20)
             rpo[str(mbps)] = {"p50": pct(d, 50), "p99": pct(d, 99), "samples": len(d)}
-            print(f"RPO at {mbps} MB/s: p50 {rpo[str(mbps)]['p50']:.3f} s, p99 {rpo[str(mbps)]['p99']:.3f} s "
-                  f"({len(d)} writes)")
+            print(
+                f"RPO at {mbps} MB/s: p50 {rpo[str(mbps)]['p50']:.3f} s, p99 {rpo[str(mbps)]['p99']:.3f} s "
+                f"({len(d)} writes)"
+            )
         restore_mbps, qemu_mbps = restore_vs_qemu(settings, group, uri, vol, work)
-        print(f"restore of 1 GiB: {restore_mbps:.0f} MB/s; qemu-img convert: {qemu_mbps:.0f} MB/s; "
-              f"ratio {restore_mbps / qemu_mbps:.2f} (target >= 0.5)")
+        print(
+            f"restore of 1 GiB: {restore_mbps:.0f} MB/s; qemu-img convert: {qemu_mbps:.0f} MB/s; "
+            f"ratio {restore_mbps / qemu_mbps:.2f} (target >= 0.5)"
+        )
         rows = journal_rate(settings)
         print(f"journal index: {rows:,.0f} rows/s")
-        result = {"rpo_p50_s": {k: v["p50"] for k, v in rpo.items()},
-                  "rpo_p99_s": {k: v["p99"] for k, v in rpo.items()},
-                  "restore_mbps": restore_mbps, "qemu_img_convert_mbps": qemu_mbps,
-                  "restore_ratio": restore_mbps / qemu_mbps, "journal_rows_per_s": rows}
+        result = {
+            "rpo_p50_s": {k: v["p50"] for k, v in rpo.items()},
+            "rpo_p99_s": {k: v["p99"] for k, v in rpo.items()},
+            "restore_mbps": restore_mbps,
+            "qemu_img_convert_mbps": qemu_mbps,
+            "restore_ratio": restore_mbps / qemu_mbps,
+            "journal_rows_per_s": rows,
+        }
     finally:
         svc.stop()
         shutil.rmtree(work, ignore_errors=True)
@@ -199,7 +272,10 @@ def main() -> None:
     a.set_ylabel("seconds")
     a.set_title("RPO across MirrorMaker 2")
     a.legend()
-    b.bar(["tapstream restore", "qemu-img convert"], [result["restore_mbps"], result["qemu_img_convert_mbps"]])
+    b.bar(
+        ["tapstream restore", "qemu-img convert"],
+        [result["restore_mbps"], result["qemu_img_convert_mbps"]],
+    )
     b.set_ylabel("MB/s")
     b.set_title("1 GiB restore vs qemu-img convert")
     fig.tight_layout()

@@ -41,6 +41,7 @@ from typing import Any
 
 import uvloop
 from confluent_kafka.admin import AdminClient, NewTopic
+
 from tapstream.core.kafka import AsyncProducer, producer_config
 from tapstream.core.ports import free_port
 from tapstream.core.settings import TapstreamSettings, load
@@ -58,7 +59,9 @@ WORKLOADS = {  # result key -> fio job
 BENCH_PREFIX = "tapbench"
 
 
-def wait_listening(port: int, proc: subprocess.Popen[bytes], what: str, log: Path, timeout: float = 90) -> None:
+def wait_listening(
+    port: int, proc: subprocess.Popen[bytes], what: str, log: Path, timeout: float = 90
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -70,14 +73,24 @@ def wait_listening(port: int, proc: subprocess.Popen[bytes], what: str, log: Pat
         except OSError:
             time.sleep(0.1)
     proc.kill()
-    raise SystemExit(f"{what} did not listen on {port} within {timeout}s:\n{log.read_text()[-2000:]}")
+    raise SystemExit(
+        f"{what} did not listen on {port} within {timeout}s:\n{log.read_text()[-2000:]}"
+    )
 
 
 class Server:
     """One NBD server process serving `disk` on a TCP port."""
 
-    def __init__(self, target: str, disk: Path, work: Path, settings: TapstreamSettings, env: dict[str, str],
-                 compression: str = "none", chunk: int = 1 << 20) -> None:
+    def __init__(
+        self,
+        target: str,
+        disk: Path,
+        work: Path,
+        settings: TapstreamSettings,
+        env: dict[str, str],
+        compression: str = "none",
+        chunk: int = 1 << 20,
+    ) -> None:
         self.target = target
         self.port = free_port()
         self.log = work / f"{target}-{self.port}.log"
@@ -91,16 +104,19 @@ class Server:
         else:
             mode = target.split("-", 1)[1]
             cmd = [sys.executable, "-m", "tapstream.tapper"]
-            penv = {**env,
-                    "TAPSTREAM_TOPIC_PREFIX": BENCH_PREFIX,
-                    "TAPSTREAM_TAPPER_VOLUMES": json.dumps(
-                        [{"name": "vol", "path": str(disk), "group": self.group, "mode": mode}]),
-                    "TAPSTREAM_TAPPER_LISTEN_PORT": str(self.port),
-                    "TAPSTREAM_TAPPER_STATE_DIR": str(work / f"state-{self.group}"),
-                    "TAPSTREAM_TAPPER_COMPRESSION": compression,
-                    "TAPSTREAM_TAPPER_CHUNK_BYTES": str(chunk),
-                    "TAPSTREAM_TAPPER_RETENTION_HOURS": "1",
-                    "TAPSTREAM_LOG_LEVEL": "WARNING"}
+            penv = {
+                **env,
+                "TAPSTREAM_TOPIC_PREFIX": BENCH_PREFIX,
+                "TAPSTREAM_TAPPER_VOLUMES": json.dumps(
+                    [{"name": "vol", "path": str(disk), "group": self.group, "mode": mode}]
+                ),
+                "TAPSTREAM_TAPPER_LISTEN_PORT": str(self.port),
+                "TAPSTREAM_TAPPER_STATE_DIR": str(work / f"state-{self.group}"),
+                "TAPSTREAM_TAPPER_COMPRESSION": compression,
+                "TAPSTREAM_TAPPER_CHUNK_BYTES": str(chunk),
+                "TAPSTREAM_TAPPER_RETENTION_HOURS": "1",
+                "TAPSTREAM_LOG_LEVEL": "WARNING",
+            }
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(cmd, env=penv, stdout=out, stderr=out)
         wait_listening(self.port, self.proc, target, self.log)
@@ -118,16 +134,37 @@ class Server:
             self.proc.wait()
 
 
-def fio(uri: str, rw: str, bs: str, size: int, runtime: float, extra: list[str] | None = None) -> dict[str, Any]:
-    cmd = ["fio", "--name=bench", "--ioengine=nbd", f"--uri={uri}", f"--rw={rw}", f"--bs={bs}",
-           "--iodepth=16", "--numjobs=1", "--time_based", f"--runtime={runtime}", "--ramp_time=2",
-           f"--size={size}", "--randrepeat=0", "--norandommap", "--output-format=json", *(extra or [])]
+def fio(
+    uri: str, rw: str, bs: str, size: int, runtime: float, extra: list[str] | None = None
+) -> dict[str, Any]:
+    cmd = [
+        "fio",
+        "--name=bench",
+        "--ioengine=nbd",
+        f"--uri={uri}",
+        f"--rw={rw}",
+        f"--bs={bs}",
+        "--iodepth=16",
+        "--numjobs=1",
+        "--time_based",
+        f"--runtime={runtime}",
+        "--ramp_time=2",
+        f"--size={size}",
+        "--randrepeat=0",
+        "--norandommap",
+        "--output-format=json",
+        *(extra or []),
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=runtime + 120)
     if res.returncode != 0:
         raise SystemExit(f"fio failed against {uri}:\n{res.stdout[-2000:]}\n{res.stderr[-2000:]}")
-    job = json.loads(res.stdout[res.stdout.index("{"):])["jobs"][0]["write"]
-    return {"iops": job["iops"], "mbps": job["bw_bytes"] / 1e6,
-            "p99_us": job["clat_ns"]["percentile"]["99.000000"] / 1000, "errors": job.get("total_err", 0)}
+    job = json.loads(res.stdout[res.stdout.index("{") :])["jobs"][0]["write"]
+    return {
+        "iops": job["iops"],
+        "mbps": job["bw_bytes"] / 1e6,
+        "p99_us": job["clat_ns"]["percentile"]["99.000000"] / 1000,
+        "errors": job.get("total_err", 0),
+    }
 
 
 def fresh_disk(path: Path, size: int) -> None:
@@ -136,10 +173,20 @@ def fresh_disk(path: Path, size: int) -> None:
         f.truncate(size)
 
 
-def run_target(target: str, disk: Path, size: int, work: Path, settings: TapstreamSettings, env: dict[str, str],
-               runtime: float, topics: list[str], compression: str, chunk: int = 1 << 20,
-               workloads: dict[str, dict[str, str]] = WORKLOADS, fio_extra: list[str] | None = None,
-               ) -> dict[str, dict[str, Any]]:
+def run_target(
+    target: str,
+    disk: Path,
+    size: int,
+    work: Path,
+    settings: TapstreamSettings,
+    env: dict[str, str],
+    runtime: float,
+    topics: list[str],
+    compression: str,
+    chunk: int = 1 << 20,
+    workloads: dict[str, dict[str, str]] = WORKLOADS,
+    fio_extra: list[str] | None = None,
+) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     fresh_disk(disk, size)
     server = Server(target, disk, work, settings, env, compression, chunk)
@@ -148,16 +195,23 @@ def run_target(target: str, disk: Path, size: int, work: Path, settings: Tapstre
     try:
         for key, job in workloads.items():
             out[key] = fio(server.uri, job["rw"], job["bs"], size, runtime, fio_extra)
-            print(f"  {target:16} {key:13} {out[key]['iops']:9.0f} IOPS {out[key]['mbps']:8.1f} MB/s "
-                  f"p99 {out[key]['p99_us']:8.0f} us", flush=True)
+            print(
+                f"  {target:16} {key:13} {out[key]['iops']:9.0f} IOPS {out[key]['mbps']:8.1f} MB/s "
+                f"p99 {out[key]['p99_us']:8.0f} us",
+                flush=True,
+            )
     finally:
         server.stop()
     return out
 
 
-def kafka_produce_p99(settings: TapstreamSettings, seconds: float, compression: str,
-                      linger_ms: float = TapperSettings.model_fields["tapper_linger_ms"].default,
-                      inflight: int = 16) -> dict[str, float]:
+def kafka_produce_p99(
+    settings: TapstreamSettings,
+    seconds: float,
+    compression: str,
+    linger_ms: float = TapperSettings.model_fields["tapper_linger_ms"].default,
+    inflight: int = 16,
+) -> dict[str, float]:
     """Kafka alone, the tapper's way: the shared AsyncProducer with the tapper's producer config, 4 KiB
     records, `inflight` of them outstanding (like fio's iodepth); per-record produce-to-ack latency."""
     topic = f"{BENCH_PREFIX}.produce.{uuid.uuid4().hex[:8]}"
@@ -185,10 +239,14 @@ def kafka_produce_p99(settings: TapstreamSettings, seconds: float, compression: 
 
     uvloop.run(run())
     admin.delete_topics([topic])
-    lat = lat[len(lat) // 10:]  # drop the warm-up tenth (first metadata, first batches)
+    lat = lat[len(lat) // 10 :]  # drop the warm-up tenth (first metadata, first batches)
     q = statistics.quantiles(lat, n=100)
-    return {"records": len(lat), "records_per_s": len(lat) / (seconds * 0.9),
-            "p50_us": q[49] * 1e6, "p99_us": q[98] * 1e6}
+    return {
+        "records": len(lat),
+        "records_per_s": len(lat) / (seconds * 0.9),
+        "p50_us": q[49] * 1e6,
+        "p99_us": q[98] * 1e6,
+    }
 
 
 def topic_bytes(log_dir: Path, topic: str) -> int:
@@ -202,9 +260,19 @@ PROFILES = {  # what --profile samples: the two paths the issue's targets are ab
 }
 
 
-def profile(disk: Path, size: int, work: Path, settings: TapstreamSettings, env: dict[str, str], runtime: float,
-            topics: list[str], compression: str, target: str = "tapstream-sync", rw: str = "randwrite",
-            bs: str = "4k") -> dict[str, Any]:
+def profile(
+    disk: Path,
+    size: int,
+    work: Path,
+    settings: TapstreamSettings,
+    env: dict[str, str],
+    runtime: float,
+    topics: list[str],
+    compression: str,
+    target: str = "tapstream-sync",
+    rw: str = "randwrite",
+    bs: str = "4k",
+) -> dict[str, Any]:
     """py-spy on the tapper during one fio workload: top functions by own and total time."""
     if shutil.which("py-spy") is None and not (Path(sys.executable).parent / "py-spy").exists():
         raise SystemExit("py-spy is missing: `make setup` installs it")
@@ -214,10 +282,27 @@ def profile(disk: Path, size: int, work: Path, settings: TapstreamSettings, env:
     topics.append(server.topic)
     raw = work / f"profile-{target}-{rw}-{bs}.raw"
     try:
-        rec = subprocess.Popen([spy, "record", "--pid", str(server.proc.pid), "--duration", str(int(runtime)),
-                                "--rate", "250", "--format", "raw", "--output", str(raw)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        time.sleep(0.5)  # let py-spy attach before the load starts (its own start-up, not a readiness wait)
+        rec = subprocess.Popen(
+            [
+                spy,
+                "record",
+                "--pid",
+                str(server.proc.pid),
+                "--duration",
+                str(int(runtime)),
+                "--rate",
+                "250",
+                "--format",
+                "raw",
+                "--output",
+                str(raw),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        time.sleep(
+            0.5
+        )  # let py-spy attach before the load starts (its own start-up, not a readiness wait)
         fio(server.uri, rw, bs, size, runtime)
         _, err = rec.communicate(timeout=runtime + 60)
         if rec.returncode != 0:
@@ -237,9 +322,11 @@ def profile(disk: Path, size: int, work: Path, settings: TapstreamSettings, env:
         own[frames[-1]] += n
         for f in set(frames):
             total[f] += n
-    return {"samples": samples,
-            "top_own": [(f, round(100 * n / samples, 1)) for f, n in own.most_common(15)],
-            "top_total": [(f, round(100 * n / samples, 1)) for f, n in total.most_common(25)]}
+    return {
+        "samples": samples,
+        "top_own": [(f, round(100 * n / samples, 1)) for f, n in own.most_common(15)],
+        "top_total": [(f, round(100 * n / samples, 1)) for f, n in total.most_common(25)],
+    }
 
 
 # --- output --------------------------------------------------------------------------------------
@@ -249,8 +336,12 @@ def chart(results: dict[str, dict[str, float]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    metrics = [("iops_4k_randwrite", "4k randwrite IOPS"), ("mbps_64k_seqwrite", "64k seq write MB/s"),
-               ("mbps_1m_seqwrite", "1M seq write MB/s"), ("p99_us_4k_randwrite", "4k randwrite p99 (µs)")]
+    metrics = [
+        ("iops_4k_randwrite", "4k randwrite IOPS"),
+        ("mbps_64k_seqwrite", "64k seq write MB/s"),
+        ("mbps_1m_seqwrite", "1M seq write MB/s"),
+        ("p99_us_4k_randwrite", "4k randwrite p99 (µs)"),
+    ]
     fig, axes = plt.subplots(1, 4, figsize=(16, 4))
     colors = ["#888888", "#4c72b0", "#dd8452", "#55a868"]
     for ax, (key, title) in zip(axes, metrics, strict=True):
@@ -267,32 +358,55 @@ def chart(results: dict[str, dict[str, float]], path: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runtime", type=float, default=10.0, help="seconds per fio run (after 2 s ramp)")
-    ap.add_argument("--size", type=int, default=256 << 20, help="volume size in bytes (same for every target)")
-    ap.add_argument("--compression", default="none", help="tapper producer compression for the main table")
+    ap.add_argument(
+        "--runtime", type=float, default=10.0, help="seconds per fio run (after 2 s ramp)"
+    )
+    ap.add_argument(
+        "--size", type=int, default=256 << 20, help="volume size in bytes (same for every target)"
+    )
+    ap.add_argument(
+        "--compression", default="none", help="tapper producer compression for the main table"
+    )
     ap.add_argument("--targets", default=",".join(TARGETS))
-    ap.add_argument("--profile", action="store_true", help="also profile the sync 4k hot path with py-spy")
-    ap.add_argument("--sweep", action="store_true", help="also sweep producer compression and chunk size")
+    ap.add_argument(
+        "--profile", action="store_true", help="also profile the sync 4k hot path with py-spy"
+    )
+    ap.add_argument(
+        "--sweep", action="store_true", help="also sweep producer compression and chunk size"
+    )
     ap.add_argument("--out", type=Path, default=RESULTS / "tapper.json")
     args = ap.parse_args()
     for tool in ("fio", "nbdkit"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is missing: run `make system-deps`")
     settings = load(TapstreamSettings)
-    env = {**os.environ, "TAPSTREAM_ENV_FILE": os.environ.get("TAPSTREAM_ENV_FILE", str(REPO / ".tapstream/local.env"))}
+    env = {
+        **os.environ,
+        "TAPSTREAM_ENV_FILE": os.environ.get(
+            "TAPSTREAM_ENV_FILE", str(REPO / ".tapstream/local.env")
+        ),
+    }
     targets = args.targets.split(",")
     topics: list[str] = []
-    extra: dict[str, Any] = {"runtime_s": args.runtime, "size_bytes": args.size, "iodepth": 16,
-                             "compression": args.compression, "cpus": os.cpu_count(),
-                             "loadavg_before": os.getloadavg()[0]}
+    extra: dict[str, Any] = {
+        "runtime_s": args.runtime,
+        "size_bytes": args.size,
+        "iodepth": 16,
+        "compression": args.compression,
+        "cpus": os.cpu_count(),
+        "loadavg_before": os.getloadavg()[0],
+    }
     raw: dict[str, dict[str, dict[str, Any]]] = {}
     work = Path(tempfile.mkdtemp(prefix="tapper-bench-", dir=REPO / ".tapstream"))
     disk = work / "disk.img"
     try:
-        print(f"fio nbd engine, iodepth 16, {args.size >> 20} MiB volume, {args.runtime:.0f} s per run")
+        print(
+            f"fio nbd engine, iodepth 16, {args.size >> 20} MiB volume, {args.runtime:.0f} s per run"
+        )
         for target in targets:
-            raw[target] = run_target(target, disk, args.size, work, settings, env, args.runtime, topics,
-                                     args.compression)
+            raw[target] = run_target(
+                target, disk, args.size, work, settings, env, args.runtime, topics, args.compression
+            )
         print("  kafka alone: 4 KiB records, 16 in flight ...", flush=True)
         extra["kafka_produce_4k"] = kafka_produce_p99(settings, args.runtime, args.compression)
         if args.sweep:
@@ -301,18 +415,35 @@ def main() -> None:
             extra["profile"] = {}
             for name, (target, rw, bs) in PROFILES.items():
                 print(f"  profiling {name} with py-spy ...", flush=True)
-                extra["profile"][name] = profile(disk, args.size, work, settings, env, args.runtime, topics,
-                                                 args.compression, target, rw, bs)
+                extra["profile"][name] = profile(
+                    disk,
+                    args.size,
+                    work,
+                    settings,
+                    env,
+                    args.runtime,
+                    topics,
+                    args.compression,
+                    target,
+                    rw,
+                    bs,
+                )
     finally:
         if topics:
             with contextlib.suppress(Exception):
                 AdminClient({"bootstrap.servers": settings.protected_bootstrap}).delete_topics(
-                    [*topics, f"{BENCH_PREFIX}.control"])
+                    [*topics, f"{BENCH_PREFIX}.control"]
+                )
         shutil.rmtree(work, ignore_errors=True)
-    results = {t: {"iops_4k_randwrite": round(r["4k_randwrite"]["iops"], 1),
-                   "mbps_64k_seqwrite": round(r["64k_seqwrite"]["mbps"], 1),
-                   "mbps_1m_seqwrite": round(r["1m_seqwrite"]["mbps"], 1),
-                   "p99_us_4k_randwrite": round(r["4k_randwrite"]["p99_us"], 1)} for t, r in raw.items()}
+    results = {
+        t: {
+            "iops_4k_randwrite": round(r["4k_randwrite"]["iops"], 1),
+            "mbps_64k_seqwrite": round(r["64k_seqwrite"]["mbps"], 1),
+            "mbps_1m_seqwrite": round(r["1m_seqwrite"]["mbps"], 1),
+            "p99_us_4k_randwrite": round(r["4k_randwrite"]["p99_us"], 1),
+        }
+        for t, r in raw.items()
+    }
     extra["raw"] = raw
     extra["loadavg_after"] = os.getloadavg()[0]
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -323,26 +454,59 @@ def main() -> None:
     report(results, extra)
 
 
-def sweep(disk: Path, size: int, work: Path, settings: TapstreamSettings, env: dict[str, str], runtime: float,
-          topics: list[str]) -> dict[str, Any]:
+def sweep(
+    disk: Path,
+    size: int,
+    work: Path,
+    settings: TapstreamSettings,
+    env: dict[str, str],
+    runtime: float,
+    topics: list[str],
+) -> dict[str, Any]:
     """Producer compression (random data and 50%-compressible data) and Write chunk size, sync mode."""
     log_dir = Path(settings_log_dir())
     out: dict[str, Any] = {"compression": {}, "chunk": {}}
     seq64 = {"64k_seqwrite": WORKLOADS["64k_seqwrite"]}
-    for data, fio_extra in (("random", []), ("compressible50", ["--buffer_compress_percentage=50",
-                                                                "--refill_buffers"])):
+    for data, fio_extra in (
+        ("random", []),
+        ("compressible50", ["--buffer_compress_percentage=50", "--refill_buffers"]),
+    ):
         for comp in ("none", "lz4", "zstd"):
             before = len(topics)
-            r = run_target("tapstream-sync", disk, size, work, settings, env, runtime, topics, comp,
-                           workloads=seq64, fio_extra=fio_extra)["64k_seqwrite"]
+            r = run_target(
+                "tapstream-sync",
+                disk,
+                size,
+                work,
+                settings,
+                env,
+                runtime,
+                topics,
+                comp,
+                workloads=seq64,
+                fio_extra=fio_extra,
+            )["64k_seqwrite"]
             stored = topic_bytes(log_dir, topics[before]) if len(topics) > before else 0
             written = r["mbps"] * 1e6 * runtime
-            out["compression"][f"{data}/{comp}"] = {"mbps_64k_seqwrite": round(r["mbps"], 1),
-                                                    "kafka_bytes_per_written_byte": round(stored / written, 3)}
+            out["compression"][f"{data}/{comp}"] = {
+                "mbps_64k_seqwrite": round(r["mbps"], 1),
+                "kafka_bytes_per_written_byte": round(stored / written, 3),
+            }
     big = {"1m_seqwrite": WORKLOADS["1m_seqwrite"], "4m_seqwrite": {"rw": "write", "bs": "4m"}}
     for chunk in (256 << 10, 1 << 20, 4 << 20):
-        r2 = run_target("tapstream-sync", disk, size, work, settings, env, runtime, topics, "none", chunk=chunk,
-                        workloads=big)
+        r2 = run_target(
+            "tapstream-sync",
+            disk,
+            size,
+            work,
+            settings,
+            env,
+            runtime,
+            topics,
+            "none",
+            chunk=chunk,
+            workloads=big,
+        )
         out["chunk"][f"{chunk >> 10}KiB"] = {k: round(v["mbps"], 1) for k, v in r2.items()}
     return out
 
@@ -363,8 +527,13 @@ def report(results: dict[str, dict[str, float]], extra: dict[str, Any]) -> None:
     for col in ("target", "4k randwrite IOPS", "64k seq MB/s", "1M seq MB/s", "4k p99 µs"):
         table.add_column(col, justify="right")
     for t, r in results.items():
-        table.add_row(t, f"{r['iops_4k_randwrite']:,.0f}", f"{r['mbps_64k_seqwrite']:,.1f}",
-                      f"{r['mbps_1m_seqwrite']:,.1f}", f"{r['p99_us_4k_randwrite']:,.0f}")
+        table.add_row(
+            t,
+            f"{r['iops_4k_randwrite']:,.0f}",
+            f"{r['mbps_64k_seqwrite']:,.1f}",
+            f"{r['mbps_1m_seqwrite']:,.1f}",
+            f"{r['p99_us_4k_randwrite']:,.0f}",
+        )
     console = Console()
     console.print(table)
 
@@ -373,21 +542,35 @@ def report(results: dict[str, dict[str, float]], extra: dict[str, Any]) -> None:
             return "n/a"
         return f"{results[a][key] / results[b][key]:.2f}x"
 
-    console.print(f"sync 4k IOPS vs nbdkit-python:      {ratio('tapstream-sync', 'nbdkit-python', 'iops_4k_randwrite')}"
-                  "  (target >= 1.0x, aim 1.5x)")
-    console.print(f"async 4k IOPS vs nbdkit-python:     {ratio('tapstream-async', 'nbdkit-python', 'iops_4k_randwrite')}")
-    console.print(f"async 64k MB/s vs nbdkit-file:      {ratio('tapstream-async', 'nbdkit-file', 'mbps_64k_seqwrite')}"
-                  "  (target >= 0.5x)")
-    console.print(f"sync 64k MB/s vs nbdkit-file:       {ratio('tapstream-sync', 'nbdkit-file', 'mbps_64k_seqwrite')}")
-    console.print(f"sync 1M MB/s vs nbdkit-file:        {ratio('tapstream-sync', 'nbdkit-file', 'mbps_1m_seqwrite')}")
+    console.print(
+        f"sync 4k IOPS vs nbdkit-python:      {ratio('tapstream-sync', 'nbdkit-python', 'iops_4k_randwrite')}"
+        "  (target >= 1.0x, aim 1.5x)"
+    )
+    console.print(
+        f"async 4k IOPS vs nbdkit-python:     {ratio('tapstream-async', 'nbdkit-python', 'iops_4k_randwrite')}"
+    )
+    console.print(
+        f"async 64k MB/s vs nbdkit-file:      {ratio('tapstream-async', 'nbdkit-file', 'mbps_64k_seqwrite')}"
+        "  (target >= 0.5x)"
+    )
+    console.print(
+        f"sync 64k MB/s vs nbdkit-file:       {ratio('tapstream-sync', 'nbdkit-file', 'mbps_64k_seqwrite')}"
+    )
+    console.print(
+        f"sync 1M MB/s vs nbdkit-file:        {ratio('tapstream-sync', 'nbdkit-file', 'mbps_1m_seqwrite')}"
+    )
     k = extra.get("kafka_produce_4k")
     if k:
-        console.print(f"Kafka alone (4 KiB records, 16 in flight): {k['records_per_s']:,.0f} records/s, "
-                      f"p50 {k['p50_us']:,.0f} µs, p99 {k['p99_us']:,.0f} µs")
+        console.print(
+            f"Kafka alone (4 KiB records, 16 in flight): {k['records_per_s']:,.0f} records/s, "
+            f"p50 {k['p50_us']:,.0f} µs, p99 {k['p99_us']:,.0f} µs"
+        )
     if k and "tapstream-sync" in results:
-        console.print(f"sync 4k p99 {results['tapstream-sync']['p99_us_4k_randwrite']:,.0f} µs vs Kafka's own produce "
-                      f"p99 {k['p99_us']:,.0f} µs (p50 {k['p50_us']:,.0f} µs, 4 KiB, 16 in flight): "
-                      f"{results['tapstream-sync']['p99_us_4k_randwrite'] / k['p99_us']:.2f}x")
+        console.print(
+            f"sync 4k p99 {results['tapstream-sync']['p99_us_4k_randwrite']:,.0f} µs vs Kafka's own produce "
+            f"p99 {k['p99_us']:,.0f} µs (p50 {k['p50_us']:,.0f} µs, 4 KiB, 16 in flight): "
+            f"{results['tapstream-sync']['p99_us_4k_randwrite'] / k['p99_us']:.2f}x"
+        )
     if "sweep" in extra:
         console.print_json(json.dumps(extra["sweep"]))
     for name, p in extra.get("profile", {}).items():

@@ -20,6 +20,7 @@ from typing import Literal
 
 import pytest
 from pydantic import SecretStr
+
 from tapstream.core.settings import TapstreamSettings, load
 from tapstream.localstack import LocalStackSettings, Stack
 from tapstream.localstack.classpath import resolve

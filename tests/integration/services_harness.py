@@ -10,10 +10,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-def start_service(stack, module: str, tmp: Path, env: dict[str, str], name: str) -> subprocess.Popen[bytes]:
+def start_service(
+    stack, module: str, tmp: Path, env: dict[str, str], name: str
+) -> subprocess.Popen[bytes]:
     log = tmp / f"{name}.log"
-    out = open(log, "ab")  # noqa: SIM115 - lives as long as the process
-    return subprocess.Popen([sys.executable, "-m", module], env={**stack.env, **env}, stdout=out, stderr=out)
+    out = open(log, "ab")
+    return subprocess.Popen(
+        [sys.executable, "-m", module], env={**stack.env, **env}, stdout=out, stderr=out
+    )
 
 
 def stop(proc: subprocess.Popen[bytes], timeout: float = 30) -> int:
@@ -22,7 +26,9 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 30) -> int:
     return proc.wait(timeout)
 
 
-def wait_until(what: str, check: Callable[[], object], timeout: float = 90, interval: float = 0.2) -> object:
+def wait_until(
+    what: str, check: Callable[[], object], timeout: float = 90, interval: float = 0.2
+) -> object:
     deadline = time.monotonic() + timeout
     last: object = None
     while time.monotonic() < deadline:

@@ -34,23 +34,39 @@ class SiteManagerProcess:
         return self.proc.wait(timeout)
 
 
-def start_site_manager(stack, tmp: Path, site: str, groups: list[str], extra: dict[str, str] | None = None,
-                       timeout: float = 90) -> SiteManagerProcess:
+def start_site_manager(
+    stack,
+    tmp: Path,
+    site: str,
+    groups: list[str],
+    extra: dict[str, str] | None = None,
+    timeout: float = 90,
+) -> SiteManagerProcess:
     port = int((extra or {}).get("TAPSTREAM_SITE_MANAGER_PORT") or free_port())
     state = tmp / f"sm-{site}"
-    env = {**stack.env, "TAPSTREAM_SITE": site, "TAPSTREAM_SITE_MANAGER_PORT": str(port),
-           "TAPSTREAM_SITE_MANAGER_STATE_DIR": str(state), "TAPSTREAM_REPLICA_DIR": str(tmp / "replicas"),
-           "TAPSTREAM_SITE_MANAGER_ONLY_GROUPS": json.dumps(groups), "TAPSTREAM_LOG_FORMAT": "console",
-           "TAPSTREAM_SITE_MANAGER_STOP_SERVICES": "true",  # tests leave nothing running
-           **(extra or {})}
+    env = {
+        **stack.env,
+        "TAPSTREAM_SITE": site,
+        "TAPSTREAM_SITE_MANAGER_PORT": str(port),
+        "TAPSTREAM_SITE_MANAGER_STATE_DIR": str(state),
+        "TAPSTREAM_REPLICA_DIR": str(tmp / "replicas"),
+        "TAPSTREAM_SITE_MANAGER_ONLY_GROUPS": json.dumps(groups),
+        "TAPSTREAM_LOG_FORMAT": "console",
+        "TAPSTREAM_SITE_MANAGER_STOP_SERVICES": "true",  # tests leave nothing running
+        **(extra or {}),
+    }
     log = tmp / f"site-manager-{site}-{port}.log"
     with open(log, "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "tapstream.site_manager"], env=env, stdout=out, stderr=out)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tapstream.site_manager"], env=env, stdout=out, stderr=out
+        )
     sm = SiteManagerProcess(proc, site, f"http://127.0.0.1:{port}", log, state)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"site manager exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            raise RuntimeError(
+                f"site manager exited with {proc.returncode}:\n{log.read_text()[-3000:]}"
+            )
         try:
             if httpx.get(sm.url + "/health", timeout=2).json()["ready"]:
                 return sm
@@ -61,17 +77,32 @@ def start_site_manager(stack, tmp: Path, site: str, groups: list[str], extra: di
     raise RuntimeError(f"site manager not ready within {timeout}s:\n{log.read_text()[-3000:]}")
 
 
-def cli_env(stack, protected: SiteManagerProcess, recovery: SiteManagerProcess, tmp: Path) -> dict[str, str]:
-    return {**stack.env, "TAPSTREAM_SITE_MANAGER_PROTECTED_URL": protected.url,
-            "TAPSTREAM_SITE_MANAGER_RECOVERY_URL": recovery.url, "TAPSTREAM_REPLICA_DIR": str(tmp / "replicas"),
-            "COLUMNS": "200"}
+def cli_env(
+    stack, protected: SiteManagerProcess, recovery: SiteManagerProcess, tmp: Path
+) -> dict[str, str]:
+    return {
+        **stack.env,
+        "TAPSTREAM_SITE_MANAGER_PROTECTED_URL": protected.url,
+        "TAPSTREAM_SITE_MANAGER_RECOVERY_URL": recovery.url,
+        "TAPSTREAM_REPLICA_DIR": str(tmp / "replicas"),
+        "COLUMNS": "200",
+    }
 
 
-def tapstream(env: dict[str, str], *args: str, ok: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    res = subprocess.run([sys.executable, "-m", "tapstream.cli.main", *args], env=env, capture_output=True, text=True,
-                         timeout=timeout)
+def tapstream(
+    env: dict[str, str], *args: str, ok: bool = True, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    res = subprocess.run(
+        [sys.executable, "-m", "tapstream.cli.main", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if ok:
-        assert res.returncode == 0, f"tapstream {' '.join(args)} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}"
+        assert res.returncode == 0, (
+            f"tapstream {' '.join(args)} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}"
+        )
     return res
 
 

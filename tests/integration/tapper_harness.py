@@ -34,13 +34,21 @@ class TapperProcess:
         return self.proc.wait(timeout)
 
 
-def start_tapper(stack, tmp: Path, group: str, volumes: dict[str, Path], mode: str = "sync",
-                 extra_env: dict[str, str] | None = None, timeout: float = 60) -> TapperProcess:
+def start_tapper(
+    stack,
+    tmp: Path,
+    group: str,
+    volumes: dict[str, Path],
+    mode: str = "sync",
+    extra_env: dict[str, str] | None = None,
+    timeout: float = 60,
+) -> TapperProcess:
     port = free_port()
     env = {
         **stack.env,
         "TAPSTREAM_TAPPER_VOLUMES": json.dumps(
-            [{"name": n, "path": str(p), "group": group, "mode": mode} for n, p in volumes.items()]),
+            [{"name": n, "path": str(p), "group": group, "mode": mode} for n, p in volumes.items()]
+        ),
         "TAPSTREAM_TAPPER_LISTEN_PORT": str(port),
         "TAPSTREAM_TAPPER_STATE_DIR": str(tmp / "tapper-state"),
         "TAPSTREAM_TAPPER_HOST_ID": "test-host",
@@ -49,7 +57,9 @@ def start_tapper(stack, tmp: Path, group: str, volumes: dict[str, Path], mode: s
     }
     log = tmp / f"tapper-{port}.log"
     with open(log, "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "tapstream.tapper"], env=env, stdout=out, stderr=out)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tapstream.tapper"], env=env, stdout=out, stderr=out
+        )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -66,13 +76,21 @@ def start_tapper(stack, tmp: Path, group: str, volumes: dict[str, Path], mode: s
 
 def replay(stack, group: str, volume: str, out: Path, size: int) -> VolumeReplay:
     settings: TapstreamSettings = stack.settings
-    return replay_volume(client_config(settings), settings.topic(f"writes.{group}"), volume, str(out), size,
-                         make_codec(settings))
+    return replay_volume(
+        client_config(settings),
+        settings.topic(f"writes.{group}"),
+        volume,
+        str(out),
+        size,
+        make_codec(settings),
+    )
 
 
 def run(cmd: list[str], timeout: float = 300, **kw) -> subprocess.CompletedProcess[str]:
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
-    assert res.returncode == 0, f"{cmd[0]} failed ({res.returncode}):\n{res.stdout[-2000:]}\n{res.stderr[-2000:]}"
+    assert res.returncode == 0, (
+        f"{cmd[0]} failed ({res.returncode}):\n{res.stdout[-2000:]}\n{res.stderr[-2000:]}"
+    )
     return res
 
 

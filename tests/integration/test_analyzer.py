@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from tapstream.analyzer import evaluation as ev
 from tapstream.vdsa.coordinator import create_checkpoint
 
@@ -26,7 +27,9 @@ pytestmark = pytest.mark.integration
 SIZE = 64 * 1024 * 1024
 
 
-def test_in_place_encryption_alerts_and_benign_work_does_not(stack, tmp_path: Path, unique_name: str) -> None:
+def test_in_place_encryption_alerts_and_benign_work_does_not(
+    stack, tmp_path: Path, unique_name: str
+) -> None:
     group = unique_name
     content = tmp_path / "content"
     assert ev.text_tree(content / "data", 6 << 20) > 4 << 20
@@ -35,8 +38,11 @@ def test_in_place_encryption_alerts_and_benign_work_does_not(stack, tmp_path: Pa
         with open(v, "wb") as f:
             f.truncate(SIZE)
     tapper = start_tapper(stack, tmp_path, group, vols)
-    env = {"TAPSTREAM_ANALYZER_GROUP": group, "TAPSTREAM_ANALYZER_WINDOW_S": "5",
-           "TAPSTREAM_LOG_FORMAT": "console"}
+    env = {
+        "TAPSTREAM_ANALYZER_GROUP": group,
+        "TAPSTREAM_ANALYZER_WINDOW_S": "5",
+        "TAPSTREAM_LOG_FORMAT": "console",
+    }
     analyzer = start_service(stack, "tapstream.analyzer", tmp_path, env, "analyzer")
     settings = stack.settings
     consumer_group = f"{settings.topic_prefix}-analyzer.encryption.{group}"
@@ -52,7 +58,9 @@ def test_in_place_encryption_alerts_and_benign_work_does_not(stack, tmp_path: Pa
         onset = time.time()
         with ev.mounted(tapper.uri("victim"), tmp_path / "m-victim") as mnt:
             ev.encrypt_in_place(mnt)
-        alerts = wait_until("an alert", lambda: ev.alerts_of(settings, group), timeout=30 - (time.time() - onset))
+        alerts = wait_until(
+            "an alert", lambda: ev.alerts_of(settings, group), timeout=30 - (time.time() - onset)
+        )
         (alert,) = alerts
         assert alert["volume"] == "victim" and alert["kind"] == "encryption"
         assert alert["last_clean_checkpoint"] == clean
@@ -60,24 +68,44 @@ def test_in_place_encryption_alerts_and_benign_work_does_not(stack, tmp_path: Pa
         assert alert["onset_ts"] >= onset * 1e6 - 1e6 and alert["encrypted_share"] >= 0.3
         assert int(alert["details"]["published_ts"]) / 1e6 - onset < 30
         # The checkpoint is asked to be tagged and kept.
-        tags = ev.read_topic(settings, settings.topic("control"), "Command",
-                             lambda c: c["group"] == group and c["kind"] == "CHECKPOINT_TAG")
-        assert [(t["checkpoint_id"], t["tag"], t["args"]["alert_id"]) for t in tags] == [(clean, "last-clean", alert["id"])]
+        tags = ev.read_topic(
+            settings,
+            settings.topic("control"),
+            "Command",
+            lambda c: c["group"] == group and c["kind"] == "CHECKPOINT_TAG",
+        )
+        assert [(t["checkpoint_id"], t["tag"], t["args"]["alert_id"]) for t in tags] == [
+            (clean, "last-clean", alert["id"])
+        ]
         # Clean shutdown on SIGTERM, then a restart resumes without a second alert.
-        wait_until("offsets committed", lambda: ev.committed_lag(settings, consumer_group,
-                                                                 settings.topic(f"writes.{group}")) == 0, timeout=30)
+        wait_until(
+            "offsets committed",
+            lambda: (
+                ev.committed_lag(settings, consumer_group, settings.topic(f"writes.{group}")) == 0
+            ),
+            timeout=30,
+        )
         analyzer.send_signal(signal.SIGTERM)
         assert analyzer.wait(30) == 0
-        with ev.mounted(tapper.uri("benign"), tmp_path / "m-benign2") as mnt:  # more work while it is down
+        with ev.mounted(
+            tapper.uri("benign"), tmp_path / "m-benign2"
+        ) as mnt:  # more work while it is down
             ev.copy_text_tree(mnt, limit=1 << 20)
         analyzer = start_service(stack, "tapstream.analyzer", tmp_path, env, "analyzer2")
-        wait_until("the restarted analyzer caught up", lambda: ev.committed_lag(
-            settings, consumer_group, settings.topic(f"writes.{group}")) == 0, timeout=60)
+        wait_until(
+            "the restarted analyzer caught up",
+            lambda: (
+                ev.committed_lag(settings, consumer_group, settings.topic(f"writes.{group}")) == 0
+            ),
+            timeout=60,
+        )
         assert [a["id"] for a in ev.alerts_of(settings, group)] == [alert["id"]]
         log = (tmp_path / "analyzer2.log").read_text()
         assert "alert" not in log.lower().replace("alerts", ""), log[-2000:]
         # It shows as a consumer group of the write topic (`tapstream status` lists the same per group).
-        status = run([sys.executable, "-m", "tapstream.cli.main", "analyze", "list", "--json"], env=stack.env)
+        status = run(
+            [sys.executable, "-m", "tapstream.cli.main", "analyze", "list", "--json"], env=stack.env
+        )
         mine = [a for a in json.loads(status.stdout) if a["group"] == group]
         assert mine and mine[0]["analyzer"] == "encryption" and mine[0]["lag"] == 0
     finally:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -38,9 +37,22 @@ def volume(tmp: Path, name: str) -> Path:
 
 
 def fio(uri: str, seed: int) -> None:
-    run(["fio", "--name=w", "--ioengine=nbd", f"--uri={uri}", "--rw=randwrite", "--bsrange=4k-128k",
-         "--size=8M", f"--offset={seed % 3 * 8}M", "--iodepth=8", "--refill_buffers",
-         f"--randseed={seed}", "--verify_state_save=0"])
+    run(
+        [
+            "fio",
+            "--name=w",
+            "--ioengine=nbd",
+            f"--uri={uri}",
+            "--rw=randwrite",
+            "--bsrange=4k-128k",
+            "--size=8M",
+            f"--offset={seed % 3 * 8}M",
+            "--iodepth=8",
+            "--refill_buffers",
+            f"--randseed={seed}",
+            "--verify_state_save=0",
+        ]
+    )
 
 
 def checkpoints_indexed(stack, group: str) -> list[dict]:
@@ -51,20 +63,29 @@ def checkpoints_indexed(stack, group: str) -> list[dict]:
             return await store.checkpoints(group)
         finally:
             await store.stop()
+
     return asyncio.run(q())
 
 
-def test_restore_three_checkpoints_and_after_vdsa_sigkill(stack, tmp_path: Path, unique_name: str) -> None:
+def test_restore_three_checkpoints_and_after_vdsa_sigkill(
+    stack, tmp_path: Path, unique_name: str
+) -> None:
     group = unique_name
     vol = volume(tmp_path, "disk0")
     env = {**stack.env, "TAPSTREAM_REPLICA_DIR": str(tmp_path / "replicas")}
     stack.env.update({"TAPSTREAM_REPLICA_DIR": env["TAPSTREAM_REPLICA_DIR"]})
     settings = stack.settings.model_copy(update={"replica_dir": tmp_path / "replicas"})
     tapper = start_tapper(stack, tmp_path, group, {"disk0": vol})
-    journal = start_service(stack, "tapstream.journal", tmp_path, groups_env("JOURNAL", group), "journal")
+    journal = start_service(
+        stack, "tapstream.journal", tmp_path, groups_env("JOURNAL", group), "journal"
+    )
     # History of a few seconds: the replica advances during the test, so restores combine both.
-    vdsa_env = {**groups_env("VDSA", group), "TAPSTREAM_SITE": "recovery", "TAPSTREAM_VDSA_JOURNAL_HISTORY_S": "4",
-                "TAPSTREAM_VDSA_PROGRESS_INTERVAL_S": "0.5"}
+    vdsa_env = {
+        **groups_env("VDSA", group),
+        "TAPSTREAM_SITE": "recovery",
+        "TAPSTREAM_VDSA_JOURNAL_HISTORY_S": "4",
+        "TAPSTREAM_VDSA_PROGRESS_INTERVAL_S": "0.5",
+    }
     vdsa = start_service(stack, "tapstream.vdsa", tmp_path, vdsa_env, "vdsa")
     copies: dict[str, Path] = {}
     try:
@@ -75,7 +96,9 @@ def test_restore_three_checkpoints_and_after_vdsa_sigkill(stack, tmp_path: Path,
             shutil.copyfile(vol, copy)  # no writes in flight: the volume is exactly the checkpoint
             copies[cp] = copy
         images = [p.read_bytes() for p in copies.values()]
-        assert len({hash(i) for i in images}) == 3 and images[0] != bytes(SIZE), "fio wrote nothing new"
+        assert len({hash(i) for i in images}) == 3 and images[0] != bytes(SIZE), (
+            "fio wrote nothing new"
+        )
         wait_until("all checkpoints indexed", lambda: len(checkpoints_indexed(stack, group)) == 3)
         for n, (cp, copy) in enumerate(copies.items()):
             out = tmp_path / f"restored-{n}.img"
@@ -84,7 +107,7 @@ def test_restore_three_checkpoints_and_after_vdsa_sigkill(stack, tmp_path: Path,
             assert res.events_in_window >= res.events_applied
         # Kill the VDSA while it applies, restart it, restore the newest checkpoint again.
         fio(tapper.uri("disk0"), seed=2000)
-        last = asyncio.run(create_checkpoint(settings, group, "after-kill"))
+        asyncio.run(create_checkpoint(settings, group, "after-kill"))
         shutil.copyfile(vol, tmp_path / "at-last.img")
         replica_pos = tmp_path / "replicas" / group / "disk0.pos.json"
         wait_until("the replica applying", replica_pos.exists, timeout=60)
@@ -97,11 +120,24 @@ def test_restore_three_checkpoints_and_after_vdsa_sigkill(stack, tmp_path: Path,
         images_equal(tmp_path / "at-last.img", out)
         # Once everything aged past the history, the replica alone equals the protected volume.
         replica = tmp_path / "replicas" / group / "disk0.img"
-        wait_until("replica converged", lambda: replica.exists() and replica.stat().st_size == SIZE and
-                   subprocess.run(["cmp", "-s", str(replica), str(tmp_path / "at-last.img")]).returncode == 0,
-                   timeout=60, interval=1)
-        wait_until("the journal learning the replica passed the first checkpoint",
-                   lambda: not checkpoints_indexed(stack, group)[0]["restorable"], timeout=30)
+        wait_until(
+            "replica converged",
+            lambda: (
+                replica.exists()
+                and replica.stat().st_size == SIZE
+                and subprocess.run(
+                    ["cmp", "-s", str(replica), str(tmp_path / "at-last.img")]
+                ).returncode
+                == 0
+            ),
+            timeout=60,
+            interval=1,
+        )
+        wait_until(
+            "the journal learning the replica passed the first checkpoint",
+            lambda: not checkpoints_indexed(stack, group)[0]["restorable"],
+            timeout=30,
+        )
         # Old checkpoints are now behind the replica: a restore says so and leaves no file.
         first = next(iter(copies))
         bad = tmp_path / "too-old.img"
@@ -111,7 +147,9 @@ def test_restore_three_checkpoints_and_after_vdsa_sigkill(stack, tmp_path: Path,
         with pytest.raises(RestoreError, match="unknown volume"):
             asyncio.run(restore(settings, group, "nope", "latest", tmp_path / "x.img"))
         # What the operator sees.
-        status = json.loads(run([sys.executable, "-m", "tapstream.cli.main", "status", "--json"], env=env).stdout)
+        status = json.loads(
+            run([sys.executable, "-m", "tapstream.cli.main", "status", "--json"], env=env).stdout
+        )
         mine = next(g for g in status if g["group"] == group)
         assert mine["checkpoints"] == 4 and mine["volumes"] == ["disk0"]
         assert mine["applied_seq"]["disk0"] > 0 and mine["last_checkpoint"]["tag"] == "after-kill"
@@ -121,19 +159,27 @@ def test_restore_three_checkpoints_and_after_vdsa_sigkill(stack, tmp_path: Path,
         stop(vdsa)
 
 
-def test_checkpoints_are_crash_consistent_across_two_volumes(stack, tmp_path: Path, unique_name: str) -> None:
+def test_checkpoints_are_crash_consistent_across_two_volumes(
+    stack, tmp_path: Path, unique_name: str
+) -> None:
     group = unique_name
     vols = {"a": volume(tmp_path, "a"), "b": volume(tmp_path, "b")}
     tapper = start_tapper(stack, tmp_path, group, vols)
     # A libnbd writer: counter i to volume a, wait for completion, then i to volume b.
-    writer = subprocess.Popen(["/usr/bin/python3", "-c", f"""
+    writer = subprocess.Popen(
+        [
+            "/usr/bin/python3",
+            "-c",
+            f"""
 import nbd, struct
 a, b = nbd.NBD(), nbd.NBD()
-a.connect_uri("{tapper.uri('a')}"); b.connect_uri("{tapper.uri('b')}")
+a.connect_uri("{tapper.uri("a")}"); b.connect_uri("{tapper.uri("b")}")
 for i in range(1, 400):
     a.pwrite(struct.pack(">Q", i) * 64, 0)
     b.pwrite(struct.pack(">Q", i) * 64, 0)
-"""])
+""",
+        ]
+    )
     cps = []
     try:
         while writer.poll() is None:
@@ -147,7 +193,9 @@ for i in range(1, 400):
     seen: dict[str, dict[str, int]] = {"a": {}, "b": {}}
     current = {"a": 0, "b": 0}
     settings = stack.settings
-    for _p, _o, rec in read_stream(client_config(settings), settings.topic(f"writes.{group}"), make_codec(settings)):
+    for _p, _o, rec in read_stream(
+        client_config(settings), settings.topic(f"writes.{group}"), make_codec(settings)
+    ):
         kind, body = rec["body"]
         if kind == "Write" and body["offset"] == 0:
             current[rec["volume"]] = int.from_bytes(body["data"][:8], "big")

@@ -27,17 +27,42 @@ def test_replicator_reports_lag_and_rpo(stack, tmp_path: Path, unique_name: str)
     asyncio.run(ensure_topics(client_config(settings), [TopicSpec(topic)]))
     p = Producer({"bootstrap.servers": stack.protected_bootstrap})
     for seq in range(1, 51):
-        p.produce(topic, codec.encode("DiskEvent", {
-            "volume": "v", "seq": seq, "ts": 0, "host": "h", "group": unique_name,
-            "body": ("Write", {"offset": 0, "length": 1, "data": b"x", "checksum": 0})}), key=b"v")
+        p.produce(
+            topic,
+            codec.encode(
+                "DiskEvent",
+                {
+                    "volume": "v",
+                    "seq": seq,
+                    "ts": 0,
+                    "host": "h",
+                    "group": unique_name,
+                    "body": ("Write", {"offset": 0, "length": 1, "data": b"x", "checksum": 0}),
+                },
+            ),
+            key=b"v",
+        )
     assert p.flush(30) == 0
     port = free_port()
-    proc = start_service(stack, "tapstream.replicator", tmp_path, {
-        "TAPSTREAM_REPLICATOR_GROUPS": json.dumps([unique_name]), "TAPSTREAM_METRICS_PORT": str(port),
-        "TAPSTREAM_REPLICATOR_INTERVAL_S": "0.5"}, "replicator")
+    proc = start_service(
+        stack,
+        "tapstream.replicator",
+        tmp_path,
+        {
+            "TAPSTREAM_REPLICATOR_GROUPS": json.dumps([unique_name]),
+            "TAPSTREAM_METRICS_PORT": str(port),
+            "TAPSTREAM_REPLICATOR_INTERVAL_S": "0.5",
+        },
+        "replicator",
+    )
     try:
-        c = Consumer({"bootstrap.servers": stack.recovery_bootstrap, "group.id": f"t-{unique_name}",
-                      "auto.offset.reset": "earliest"})
+        c = Consumer(
+            {
+                "bootstrap.servers": stack.recovery_bootstrap,
+                "group.id": f"t-{unique_name}",
+                "auto.offset.reset": "earliest",
+            }
+        )
         c.subscribe([settings.topic("progress")])
 
         def caught_up() -> bool:
@@ -45,9 +70,15 @@ def test_replicator_reports_lag_and_rpo(stack, tmp_path: Path, unique_name: str)
             if msg is None or msg.error():
                 return False
             _, rec = codec.decode(msg.value())
-            return rec["source"] == "replicator" and rec["group"] == unique_name and rec["lag_records"] == 0
+            return (
+                rec["source"] == "replicator"
+                and rec["group"] == unique_name
+                and rec["lag_records"] == 0
+            )
 
-        wait_until("the replicator to report the group fully mirrored", caught_up, timeout=90, interval=0)
+        wait_until(
+            "the replicator to report the group fully mirrored", caught_up, timeout=90, interval=0
+        )
         c.close()
         body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
         assert f'tapstream_rpo_seconds{{group="{unique_name}"}} 0.0' in body

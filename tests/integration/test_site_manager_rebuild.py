@@ -22,14 +22,20 @@ NO_SERVICES = {"TAPSTREAM_SITE_MANAGER_RUN_SERVICES": "false"}
 
 def projection(url: str) -> tuple[dict[tuple[str, str], tuple[int, str]], set[tuple]]:
     """(aggregate -> (version, state), every event) of a site's projection."""
+
     async def q() -> tuple[dict[tuple[str, str], tuple[int, str]], set[tuple]]:
         conn = await asyncpg.connect(url)
         try:
-            rows = await conn.fetch("select aggregate_type, aggregate_id, version, state::text from sm_aggregates")
-            events = await conn.fetch("select id, aggregate_id, version, type, payload::text from sm_events")
+            rows = await conn.fetch(
+                "select aggregate_type, aggregate_id, version, state::text from sm_aggregates"
+            )
+            events = await conn.fetch(
+                "select id, aggregate_id, version, type, payload::text from sm_events"
+            )
             return {(r[0], r[1]): (r[2], r[3]) for r in rows}, {tuple(r) for r in events}
         finally:
             await conn.close()
+
     return asyncio.run(q())
 
 
@@ -47,70 +53,128 @@ def test_rest_concurrency_mirroring_and_rebuild(stack, tmp_path: Path, unique_na
         r = api.post(f"/groups/{group}/vms/vm1/volumes", json={"volume": "d0", "path": "/x"})
         assert r.status_code == 409 and "add-vm" in r.json()["detail"]
         assert api.get("/groups/nope-" + group).status_code == 404
-        assert api.post(f"/groups/{group}/vms", json={"vm": "vm1"}, headers={"If-Match": "1"}).status_code == 201
+        assert (
+            api.post(
+                f"/groups/{group}/vms", json={"vm": "vm1"}, headers={"If-Match": "1"}
+            ).status_code
+            == 201
+        )
         for i in range(2):
-            assert api.post(f"/groups/{group}/vms/vm1/volumes", json={"volume": f"d{i}", "path": f"/v/d{i}.img"}
-                            ).status_code == 201
-        assert api.put(f"/groups/{group}/vms/vm1/target", json={"target_vm": "vm1-dr"}).json()["version"] == 5
+            assert (
+                api.post(
+                    f"/groups/{group}/vms/vm1/volumes",
+                    json={"volume": f"d{i}", "path": f"/v/d{i}.img"},
+                ).status_code
+                == 201
+            )
+        assert (
+            api.put(f"/groups/{group}/vms/vm1/target", json={"target_vm": "vm1-dr"}).json()[
+                "version"
+            ]
+            == 5
+        )
         # A writer that read an older version is refused, not merged.
         r = api.patch(f"/groups/{group}", json={"rpo_target_s": 5}, headers={"If-Match": "4"})
         assert r.status_code == 409 and "reload it and retry" in r.json()["detail"]
         # Two writers that both read version 5: exactly one wins.
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
-            codes = sorted(pool.map(lambda vm: httpx.post(f"{pm.url}/groups/{group}/vms", json={"vm": vm},
-                                                          headers={"If-Match": "5"}, timeout=30).status_code,
-                                    ["a", "b"]))
+            codes = sorted(
+                pool.map(
+                    lambda vm: (
+                        httpx.post(
+                            f"{pm.url}/groups/{group}/vms",
+                            json={"vm": vm},
+                            headers={"If-Match": "5"},
+                            timeout=30,
+                        ).status_code
+                    ),
+                    ["a", "b"],
+                )
+            )
         assert codes == [201, 409], codes
-        assert api.post(f"/groups/{group}/pause", json={"reason": "maintenance"}).json()["status"] == "paused"
+        assert (
+            api.post(f"/groups/{group}/pause", json={"reason": "maintenance"}).json()["status"]
+            == "paused"
+        )
         r = api.post(f"/groups/{group}/pause")
         assert r.status_code == 409 and "not protecting" in r.json()["detail"]
         assert api.post(f"/groups/{group}/resume").json()["status"] == "protecting"
         r = api.post(f"/groups/{group}/failover")
         assert r.status_code == 409 and "recovery site" in r.json()["detail"]
         state = api.get(f"/groups/{group}").json()
-        assert state["version"] == 8 and [v["name"] for v in state["vms"][0]["volumes"]] == ["d0", "d1"]
+        assert state["version"] == 8 and [v["name"] for v in state["vms"][0]["volumes"]] == [
+            "d0",
+            "d1",
+        ]
         events = api.get(f"/groups/{group}/events").json()
         assert [e["type"] for e in events][:3] == ["GroupCreated", "VmAdded", "VolumeAdded"]
         assert "tapstream_site_manager_events_total" in api.get("/metrics/").text
 
         # The recovery site's manager sees the same group through MirrorMaker 2.
         rm = start_site_manager(stack, tmp_path, "recovery", [group], NO_SERVICES)
-        wait_until("the group at the recovery site", lambda: httpx.get(f"{rm.url}/groups/{group}").status_code == 200
-                   and httpx.get(f"{rm.url}/groups/{group}").json() == state, timeout=60)
+        wait_until(
+            "the group at the recovery site",
+            lambda: (
+                httpx.get(f"{rm.url}/groups/{group}").status_code == 200
+                and httpx.get(f"{rm.url}/groups/{group}").json() == state
+            ),
+            timeout=60,
+        )
 
         # Rebuild: drop the projection, read the topics again, get the same state.
         before, before_events = projection(stack.protected_database_url)
         assert before[("group", group)][0] == 8
         assert pm.stop() == 0, "the site manager did not stop cleanly on SIGTERM"
         # Same address: registering the site again is then no new event.
-        pm = start_site_manager(stack, tmp_path, "protected", [group], {
-            **NO_SERVICES, "TAPSTREAM_SITE_MANAGER_REBUILD": "true",
-            "TAPSTREAM_SITE_MANAGER_PORT": pm.url.rsplit(":", 1)[1]})
+        pm = start_site_manager(
+            stack,
+            tmp_path,
+            "protected",
+            [group],
+            {
+                **NO_SERVICES,
+                "TAPSTREAM_SITE_MANAGER_REBUILD": "true",
+                "TAPSTREAM_SITE_MANAGER_PORT": pm.url.rsplit(":", 1)[1],
+            },
+        )
         assert "rebuilding" in pm.log.read_text()
         after, after_events = projection(stack.protected_database_url)
         assert after[("group", group)] == before[("group", group)]
         assert httpx.get(f"{pm.url}/groups/{group}").json() == state
         # Every aggregate as it was, unless other tests' events (mirrored a little later) moved it on.
         assert before_events <= after_events
-        changed = {k: (v, after.get(k)) for k, v in before.items() if after.get(k) != v and
-                   (after.get(k) is None or after[k][0] <= v[0])}
+        changed = {
+            k: (v, after.get(k))
+            for k, v in before.items()
+            if after.get(k) != v and (after.get(k) is None or after[k][0] <= v[0])
+        }
         assert not changed, changed
 
         # A site manager killed during a move: the next one fails the operation and releases the group.
         r = httpx.post(f"{rm.url}/groups/{group}/move", timeout=30)
         assert r.status_code == 202, r.text
         op = r.json()["id"]
-        wait_until("the move running", lambda: httpx.get(f"{rm.url}/groups/{group}").json()["status"] == "failing_over")
+        wait_until(
+            "the move running",
+            lambda: httpx.get(f"{rm.url}/groups/{group}").json()["status"] == "failing_over",
+        )
         rm.proc.kill()
         rm.proc.wait(30)
-        rm = start_site_manager(stack, tmp_path, "recovery", [group], {
-            **NO_SERVICES, "TAPSTREAM_SITE_MANAGER_PORT": rm.url.rsplit(":", 1)[1]})
+        rm = start_site_manager(
+            stack,
+            tmp_path,
+            "recovery",
+            [group],
+            {**NO_SERVICES, "TAPSTREAM_SITE_MANAGER_PORT": rm.url.rsplit(":", 1)[1]},
+        )
         done = httpx.get(f"{rm.url}/operations/{op}").json()
         assert done["status"] == "failed" and "retry" in done["error"], done
         g = httpx.get(f"{rm.url}/groups/{group}").json()
         assert (g["status"], g["operation"]) == ("protecting", None)
         assert [e["type"] for e in httpx.get(f"{rm.url}/groups/{group}/events").json()][-2:] == [
-            "FailoverStarted", "FailoverAborted"]
+            "FailoverStarted",
+            "FailoverAborted",
+        ]
     finally:
         assert pm.stop() == 0
         if rm is not None:

@@ -40,15 +40,21 @@ def still_serves(tapper) -> None:
 def nbdsh(tapper, script: str) -> str:
     # nbdsh is `python3 -m nbd` with Debian's python3-libnbd: run it with Debian's python3, whatever
     # python3 comes first on the PATH.
-    res = subprocess.run(["/usr/bin/python3", "-m", "nbd", "-u", tapper.uri("vol"), "-c", script],
-                         capture_output=True, text=True, timeout=60)
+    res = subprocess.run(
+        ["/usr/bin/python3", "-m", "nbd", "-u", tapper.uri("vol"), "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert res.returncode == 0, res.stderr
     return res.stdout
 
 
 def test_out_of_range_and_oversize_requests_get_errors_and_connection_stays(tapper) -> None:
     # libnbd with strict mode off sends what a buggy client would; the server must answer each.
-    out = nbdsh(tapper, f"""
+    out = nbdsh(
+        tapper,
+        f"""
 import errno
 h.set_strict_mode(0)
 def code(f):
@@ -65,14 +71,21 @@ print("write-too-big", code(lambda: h.pwrite(b"z" * (33 * 1024 * 1024), 0)))
 print("fua-flush-ok", code(lambda: h.flush(nbd.CMD_FLAG_FUA)))
 print("bad-flag", code(lambda: h.pwrite(b"w" * 512, 0, nbd.CMD_FLAG_NO_HOLE)))
 print("then-ok", code(lambda: h.pwrite(b"y" * 4096, 4096)), h.pread(4096, 4096) == b"y" * 4096)
-""")
+""",
+    )
     lines = dict(line.split(" ", 1) for line in out.strip().splitlines())
     assert lines["read-past-end"] == "EINVAL"  # EINVAL
-    assert lines["write-past-end"] == "ENOSPC"  # ENOSPC, as the protocol asks for writes past the end
+    assert (
+        lines["write-past-end"] == "ENOSPC"
+    )  # ENOSPC, as the protocol asks for writes past the end
     assert lines["zero-past-end"] == "ENOSPC"
     assert lines["misaligned"] == "EINVAL"  # libnbd asked for block sizes, so alignment is enforced
-    assert lines["read-too-big"] == "EOVERFLOW"  # a payload-less request above the advertised maximum
-    assert lines["write-too-big"] == "EINVAL"  # its payload was read and skipped: the stream stays in step
+    assert (
+        lines["read-too-big"] == "EOVERFLOW"
+    )  # a payload-less request above the advertised maximum
+    assert (
+        lines["write-too-big"] == "EINVAL"
+    )  # its payload was read and skipped: the stream stays in step
     assert lines["fua-flush-ok"] == "0"  # FUA is accepted on any command
     assert lines["bad-flag"] == "EINVAL"  # NO_HOLE belongs to WRITE_ZEROES only
     assert lines["then-ok"] == "0 True"
@@ -114,7 +127,7 @@ def test_starttls_is_refused_cleanly(tapper) -> None:
     with socket.create_connection(("127.0.0.1", tapper.port), timeout=10) as s:
         _recv(s, 18)
         s.sendall(struct.pack(">I", 3) + struct.pack(">QII", IHAVEOPT, 5, 0))
-        magic, option, rep, length = struct.unpack(">QIII", _recv(s, 20))
+        _magic, option, rep, length = struct.unpack(">QIII", _recv(s, 20))
         assert option == 5 and rep == 2**31 + 2  # NBD_REP_ERR_POLICY
         _recv(s, length)
     still_serves(tapper)
@@ -135,8 +148,11 @@ def test_garbage_handshake_closes_only_that_connection(tapper, garbage: bytes) -
 
 
 frames = st.tuples(
-    st.integers(0, 0xFFFF), st.integers(0, 12), st.integers(0, 2**64 - 1),
-    st.one_of(st.integers(0, SIZE), st.integers(0, 2**64 - 1)), st.integers(0, 70000),
+    st.integers(0, 0xFFFF),
+    st.integers(0, 12),
+    st.integers(0, 2**64 - 1),
+    st.one_of(st.integers(0, SIZE), st.integers(0, 2**64 - 1)),
+    st.integers(0, 70000),
 )
 
 

@@ -44,9 +44,25 @@ def test_fio_verify_and_replay(stack, tmp_path: Path, unique_name: str, mode: st
     vol = new_volume(tmp_path)
     tapper = start_tapper(stack, tmp_path, unique_name, {"vol": vol}, mode=mode)
     try:
-        run(["fio", "--name=verify", "--ioengine=nbd", f"--uri={tapper.uri('vol')}", "--rw=randwrite",
-             "--bs=4k,64k", "--bsrange=4k-256k", "--size=32M", "--iodepth=16", "--verify=crc32c",
-             "--do_verify=1", "--verify_fatal=1", "--verify_state_save=0", "--randrepeat=0", "--norandommap=0"])
+        run(
+            [
+                "fio",
+                "--name=verify",
+                "--ioengine=nbd",
+                f"--uri={tapper.uri('vol')}",
+                "--rw=randwrite",
+                "--bs=4k,64k",
+                "--bsrange=4k-256k",
+                "--size=32M",
+                "--iodepth=16",
+                "--verify=crc32c",
+                "--do_verify=1",
+                "--verify_fatal=1",
+                "--verify_state_save=0",
+                "--randrepeat=0",
+                "--norandommap=0",
+            ]
+        )
     finally:
         assert tapper.stop() == 0, tapper.log.read_text()[-2000:]
     check_replay(stack, tmp_path, unique_name, "vol", vol)
@@ -61,7 +77,9 @@ def test_qemu_img_convert_qemu_io_nbdcopy_nbdinfo(stack, tmp_path: Path, unique_
         f.write(os.urandom(3 << 20))
         f.seek(40 << 20)
         f.write(b"tapstream" * 10000)
-    tapper = start_tapper(stack, tmp_path, unique_name, {"vol": vol, "other": new_volume(tmp_path, "other")})
+    tapper = start_tapper(
+        stack, tmp_path, unique_name, {"vol": vol, "other": new_volume(tmp_path, "other")}
+    )
     try:
         uri = tapper.uri("vol")
         info = run(["nbdinfo", "--json", uri]).stdout
@@ -70,10 +88,38 @@ def test_qemu_img_convert_qemu_io_nbdcopy_nbdinfo(stack, tmp_path: Path, unique_
         assert "vol" in listed and "other" in listed
         run(["qemu-img", "convert", "-n", "-f", "raw", "-O", "raw", str(src), uri])
         images_equal(src, vol)
-        run(["qemu-io", "-f", "raw", "-c", "write -P 0xab 8M 1M", "-c", "write -z 1M 64k",
-             "-c", "discard 2M 128k", "-c", "flush", "-c", "write -f -P 0xcd 9M 4k", uri])
-        out = run(["qemu-io", "-f", "raw", "-c", "read -P 0xab 8M 4k", "-c", "read -P 0 1M 64k",
-                   "-c", "read -P 0xcd 9M 4k", uri]).stdout
+        run(
+            [
+                "qemu-io",
+                "-f",
+                "raw",
+                "-c",
+                "write -P 0xab 8M 1M",
+                "-c",
+                "write -z 1M 64k",
+                "-c",
+                "discard 2M 128k",
+                "-c",
+                "flush",
+                "-c",
+                "write -f -P 0xcd 9M 4k",
+                uri,
+            ]
+        )
+        out = run(
+            [
+                "qemu-io",
+                "-f",
+                "raw",
+                "-c",
+                "read -P 0xab 8M 4k",
+                "-c",
+                "read -P 0 1M 64k",
+                "-c",
+                "read -P 0xcd 9M 4k",
+                uri,
+            ]
+        ).stdout
         assert "Pattern verification failed" not in out
         copy = tmp_path / "copy.img"
         run(["nbdcopy", uri, str(copy)])
@@ -91,21 +137,38 @@ def test_sigkill_during_async_fio_then_delta_sync(stack, tmp_path: Path, unique_
     import subprocess
     import time
 
-    fio = subprocess.Popen(["fio", "--name=load", "--ioengine=nbd", f"--uri={tapper.uri('vol')}",
-                            "--rw=randwrite", "--bs=64k", "--size=48M", "--iodepth=16", "--time_based",
-                            "--runtime=30"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    fio = subprocess.Popen(
+        [
+            "fio",
+            "--name=load",
+            "--ioengine=nbd",
+            f"--uri={tapper.uri('vol')}",
+            "--rw=randwrite",
+            "--bs=64k",
+            "--size=48M",
+            "--iodepth=16",
+            "--time_based",
+            "--runtime=30",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     # Kill once real writes are flowing: the volume file has grown data blocks.
     deadline = time.monotonic() + 30
     while os.stat(vol).st_blocks * 512 < 8 << 20 and time.monotonic() < deadline:
         time.sleep(0.05)
     tapper.stop(signal.SIGKILL)
     fio.wait(60)
-    before = (tapper.log.read_text())
+    before = tapper.log.read_text()
     restarted = start_tapper(stack, tmp_path, unique_name, {"vol": vol}, mode="async")
     try:
         run(["qemu-io", "-f", "raw", "-c", "write -P 0x5a 0 64k", restarted.uri("vol")])
     finally:
         assert restarted.stop() == 0
-    log = restarted.log.read_text()[len(before):] if restarted.log == tapper.log else restarted.log.read_text()
+    log = (
+        restarted.log.read_text()[len(before) :]
+        if restarted.log == tapper.log
+        else restarted.log.read_text()
+    )
     assert "delta sync" in log or "sync done" in log, log[-3000:]
     check_replay(stack, tmp_path, unique_name, "vol", vol)

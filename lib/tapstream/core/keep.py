@@ -35,16 +35,40 @@ def parse_tag_command(cmd: dict[str, Any]) -> TagRequest | None:
     args = cmd.get("args") or {}
     keep = str(args.get("keep", "true")).strip().lower() not in ("false", "0", "no")
     tag = cmd.get("tag") or (DEFAULT_TAG if keep else None)
-    return TagRequest(cmd["group"], cmd["checkpoint_id"], tag, keep, args.get("reason", ""), int(cmd["ts"]),
-                      cmd.get("sender", ""), tuple(cmd.get("volumes") or ()))
+    return TagRequest(
+        cmd["group"],
+        cmd["checkpoint_id"],
+        tag,
+        keep,
+        args.get("reason", ""),
+        int(cmd["ts"]),
+        cmd.get("sender", ""),
+        tuple(cmd.get("volumes") or ()),
+    )
 
 
-def tag_command(group: str, checkpoint_id: str, tag: str | None, keep: bool, sender: str, ts: int,
-                reason: str = "", extra: dict[str, str] | None = None) -> dict[str, Any]:
+def tag_command(
+    group: str,
+    checkpoint_id: str,
+    tag: str | None,
+    keep: bool,
+    sender: str,
+    ts: int,
+    reason: str = "",
+    extra: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """A CHECKPOINT_TAG Command record (the same shape the analyzer publishes)."""
-    return {"id": str(uuid.uuid4()), "group": group, "kind": "CHECKPOINT_TAG", "sender": sender, "ts": ts,
-            "checkpoint_id": checkpoint_id, "tag": tag, "volumes": [],
-            "args": {**(extra or {}), "reason": reason, "keep": "true" if keep else "false"}}
+    return {
+        "id": str(uuid.uuid4()),
+        "group": group,
+        "kind": "CHECKPOINT_TAG",
+        "sender": sender,
+        "ts": ts,
+        "checkpoint_id": checkpoint_id,
+        "tag": tag,
+        "volumes": [],
+        "args": {**(extra or {}), "reason": reason, "keep": "true" if keep else "false"},
+    }
 
 
 @dataclass
@@ -77,9 +101,14 @@ class Keeps:
 
     def dump(self, group: str) -> dict[str, dict[str, list[Any]]]:
         """The kept checkpoints of `group` and their kept tags: {checkpoint: {tag: [true, ts]}}."""
-        return {cp: {tag: [True, ts] for tag, (keep, ts) in self.tags[(group, cp)].items()
-                     if keep and ts > self.released_all.get((group, cp), -1)}
-                for cp in sorted(self.kept_ids(group))}
+        return {
+            cp: {
+                tag: [True, ts]
+                for tag, (keep, ts) in self.tags[(group, cp)].items()
+                if keep and ts > self.released_all.get((group, cp), -1)
+            }
+            for cp in sorted(self.kept_ids(group))
+        }
 
     def load(self, group: str, dumped: dict[str, dict[str, list[Any]]]) -> None:
         """Merge what `dump` gave; commands with a later ts (a release) still win over it."""
@@ -91,7 +120,9 @@ class Keeps:
 Action = Literal["apply", "skip", "apply-and-hold", "hold"]
 
 
-def decide(branch: str, body: dict[str, Any], seq: int, applied_seq: int, kept: Keeps, group: str) -> Action:
+def decide(
+    branch: str, body: dict[str, Any], seq: int, applied_seq: int, kept: Keeps, group: str
+) -> Action:
     """What the recovery VDSA does with the next record of a volume.
 
     The marker of a kept checkpoint is applied (it changes no bytes, but it is the replica's position

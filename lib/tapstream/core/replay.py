@@ -70,11 +70,19 @@ def _zero(fd: int, offset: int, length: int) -> None:
         offset += n
 
 
-def read_stream(conf: dict[str, Any], topic: str, codec: Codec) -> Iterator[tuple[int, int, dict[str, Any]]]:
+def read_stream(
+    conf: dict[str, Any], topic: str, codec: Codec
+) -> Iterator[tuple[int, int, dict[str, Any]]]:
     """Every record of `topic` from the beginning to the end offsets seen at the start:
     yields (partition, offset, record)."""
-    consumer = Consumer({**conf, "group.id": "tapstream-replay", "enable.auto.commit": False,
-                         "enable.partition.eof": False})
+    consumer = Consumer(
+        {
+            **conf,
+            "group.id": "tapstream-replay",
+            "enable.auto.commit": False,
+            "enable.partition.eof": False,
+        }
+    )
     try:
         meta = consumer.list_topics(topic, timeout=10).topics[topic]
         ends: dict[int, int] = {}
@@ -100,8 +108,9 @@ def read_stream(conf: dict[str, Any], topic: str, codec: Codec) -> Iterator[tupl
         consumer.close()
 
 
-def replay_volume(conf: dict[str, Any], topic: str, volume: str, image: str, size: int,
-                  codec: Codec) -> VolumeReplay:
+def replay_volume(
+    conf: dict[str, Any], topic: str, volume: str, image: str, size: int, codec: Codec
+) -> VolumeReplay:
     """Replay every event of `volume` in `topic` onto a blank image of `size` bytes."""
     fd = os.open(image, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
     try:

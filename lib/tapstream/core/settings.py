@@ -61,16 +61,20 @@ class TapstreamSettings(BaseSettings):
     )
     topic_prefix: str = Field("tapstream", description="Prefix of every topic tapstream uses.")
     protected_alias: str = Field(
-        "protected", description="MirrorMaker 2 alias of the protected cluster (mirrored topic prefix)."
+        "protected",
+        description="MirrorMaker 2 alias of the protected cluster (mirrored topic prefix).",
     )
     recovery_alias: str = Field(
-        "recovery", description="MirrorMaker 2 alias of the recovery cluster (mirrored topic prefix)."
+        "recovery",
+        description="MirrorMaker 2 alias of the recovery cluster (mirrored topic prefix).",
     )
     schema_registry_url: str | None = Field(
         None, description="Confluent schema registry URL; unset means Avro single-object encoding."
     )
     schema_registry_timeout_s: float = Field(
-        5.0, gt=0, description="Seconds a schema registry request may take before it counts as down."
+        5.0,
+        gt=0,
+        description="Seconds a schema registry request may take before it counts as down.",
     )
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     kafka_sasl_mechanism: str | None = Field(None, description="e.g. SCRAM-SHA-512")
@@ -78,7 +82,8 @@ class TapstreamSettings(BaseSettings):
     kafka_sasl_password: SecretStr | None = None
     kafka_ssl_cafile: Path | None = None
     replica_dir: Path = Field(
-        Path(".tapstream/replicas"), description="Recovery site: replica volumes (VDSA applies, restore reads)."
+        Path(".tapstream/replicas"),
+        description="Recovery site: replica volumes (VDSA applies, restore reads).",
     )
     log_level: str = Field("INFO", description="Log level: DEBUG, INFO, WARNING, ERROR.")
     log_format: Literal["json", "console"] = Field("json", description="Structured log rendering.")
@@ -93,7 +98,9 @@ class TapstreamSettings(BaseSettings):
     @property
     def database_url(self) -> str:
         """Database URL of this process's own site."""
-        url = self.protected_database_url if self.site == "protected" else self.recovery_database_url
+        url = (
+            self.protected_database_url if self.site == "protected" else self.recovery_database_url
+        )
         return url.get_secret_value()
 
     def topic(self, name: str) -> str:
@@ -125,12 +132,14 @@ def load(cls: type[S], **overrides: object) -> S:
             loc = [str(p) for p in err["loc"]] or ["?"]
             # The variable is the field (loc[0]); the rest (list index, union member) is detail.
             where = f" at {'.'.join(loc[1:])}" if len(loc) > 1 else ""
-            lines.append(f"{prefix}{loc[0]}".upper() + f"{where}: {err['msg']} (got {err.get('input')!r})")
+            lines.append(
+                f"{prefix}{loc[0]}".upper() + f"{where}: {err['msg']} (got {err.get('input')!r})"
+            )
         raise SettingsError("invalid configuration:\n  " + "\n  ".join(lines)) from None
     except SourceError as exc:
         # pydantic-settings fails before validation when a list/dict value is not JSON.
         field = str(exc).split('"')[1] if str(exc).count('"') >= 2 else "?"
         variable = f"{prefix}{field}".upper()
         raise SettingsError(
-            f"invalid configuration:\n  {variable}: not valid JSON (lists and maps are JSON, e.g. [\"g1\"])"
+            f'invalid configuration:\n  {variable}: not valid JSON (lists and maps are JSON, e.g. ["g1"])'
         ) from None

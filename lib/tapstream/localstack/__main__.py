@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+
 from tapstream.core.settings import load
 from tapstream.localstack.classpath import ClasspathError
 from tapstream.localstack.processes import rss_kib

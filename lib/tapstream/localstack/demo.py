@@ -21,6 +21,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+
 from tapstream.core.ports import free_port
 from tapstream.core.settings import TapstreamSettings, load
 from tapstream.localstack import LocalStackSettings, Stack
@@ -34,7 +35,9 @@ FS_SIZE = 192 * 1024 * 1024  # the rest of the volume takes raw writes from fio
 def sh(*cmd: str, **kw) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
     res = subprocess.run(cmd, capture_output=True, text=True, **kw)
     if res.returncode != 0:
-        raise SystemExit(f"demo: `{' '.join(cmd)}` failed ({res.returncode}):\n{res.stdout[-1500:]}{res.stderr[-1500:]}")
+        raise SystemExit(
+            f"demo: `{' '.join(cmd)}` failed ({res.returncode}):\n{res.stdout[-1500:]}{res.stderr[-1500:]}"
+        )
     return res
 
 
@@ -68,9 +71,10 @@ class Services:
         self.env, self.logs, self.procs = env, logs, {}
 
     def start(self, name: str, module: str, extra: dict[str, str]) -> None:
-        out = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115
-        self.procs[name] = subprocess.Popen([sys.executable, "-m", module], env={**self.env, **extra},
-                                            stdout=out, stderr=out)
+        out = open(self.logs / f"{name}.log", "ab")
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, "-m", module], env={**self.env, **extra}, stdout=out, stderr=out
+        )
 
     def stop_all(self) -> None:
         for p in self.procs.values():
@@ -96,8 +100,13 @@ def main() -> None:
     group = f"demo-{time.strftime('%H%M%S')}"
     work = stack.root / "demo" / group
     work.mkdir(parents=True)
-    env = {**os.environ, **stack.env(), "TAPSTREAM_ENV_FILE": str(stack.root / "local.env"),
-           "TAPSTREAM_REPLICA_DIR": str(stack.root / "replicas"), "TAPSTREAM_LOG_LEVEL": "INFO"}
+    env = {
+        **os.environ,
+        **stack.env(),
+        "TAPSTREAM_ENV_FILE": str(stack.root / "local.env"),
+        "TAPSTREAM_REPLICA_DIR": str(stack.root / "replicas"),
+        "TAPSTREAM_LOG_LEVEL": "INFO",
+    }
     settings = load(TapstreamSettings).model_copy(update={"replica_dir": stack.root / "replicas"})
     vol = work / "disk0.img"
     _create(vol)
@@ -106,25 +115,61 @@ def main() -> None:
     mounts: list[Path] = []
     try:
         step(f"starting the tapper (sync mode), journal and recovery VDSA for group {group}")
-        svc.start("tapper", "tapstream.tapper", {
-            "TAPSTREAM_TAPPER_VOLUMES": json.dumps([{"name": "disk0", "path": str(vol), "group": group, "mode": "sync"}]),
-            "TAPSTREAM_TAPPER_LISTEN_PORT": str(port), "TAPSTREAM_TAPPER_STATE_DIR": str(work / "tapper")})
+        svc.start(
+            "tapper",
+            "tapstream.tapper",
+            {
+                "TAPSTREAM_TAPPER_VOLUMES": json.dumps(
+                    [{"name": "disk0", "path": str(vol), "group": group, "mode": "sync"}]
+                ),
+                "TAPSTREAM_TAPPER_LISTEN_PORT": str(port),
+                "TAPSTREAM_TAPPER_STATE_DIR": str(work / "tapper"),
+            },
+        )
         svc.start("journal", "tapstream.journal", {"TAPSTREAM_JOURNAL_GROUPS": json.dumps([group])})
-        svc.start("vdsa-recovery", "tapstream.vdsa", {"TAPSTREAM_SITE": "recovery",
-                  "TAPSTREAM_VDSA_GROUPS": json.dumps([group]), "TAPSTREAM_VDSA_JOURNAL_HISTORY_S": "30"})
+        svc.start(
+            "vdsa-recovery",
+            "tapstream.vdsa",
+            {
+                "TAPSTREAM_SITE": "recovery",
+                "TAPSTREAM_VDSA_GROUPS": json.dumps([group]),
+                "TAPSTREAM_VDSA_JOURNAL_HISTORY_S": "30",
+            },
+        )
         # Measures RPO across MirrorMaker 2 twice a second and records it on tapstream.progress.
-        svc.start("replicator", "tapstream.replicator", {"TAPSTREAM_SITE": "recovery",
-                  "TAPSTREAM_REPLICATOR_GROUPS": json.dumps([group]), "TAPSTREAM_REPLICATOR_INTERVAL_S": "0.5",
-                  "TAPSTREAM_REPLICATOR_SUPERVISE_LOCAL": "false"})
-        svc.start("vdsa-protected", "tapstream.vdsa", {"TAPSTREAM_SITE": "protected",
-                  "TAPSTREAM_VDSA_GROUPS": json.dumps([group]), "TAPSTREAM_VDSA_CHECKPOINT_INTERVAL_S": "5"})
+        svc.start(
+            "replicator",
+            "tapstream.replicator",
+            {
+                "TAPSTREAM_SITE": "recovery",
+                "TAPSTREAM_REPLICATOR_GROUPS": json.dumps([group]),
+                "TAPSTREAM_REPLICATOR_INTERVAL_S": "0.5",
+                "TAPSTREAM_REPLICATOR_SUPERVISE_LOCAL": "false",
+            },
+        )
+        svc.start(
+            "vdsa-protected",
+            "tapstream.vdsa",
+            {
+                "TAPSTREAM_SITE": "protected",
+                "TAPSTREAM_VDSA_GROUPS": json.dumps([group]),
+                "TAPSTREAM_VDSA_CHECKPOINT_INTERVAL_S": "5",
+            },
+        )
         uri = f"nbd://127.0.0.1:{port}/disk0"
-        wait_for("the tapper to listen", lambda: subprocess.run(["nbdinfo", "--size", uri], capture_output=True).returncode == 0)
+        wait_for(
+            "the tapper to listen",
+            lambda: subprocess.run(["nbdinfo", "--size", uri], capture_output=True).returncode == 0,
+        )
 
-        step("making an ext4 filesystem from this repository's sources and writing it through the tapper (nbdcopy)")
+        step(
+            "making an ext4 filesystem from this repository's sources and writing it through the tapper (nbdcopy)"
+        )
         src = work / "src"
         shutil.copytree(REPO / "lib", src / "lib", ignore=shutil.ignore_patterns("__pycache__"))
-        shutil.copytree(REPO / "services", src / "services", ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(
+            REPO / "services", src / "services", ignore=shutil.ignore_patterns("__pycache__")
+        )
         fs = work / "fs.img"
         with open(fs, "wb") as f:
             f.truncate(FS_SIZE)
@@ -132,14 +177,30 @@ def main() -> None:
         sh("nbdcopy", str(fs), uri)
         before = checkpoint(settings, group, "before", vol, work)
 
-        step("mounting the ext4 through the tapper (nbdfuse + fuse2fs, no kernel module) and changing files")
+        step(
+            "mounting the ext4 through the tapper (nbdfuse + fuse2fs, no kernel module) and changing files"
+        )
         nbd_mnt, fs_mnt = work / "nbd", work / "mnt"
         nbd_mnt.mkdir()
         fs_mnt.mkdir()
-        fuse = [daemon(work / "nbdfuse.log", "nbdfuse", "-P", str(work / "nbdfuse.pid"), str(nbd_mnt), uri)]
+        fuse = [
+            daemon(
+                work / "nbdfuse.log", "nbdfuse", "-P", str(work / "nbdfuse.pid"), str(nbd_mnt), uri
+            )
+        ]
         mounts.append(nbd_mnt)
         wait_for("nbdfuse", lambda: (work / "nbdfuse.pid").exists() and (nbd_mnt / "nbd").exists())
-        fuse.append(daemon(work / "fuse2fs.log", "fuse2fs", "-f", str(nbd_mnt / "nbd"), str(fs_mnt), "-o", "fakeroot"))
+        fuse.append(
+            daemon(
+                work / "fuse2fs.log",
+                "fuse2fs",
+                "-f",
+                str(nbd_mnt / "nbd"),
+                str(fs_mnt),
+                "-o",
+                "fakeroot",
+            )
+        )
         mounts.insert(0, fs_mnt)
         wait_for("fuse2fs", lambda: os.path.ismount(fs_mnt) and (fs_mnt / "lib").exists())
         shutil.rmtree(fs_mnt / "services" / "tapper")
@@ -154,8 +215,19 @@ def main() -> None:
             proc.wait(60)
 
         step("raw writes past the filesystem with fio (random data, 16 MiB)")
-        sh("fio", "--name=raw", "--ioengine=nbd", f"--uri={uri}", "--rw=randwrite", "--bs=64k",
-           f"--offset={FS_SIZE}", "--size=16M", "--iodepth=16", "--refill_buffers", "--verify_state_save=0")
+        sh(
+            "fio",
+            "--name=raw",
+            "--ioengine=nbd",
+            f"--uri={uri}",
+            "--rw=randwrite",
+            "--bs=64k",
+            f"--offset={FS_SIZE}",
+            "--size=16M",
+            "--iodepth=16",
+            "--refill_buffers",
+            "--verify_state_save=0",
+        )
         after = checkpoint(settings, group, "after", vol, work)
 
         step("waiting for the recovery site to index both checkpoints (MirrorMaker 2 -> journal)")
@@ -168,12 +240,25 @@ def main() -> None:
             out = work / f"restored-{tag}.img"
             step(f"restoring checkpoint '{tag}' at the recovery site")
             t0 = time.monotonic()
-            sh(sys.executable, "-m", "tapstream.cli.main", "restore", group, "disk0", "--checkpoint", tag,
-               "--out", str(out), env=env)
+            sh(
+                sys.executable,
+                "-m",
+                "tapstream.cli.main",
+                "restore",
+                group,
+                "disk0",
+                "--checkpoint",
+                tag,
+                "--out",
+                str(out),
+                env=env,
+            )
             secs = time.monotonic() - t0
             sh("qemu-img", "compare", "-f", "raw", "-F", "raw", str(copy), str(out))
             fsck = sh("e2fsck", "-fn", str(out))
-            rows.append((tag, "identical", "clean" if fsck.returncode == 0 else "errors", f"{secs:.2f}"))
+            rows.append(
+                (tag, "identical", "clean" if fsck.returncode == 0 else "errors", f"{secs:.2f}")
+            )
         stats = journal_stats(settings, group)
         rpo = rpo_samples(settings, group)
     finally:
@@ -193,21 +278,25 @@ def main() -> None:
     summary.add_row("events in the journal", f"{stats['events']:,}")
     summary.add_row("checkpoints (automatic + tagged)", str(stats["checkpoints"]))
     if rpo:
-        summary.add_row("RPO seen by the replicator (max / median)",
-                        f"{max(rpo):.2f} s / {sorted(rpo)[len(rpo) // 2]:.2f} s ({len(rpo)} samples)")
+        summary.add_row(
+            "RPO seen by the replicator (max / median)",
+            f"{max(rpo):.2f} s / {sorted(rpo)[len(rpo) // 2]:.2f} s ({len(rpo)} samples)",
+        )
     else:
         summary.add_row("RPO seen by the replicator", "no sample (see replicator.log)")
     summary.add_row("wait for both checkpoints at the recovery site", f"{rpo_seen:.2f} s")
     summary.add_row("total demo time", f"{time.monotonic() - t_start:.1f} s")
     console.print(summary)
     p, r = stack.bootstrap("protected"), stack.bootstrap("recovery")
-    print("\nLook at the topics yourself:\n"
-                  f"  kcat -b {p} -L                                   # brokers and topics (protected)\n"
-                  f"  kcat -b {p} -C -t tapstream.writes.{group} -e -f '%k seq@%o %S bytes\\n'\n"
-                  f"  kcat -b {r} -C -t protected.tapstream.writes.{group} -e -c 5   # mirrored (recovery)\n"
-                  f"  .venv/bin/tapstream tail tapstream.writes.{group} --limit 5   # decoded\n"
-                  f"  .venv/bin/tapstream checkpoint list {group}\n"
-                  f"Everything is in {work}; `make down` stops the stack.")
+    print(
+        "\nLook at the topics yourself:\n"
+        f"  kcat -b {p} -L                                   # brokers and topics (protected)\n"
+        f"  kcat -b {p} -C -t tapstream.writes.{group} -e -f '%k seq@%o %S bytes\\n'\n"
+        f"  kcat -b {r} -C -t protected.tapstream.writes.{group} -e -c 5   # mirrored (recovery)\n"
+        f"  .venv/bin/tapstream tail tapstream.writes.{group} --limit 5   # decoded\n"
+        f"  .venv/bin/tapstream checkpoint list {group}\n"
+        f"Everything is in {work}; `make down` stops the stack."
+    )
 
 
 def _create(path: Path) -> None:
@@ -244,13 +333,23 @@ def _query(settings: TapstreamSettings, sql: str, *args):  # type: ignore[no-unt
 
 
 def indexed(settings: TapstreamSettings, group: str) -> set[str]:
-    return {r["tag"] for r in _query(settings, "select tag from journal_checkpoints where group_name=$1", group) if r["tag"]}
+    return {
+        r["tag"]
+        for r in _query(settings, "select tag from journal_checkpoints where group_name=$1", group)
+        if r["tag"]
+    }
 
 
 def journal_stats(settings: TapstreamSettings, group: str) -> dict[str, int]:
-    ev = _query(settings, "select count(*) n, coalesce(sum(len) filter (where kind in ('Write','SyncBlock')),0) b "
-                          "from journal_events where group_name=$1", group)
-    cps = _query(settings, "select count(distinct id) n from journal_checkpoints where group_name=$1", group)
+    ev = _query(
+        settings,
+        "select count(*) n, coalesce(sum(len) filter (where kind in ('Write','SyncBlock')),0) b "
+        "from journal_events where group_name=$1",
+        group,
+    )
+    cps = _query(
+        settings, "select count(distinct id) n from journal_checkpoints where group_name=$1", group
+    )
     return {"events": ev[0]["n"], "bytes": int(ev[0]["b"]), "checkpoints": cps[0]["n"]}
 
 
@@ -262,8 +361,11 @@ def rpo_samples(settings: TapstreamSettings, group: str) -> list[float]:
     from tapstream.core.replay import read_stream
 
     conf = client_config(settings, settings.recovery_bootstrap)
-    return [rec["rpo_seconds"] for _p, _o, rec in read_stream(conf, settings.topic("progress"), make_codec(settings))
-            if rec["group"] == group and rec["source"] == "replicator"]
+    return [
+        rec["rpo_seconds"]
+        for _p, _o, rec in read_stream(conf, settings.topic("progress"), make_codec(settings))
+        if rec["group"] == group and rec["source"] == "replicator"
+    ]
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
+
 from tapstream.core.settings import TapstreamSettings
 
 

@@ -10,6 +10,7 @@ from functools import partial
 from pathlib import Path
 
 from pydantic import SecretStr
+
 from tapstream.core.settings import TapstreamSettings
 from tapstream.localstack import postgres, readiness
 from tapstream.localstack.classpath import resolve

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from tapstream.analyzer.change_rate import ChangeRate, group_series, wan_bandwidth
 
 S = 1_000_000
@@ -17,7 +18,12 @@ def test_unique_and_rewritten_blocks_per_window() -> None:
     cr.add_write("b", 0, 0, 100)  # a partial block counts as one block
     rows = {(r.volume, r.start): r for r in cr.rows()}
     first = rows[("a", 0)]
-    assert (first.bytes_written, first.unique_blocks, first.rewritten_blocks, first.zeroed_bytes) == (12288, 3, 1, 4096)
+    assert (
+        first.bytes_written,
+        first.unique_blocks,
+        first.rewritten_blocks,
+        first.zeroed_bytes,
+    ) == (12288, 3, 1, 4096)
     assert rows[("a", 10 * S)].unique_blocks == 1 and rows[("b", 0)].unique_blocks == 1
 
 

@@ -18,13 +18,27 @@ T0 = 1_700_000_000_000_000
 
 
 def write(seq: int, offset: int, data: bytes, ts: int | None = None) -> Event:
-    return Event("g", "v", seq, ts or T0 + seq * 1000, "h", "Write",
-                 {"offset": offset, "length": len(data), "data": data, "checksum": 0})
+    return Event(
+        "g",
+        "v",
+        seq,
+        ts or T0 + seq * 1000,
+        "h",
+        "Write",
+        {"offset": offset, "length": len(data), "data": data, "checksum": 0},
+    )
 
 
 def checkpoint(seq: int, cid: str) -> Event:
-    return Event("g", "v", seq, T0 + seq * 1000, "h", "Checkpoint",
-                 {"id": cid, "ts": T0 + seq * 1000, "tag": None, "volumes": ["v"], "volume_size": 0})
+    return Event(
+        "g",
+        "v",
+        seq,
+        T0 + seq * 1000,
+        "h",
+        "Checkpoint",
+        {"id": cid, "ts": T0 + seq * 1000, "tag": None, "volumes": ["v"], "volume_size": 0},
+    )
 
 
 def test_encryption_analyzer_through_the_dispatcher_alerts_once() -> None:
@@ -34,7 +48,9 @@ def test_encryption_analyzer_through_the_dispatcher_alerts_once() -> None:
     events = [write(1, 0, TEXT), write(2, 1 << 20, TEXT), checkpoint(3, "cp-clean")]
     # Encryption a window later: the share counts that window's writes only.
     later = T0 + 20_000_000
-    events += [write(4 + i, i << 20, random.Random(i).randbytes(1 << 20), later + i) for i in range(2)]
+    events += [
+        write(4 + i, i << 20, random.Random(i).randbytes(1 << 20), later + i) for i in range(2)
+    ]
     for ev in events:
         assert d.handle(ev, meta, tables, alerts.append) == "ok"
     assert len(alerts) == 1
@@ -43,7 +59,10 @@ def test_encryption_analyzer_through_the_dispatcher_alerts_once() -> None:
     assert a.onset_ts == later and a.encrypted_share > 0.9 and a.tag_checkpoint
     # A restart redelivers the last events: they are skipped, nothing alerts twice.
     restored = VolumeMeta.from_dict(meta.to_dict())
-    assert [d.handle(ev, restored, tables, alerts.append) for ev in events[-2:]] == ["skipped", "skipped"]
+    assert [d.handle(ev, restored, tables, alerts.append) for ev in events[-2:]] == [
+        "skipped",
+        "skipped",
+    ]
     assert len(alerts) == 1
 
 
@@ -72,8 +91,17 @@ def test_a_checkpoint_tag_command_reads_as_unknown_for_an_old_reader() -> None:
     from fastavro import parse_schema, schemaless_reader
 
     codec = make_codec(TapstreamSettings(_env_file=None))  # type: ignore[call-arg]
-    cmd = {"id": "c", "group": "g", "kind": "CHECKPOINT_TAG", "sender": "analyzer.encryption", "ts": 1,
-           "checkpoint_id": "cp", "tag": "last-clean", "volumes": ["v"], "args": {"keep": "true"}}
+    cmd = {
+        "id": "c",
+        "group": "g",
+        "kind": "CHECKPOINT_TAG",
+        "sender": "analyzer.encryption",
+        "ts": 1,
+        "checkpoint_id": "cp",
+        "tag": "last-clean",
+        "volumes": ["v"],
+        "args": {"keep": "true"},
+    }
     data = codec.encode("Command", cmd)
     assert codec.decode(data) == ("Command", cmd)
     from tapstream.core.codec.schemas import current, schema_dir

@@ -45,7 +45,9 @@ def _handler(registry: Registry) -> type[BaseHTTPRequestHandler]:
         def _fail(self) -> bool:
             if registry.fail_with is None:
                 return False
-            self._send(registry.fail_with, {"error_code": registry.fail_with, "message": "told to fail"})
+            self._send(
+                registry.fail_with, {"error_code": registry.fail_with, "message": "told to fail"}
+            )
             return True
 
         def do_POST(self) -> None:
@@ -83,7 +85,9 @@ def registry() -> Iterator[Registry]:
     """A fresh fake registry per test (starting one takes a millisecond)."""
     state = Registry()
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
+    )
     thread.start()
     state.url = f"http://127.0.0.1:{server.server_port}"
     yield state

@@ -19,24 +19,32 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.read import SchemaResolutionError
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from tapstream.core.codec.schemas import RECORDS, build, current, schema_dir, without_logical_types
 from tapstream.core.codec.single_object import MAGIC, SingleObjectCodec
 
 from .strategies import CASES
 
-V1 = {n: json.loads((Path(__file__).parent / "fixtures" / "v1" / f"{n}.avsc").read_text()) for n in RECORDS}
+V1 = {
+    n: json.loads((Path(__file__).parent / "fixtures" / "v1" / f"{n}.avsc").read_text())
+    for n in RECORDS
+}
 CURRENT = {n: s.raw for n, s in current().items()}
 
 
 def write(record: dict[str, Any], schema: dict[str, Any]) -> bytes:
     buf = io.BytesIO()
-    schemaless_writer(buf, parse_schema(without_logical_types(schema), named_schemas={}), qualified(record))
+    schemaless_writer(
+        buf, parse_schema(without_logical_types(schema), named_schemas={}), qualified(record)
+    )
     return buf.getvalue()
 
 
 def read(data: bytes, writer: dict[str, Any], reader: dict[str, Any]) -> dict[str, Any]:
     parse = lambda s: parse_schema(without_logical_types(s), named_schemas={})  # noqa: E731
-    record = schemaless_reader(io.BytesIO(data), parse(writer), parse(reader), return_record_name=True)
+    record = schemaless_reader(
+        io.BytesIO(data), parse(writer), parse(reader), return_record_name=True
+    )
     if isinstance(record.get("body"), tuple):
         record["body"] = (record["body"][0].rsplit(".", 1)[-1], record["body"][1])
     return record
@@ -53,7 +61,11 @@ def record_fields(schema: dict[str, Any]) -> dict[str, dict[str, Any]]:
     out = {schema["name"]: {f["name"]: f for f in schema["fields"]}}
     for f in schema["fields"]:
         if isinstance(f["type"], list):
-            out |= {b["name"]: {g["name"]: g for g in b["fields"]} for b in f["type"] if isinstance(b, dict)}
+            out |= {
+                b["name"]: {g["name"]: g for g in b["fields"]}
+                for b in f["type"]
+                if isinstance(b, dict)
+            }
     return out
 
 
@@ -85,7 +97,9 @@ def test_current_reader_reads_v1_writer(case: str, data: st.DataObject) -> None:
 def test_v1_reader_reads_current_writer(case: str, data: st.DataObject) -> None:
     name, strategy = CASES[case]
     record = data.draw(strategy)
-    assert read(write(record, CURRENT[name]), CURRENT[name], V1[name]) == as_read_by(record, V1[name])
+    assert read(write(record, CURRENT[name]), CURRENT[name], V1[name]) == as_read_by(
+        record, V1[name]
+    )
 
 
 def test_the_codec_reads_v1_events_by_fingerprint() -> None:
@@ -97,15 +111,19 @@ def test_the_codec_reads_v1_events_by_fingerprint() -> None:
 
 
 def test_every_changed_schema_keeps_its_v1_in_history() -> None:
-    history = {build(p.name.split(".")[0], json.loads(p.read_text())).fingerprint
-               for p in (schema_dir() / "history").glob("*.avsc")}
+    history = {
+        build(p.name.split(".")[0], json.loads(p.read_text())).fingerprint
+        for p in (schema_dir() / "history").glob("*.avsc")
+    }
     for name in RECORDS:
         v1 = build(name, V1[name])
         assert v1.fingerprint == current()[name].fingerprint or v1.fingerprint in history, (
-            f"{name} changed since v1 but schemas/history has no copy of v1: v1 events would be unreadable")
+            f"{name} changed since v1 but schemas/history has no copy of v1: v1 events would be unreadable"
+        )
 
 
 # --- a synthetic next version: what the evolution rules allow -------------------------------------
+
 
 def next_version(name: str) -> dict[str, Any]:
     nxt = copy.deepcopy(CURRENT[name])
@@ -114,7 +132,9 @@ def next_version(name: str) -> dict[str, Any]:
         body = next(f for f in nxt["fields"] if f["name"] == "body")
         write_ = next(b for b in body["type"] if b["name"] == "Write")
         write_["fields"].append({"name": "compressed", "type": "boolean", "default": False})
-        body["type"].append({"type": "record", "name": "Discard", "fields": [{"name": "offset", "type": "long"}]})
+        body["type"].append(
+            {"type": "record", "name": "Discard", "fields": [{"name": "offset", "type": "long"}]}
+        )
     if name == "Command":
         kind = next(f for f in nxt["fields"] if f["name"] == "kind")
         kind["type"]["symbols"].append("SNAPSHOT")
@@ -131,7 +151,9 @@ def test_current_and_next_read_each_other(case: str, data: st.DataObject) -> Non
     if isinstance(newer.get("body"), tuple) and newer["body"][0] == "Write":
         newer["body"][1]["compressed"] = True
     assert read(write(newer, nxt), nxt, CURRENT[name]) == record  # old reader, new writer
-    assert read(write(record, CURRENT[name]), CURRENT[name], nxt) == as_read_by(record, nxt)  # the reverse
+    assert read(write(record, CURRENT[name]), CURRENT[name], nxt) == as_read_by(
+        record, nxt
+    )  # the reverse
 
 
 def test_an_old_reader_reads_an_unknown_command_kind_as_unknown() -> None:
@@ -145,7 +167,14 @@ def test_an_old_reader_reads_an_unknown_command_kind_as_unknown() -> None:
 def test_an_old_reader_cannot_read_a_branch_it_does_not_know() -> None:
     # Avro's rule: an unknown union branch is a resolution error. Readers are upgraded before
     # writers emit a new kind of event (schemas/README.md); this test documents that order.
-    record = {"volume": "v", "seq": 1, "ts": 1, "host": "h", "group": "g", "body": ("Discard", {"offset": 1})}
+    record = {
+        "volume": "v",
+        "seq": 1,
+        "ts": 1,
+        "host": "h",
+        "group": "g",
+        "body": ("Discard", {"offset": 1}),
+    }
     data = write(record, next_version("DiskEvent"))
     with pytest.raises(SchemaResolutionError, match=r"io\.tapstream\.Discard"):
         read(data, next_version("DiskEvent"), CURRENT["DiskEvent"])

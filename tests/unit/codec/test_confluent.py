@@ -7,6 +7,7 @@ is down or slow is RegistryUnavailable (a consumer must NOT skip: the record may
 from __future__ import annotations
 
 import pytest
+
 from tapstream.core.codec import (
     DecodeError,
     RegistryError,
@@ -23,7 +24,9 @@ COMMAND = SAMPLES["Command"][1]
 
 
 def codec_for(url: str, timeout_s: float = 5.0):
-    return make_codec(TapstreamSettings(schema_registry_url=url, schema_registry_timeout_s=timeout_s))
+    return make_codec(
+        TapstreamSettings(schema_registry_url=url, schema_registry_timeout_s=timeout_s)
+    )
 
 
 def test_ids_are_cached_both_ways(registry: Registry) -> None:
@@ -48,7 +51,9 @@ def test_an_id_of_a_foreign_schema_is_a_decode_error(registry: Registry) -> None
 @pytest.mark.timeout(30)  # a hang fails here instead of blocking the suite
 def test_registry_refusing_connections_fails_fast_on_encode(closed_port: int) -> None:
     codec = codec_for(f"http://127.0.0.1:{closed_port}")
-    with pytest.raises(RegistryUnavailable, match=rf"127\.0\.0\.1:{closed_port} did not answer \(ConnectError"):
+    with pytest.raises(
+        RegistryUnavailable, match=rf"127\.0\.0\.1:{closed_port} did not answer \(ConnectError"
+    ):
         codec.encode("Command", COMMAND)
 
 
@@ -62,11 +67,15 @@ def test_a_registry_that_never_answers_times_out(silent_registry: str) -> None:
 
 
 @pytest.mark.timeout(30)
-def test_registry_down_while_decoding_is_not_a_decode_error(registry: Registry, closed_port: int) -> None:
+def test_registry_down_while_decoding_is_not_a_decode_error(
+    registry: Registry, closed_port: int
+) -> None:
     encoded = codec_for(registry.url).encode("Command", COMMAND)
     with pytest.raises(RegistryUnavailable) as err:
         codec_for(f"http://127.0.0.1:{closed_port}").decode(encoded)
-    assert not isinstance(err.value, DecodeError)  # consumers skip DecodeErrors: this must not be skipped
+    assert not isinstance(
+        err.value, DecodeError
+    )  # consumers skip DecodeErrors: this must not be skipped
 
 
 def test_a_registry_answering_5xx_is_unavailable_and_4xx_is_an_error(registry: Registry) -> None:

@@ -9,6 +9,7 @@ import pytest
 from fastavro import parse_schema, schemaless_writer
 from hypothesis import given
 from hypothesis import strategies as st
+
 from tapstream.core.codec.fast_write import avro_string, check_layout, varint
 from tapstream.core.codec.schemas import current
 
@@ -22,7 +23,10 @@ def avro(schema: object, value: object) -> bytes:
     return buf.getvalue()
 
 
-@given(st.integers(-(2**63), 2**63 - 1) | st.sampled_from([0, -1, 63, 64, -64, -65, 2**63 - 1, -(2**63)]))
+@given(
+    st.integers(-(2**63), 2**63 - 1)
+    | st.sampled_from([0, -1, 63, 64, -64, -65, 2**63 - 1, -(2**63)])
+)
 def test_varint_is_avro_long(n: int) -> None:
     assert varint(n) == avro(LONG, n)
 
@@ -41,7 +45,9 @@ def test_check_layout_refuses_a_changed_schema(change: str) -> None:
     raw = copy.deepcopy(current()["DiskEvent"].raw)
     body = next(f for f in raw["fields"] if f["name"] == "body")
     if change == "field in Write":
-        body["type"][0]["fields"].append({"name": "compressed", "type": "boolean", "default": False})
+        body["type"][0]["fields"].append(
+            {"name": "compressed", "type": "boolean", "default": False}
+        )
     elif change == "header field":
         raw["fields"].insert(2, {"name": "epoch", "type": "int", "default": 0})
     else:

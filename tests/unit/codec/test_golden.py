@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from tapstream.core.codec import make_codec
 from tapstream.core.settings import TapstreamSettings
 
@@ -13,8 +14,10 @@ from .conftest import Registry
 from .samples import GOLDEN, SAMPLES, schema_digests
 
 codec = make_codec(TapstreamSettings())
-REGENERATE = ("If the change is deliberate and compatible, copy the old schema to schemas/history/ and "
-              "regenerate with `python -m tests.unit.codec.samples`.")
+REGENERATE = (
+    "If the change is deliberate and compatible, copy the old schema to schemas/history/ and "
+    "regenerate with `python -m tests.unit.codec.samples`."
+)
 
 
 @pytest.mark.parametrize("key", sorted(SAMPLES))
@@ -43,6 +46,14 @@ def test_confluent_bodies_match_the_golden_bodies(registry: Registry) -> None:
 def test_the_write_fast_path_matches_the_golden_bytes() -> None:
     _, record = SAMPLES["DiskEvent-Write"]
     body = record["body"][1]
-    fast = codec.encode_write(record["volume"], record["seq"], record["ts"], record["host"], record["group"],
-                              body["offset"], body["data"], body["checksum"])
+    fast = codec.encode_write(
+        record["volume"],
+        record["seq"],
+        record["ts"],
+        record["host"],
+        record["group"],
+        body["offset"],
+        body["data"],
+        body["checksum"],
+    )
     assert fast == (GOLDEN / "DiskEvent-Write.bin").read_bytes()

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from tapstream.core.codec.schemas import NAMESPACE, RECORDS, current, schema_dir
 
 

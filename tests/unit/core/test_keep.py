@@ -9,25 +9,41 @@ from tapstream.core.keep import Keeps, TagRequest, decide, parse_tag_command, ta
 from tapstream.core.settings import TapstreamSettings
 
 
-def req(cp: str = "A", tag: str | None = "last-clean", keep: bool = True, ts: int = 1) -> TagRequest:
+def req(
+    cp: str = "A", tag: str | None = "last-clean", keep: bool = True, ts: int = 1
+) -> TagRequest:
     return TagRequest("g1", cp, tag, keep, "", ts, "test")
 
 
 def test_the_analyzers_command_parses_after_an_avro_round_trip() -> None:
     codec = make_codec(TapstreamSettings())
-    analyzer = {"id": "x", "group": "g1", "kind": "CHECKPOINT_TAG", "sender": "analyzer.encryption", "ts": 7,
-                "checkpoint_id": "A", "tag": "last-clean", "volumes": ["disk0"],
-                "args": {"alert_id": "al", "reason": "encryption", "keep": "true", "onset_ts": "5"}}
+    analyzer = {
+        "id": "x",
+        "group": "g1",
+        "kind": "CHECKPOINT_TAG",
+        "sender": "analyzer.encryption",
+        "ts": 7,
+        "checkpoint_id": "A",
+        "tag": "last-clean",
+        "volumes": ["disk0"],
+        "args": {"alert_id": "al", "reason": "encryption", "keep": "true", "onset_ts": "5"},
+    }
     _, cmd = codec.decode(codec.encode("Command", analyzer))
     r = parse_tag_command(cmd)
-    assert r == TagRequest("g1", "A", "last-clean", True, "encryption", 7, "analyzer.encryption", ("disk0",))
+    assert r == TagRequest(
+        "g1", "A", "last-clean", True, "encryption", 7, "analyzer.encryption", ("disk0",)
+    )
 
 
 def test_cli_commands_and_other_kinds() -> None:
     keep = tag_command("g1", "A", None, True, "cli", 3)
-    assert parse_tag_command(keep) == TagRequest("g1", "A", "kept", True, "", 3, "cli")  # default tag
+    assert parse_tag_command(keep) == TagRequest(
+        "g1", "A", "kept", True, "", 3, "cli"
+    )  # default tag
     release = tag_command("g1", "A", None, False, "cli", 4)
-    assert parse_tag_command(release) == TagRequest("g1", "A", None, False, "", 4, "cli")  # every tag
+    assert parse_tag_command(release) == TagRequest(
+        "g1", "A", None, False, "", 4, "cli"
+    )  # every tag
     assert parse_tag_command({**keep, "kind": "CHECKPOINT_COMMIT"}) is None
     assert parse_tag_command({**keep, "checkpoint_id": None}) is None
 
@@ -59,7 +75,9 @@ def test_hold_decision() -> None:
     other = {"id": "B", "ts": 1, "tag": None}
     write = {"offset": 0, "length": 4096}
     assert decide("Checkpoint", marker, 10, 9, k, "g1") == "apply-and-hold"
-    assert decide("Checkpoint", marker, 10, 10, k, "g1") == "hold"  # re-read after a restart: hold again
+    assert (
+        decide("Checkpoint", marker, 10, 10, k, "g1") == "hold"
+    )  # re-read after a restart: hold again
     assert decide("Checkpoint", marker, 10, 11, k, "g1") == "skip"  # already passed: cannot be kept
     assert decide("Checkpoint", marker, 10, 9, k, "g2") == "apply"  # another group's checkpoint A
     assert decide("Checkpoint", other, 10, 9, k, "g1") == "apply"
@@ -81,5 +99,7 @@ def test_the_saved_kept_set_round_trips_and_a_later_release_still_wins() -> None
     restored = Keeps()
     restored.load("g1", saved)
     assert restored.kept_ids("g1") == {"A"} and restored.kept_ids("g2") == set()
-    restored.apply(req(cp="A", tag=None, keep=False, ts=5))  # re-read from the topic after the restart
+    restored.apply(
+        req(cp="A", tag=None, keep=False, ts=5)
+    )  # re-read from the topic after the restart
     assert not restored.kept("g1", "A")

@@ -10,8 +10,13 @@ from tapstream.core.replay import StreamError, VolumeReplay
 
 
 def write(seq: int, offset: int, data: bytes) -> dict:
-    return {"seq": seq, "body": ("Write", {"offset": offset, "length": len(data), "data": data,
-                                           "checksum": crc32c.crc32c(data)})}
+    return {
+        "seq": seq,
+        "body": (
+            "Write",
+            {"offset": offset, "length": len(data), "data": data, "checksum": crc32c.crc32c(data)},
+        ),
+    }
 
 
 def test_apply_in_order_is_idempotent_and_detects_gaps(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from pydantic import Field
+
 from tapstream.core.settings import SettingsError, TapstreamSettings, load
 
 
@@ -25,7 +26,9 @@ def test_defaults_without_any_file(in_tmp: Path) -> None:
 
 def test_local_env_is_read_by_default(in_tmp: Path) -> None:
     (in_tmp / ".tapstream").mkdir()
-    (in_tmp / ".tapstream" / "local.env").write_text("TAPSTREAM_PROTECTED_BOOTSTRAP=kafka-p:9092\nOTHER=1\n")
+    (in_tmp / ".tapstream" / "local.env").write_text(
+        "TAPSTREAM_PROTECTED_BOOTSTRAP=kafka-p:9092\nOTHER=1\n"
+    )
     assert load(TapstreamSettings).protected_bootstrap == "kafka-p:9092"
 
 
@@ -77,13 +80,17 @@ def test_bad_value_in_the_file_names_the_variable(in_tmp: Path) -> None:
         load(TapstreamSettings)
 
 
-def test_a_named_env_file_that_is_missing_is_an_error(in_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_named_env_file_that_is_missing_is_an_error(
+    in_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("TAPSTREAM_ENV_FILE", str(in_tmp / "nope.env"))
     with pytest.raises(SettingsError, match=r"TAPSTREAM_ENV_FILE: .*nope\.env"):
         load(TapstreamSettings)
 
 
-def test_an_empty_env_file_variable_reads_no_file(in_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_empty_env_file_variable_reads_no_file(
+    in_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (in_tmp / ".tapstream").mkdir()
     (in_tmp / ".tapstream" / "local.env").write_text("TAPSTREAM_PROTECTED_BOOTSTRAP=kafka-p:9092\n")
     monkeypatch.setenv("TAPSTREAM_ENV_FILE", "")
@@ -95,7 +102,9 @@ class _ServiceSettings(TapstreamSettings):
     things_limit: int | None = Field(None, description="optional")
 
 
-def test_a_list_that_is_not_json_names_the_variable(in_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_list_that_is_not_json_names_the_variable(
+    in_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("TAPSTREAM_THINGS_GROUPS", "g1,g2")
     with pytest.raises(SettingsError, match="TAPSTREAM_THINGS_GROUPS: not valid JSON"):
         load(_ServiceSettings)
@@ -103,7 +112,9 @@ def test_a_list_that_is_not_json_names_the_variable(in_tmp: Path, monkeypatch: p
     assert load(_ServiceSettings).things_groups == ["g1", "g2"]
 
 
-def test_errors_in_subclass_fields_name_the_variable_once(in_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_errors_in_subclass_fields_name_the_variable_once(
+    in_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("TAPSTREAM_THINGS_LIMIT", "many")
     monkeypatch.setenv("TAPSTREAM_THINGS_GROUPS", "[1, []]")
     with pytest.raises(SettingsError) as err:

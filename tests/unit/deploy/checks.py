@@ -19,6 +19,7 @@ from unittest import mock
 import jsonschema
 import kubernetes_validate
 from prometheus_client import REGISTRY
+
 from tapstream.core.settings import ENV_PREFIX, TapstreamSettings
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -51,10 +52,18 @@ def services_with_main() -> set[str]:
 def settings_class(module: str) -> type[TapstreamSettings]:
     """The settings model of `tapstream.<service>` (the TapstreamSettings subclass in its settings.py)."""
     mod = importlib.import_module(f"{module}.settings")
-    found = [c for c in vars(mod).values() if isinstance(c, type) and issubclass(c, TapstreamSettings)
-             and c is not TapstreamSettings and c.__module__ == mod.__name__]
+    found = [
+        c
+        for c in vars(mod).values()
+        if isinstance(c, type)
+        and issubclass(c, TapstreamSettings)
+        and c is not TapstreamSettings
+        and c.__module__ == mod.__name__
+    ]
     if len(found) != 1:
-        raise LookupError(f"{module}.settings: expected one TapstreamSettings subclass, found {found}")
+        raise LookupError(
+            f"{module}.settings: expected one TapstreamSettings subclass, found {found}"
+        )
     return found[0]
 
 
@@ -69,9 +78,11 @@ def check_settings(module: str, env: dict[str, str], where: str) -> list[str]:
     """Every TAPSTREAM_* name is a field of the service's model, and the values load."""
     cls = settings_class(module)
     fields = {f"{ENV_PREFIX}{name}".upper() for name in cls.model_fields}
-    problems = [f"{where}: {name} is not a setting of {cls.__name__} ({module})"
-                for name in sorted(env) if name.startswith(ENV_PREFIX)
-                and name not in fields and name not in NON_FIELD_VARIABLES]
+    problems = [
+        f"{where}: {name} is not a setting of {cls.__name__} ({module})"
+        for name in sorted(env)
+        if name.startswith(ENV_PREFIX) and name not in fields and name not in NON_FIELD_VARIABLES
+    ]
     ours = {k: v for k, v in env.items() if k.startswith(ENV_PREFIX)}
     # The model reads the process environment: give it exactly this container's.
     with mock.patch.dict(os.environ, ours, clear=True):
@@ -84,10 +95,16 @@ def check_settings(module: str, env: dict[str, str], where: str) -> list[str]:
 
 # --- Kubernetes -----------------------------------------------------------------------------------
 
-def container_env(container: Obj, objects: list[Obj], namespace: str | None) -> tuple[dict[str, str], list[str]]:
+
+def container_env(
+    container: Obj, objects: list[Obj], namespace: str | None
+) -> tuple[dict[str, str], list[str]]:
     """The environment a container gets; secret and field references become placeholders."""
-    maps = {o["metadata"]["name"]: o.get("data", {}) for o in objects
-            if o["kind"] == "ConfigMap" and o["metadata"].get("namespace") == namespace}
+    maps = {
+        o["metadata"]["name"]: o.get("data", {})
+        for o in objects
+        if o["kind"] == "ConfigMap" and o["metadata"].get("namespace") == namespace
+    }
     env: dict[str, str] = {}
     problems = []
     for source in container.get("envFrom", []):
@@ -110,7 +127,9 @@ def container_env(container: Obj, objects: list[Obj], namespace: str | None) -> 
             else:
                 env[item["name"]] = maps[cm["name"]][cm["key"]]
         elif "secretKeyRef" in ref:
-            env[item["name"]] = "postgresql://user:secret@db:5432/db" if "URL" in item["name"] else "secret"
+            env[item["name"]] = (
+                "postgresql://user:secret@db:5432/db" if "URL" in item["name"] else "secret"
+            )
         elif "fieldRef" in ref:
             env[item["name"]] = "node-1"
         else:
@@ -138,7 +157,9 @@ def check_k8s_settings(objects: list[Obj]) -> list[str]:
             if module is not None:
                 problems += check_settings(module, env, where)
             elif any(k.startswith(ENV_PREFIX) for k in env):
-                problems.append(f"{where}: TAPSTREAM_* settings but no `python -m tapstream.<service>` command")
+                problems.append(
+                    f"{where}: TAPSTREAM_* settings but no `python -m tapstream.<service>` command"
+                )
     return problems
 
 
@@ -161,7 +182,10 @@ def check_schema(obj: Obj) -> list[str]:
             validator = strimzi_validator(obj["kind"], obj["apiVersion"])
         except LookupError as exc:
             return [f"{name}: {exc}"]
-        return [f"{name}: {'.'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(obj)]
+        return [
+            f"{name}: {'.'.join(map(str, e.absolute_path))}: {e.message}"
+            for e in validator.iter_errors(obj)
+        ]
     if group == "monitoring.coreos.com":
         return check_monitoring(obj)
     try:
@@ -178,17 +202,29 @@ def check_monitoring(obj: Obj) -> list[str]:
     name = f"{obj['kind']}/{obj['metadata']['name']}"
     spec = obj.get("spec", {})
     if obj["kind"] == "ServiceMonitor":
-        ok = isinstance(spec.get("selector"), dict) and all("port" in e for e in spec.get("endpoints", [None]) if e)
-        return [] if ok and spec.get("endpoints") else [f"{name}: needs selector and endpoints with a port"]
+        ok = isinstance(spec.get("selector"), dict) and all(
+            "port" in e for e in spec.get("endpoints", [None]) if e
+        )
+        return (
+            []
+            if ok and spec.get("endpoints")
+            else [f"{name}: needs selector and endpoints with a port"]
+        )
     if obj["kind"] == "PrometheusRule":
-        bad = [r for g in spec.get("groups", []) for r in g.get("rules", [])
-               if not r.get("expr") or not (r.get("alert") or r.get("record"))]
+        bad = [
+            r
+            for g in spec.get("groups", [])
+            for r in g.get("rules", [])
+            if not r.get("expr") or not (r.get("alert") or r.get("record"))
+        ]
         return [f"{name}: rule without expr or alert/record: {r}" for r in bad] or (
-            [] if spec.get("groups") else [f"{name}: no groups"])
+            [] if spec.get("groups") else [f"{name}: no groups"]
+        )
     return [f"{name}: unknown monitoring kind"]
 
 
 # --- metrics --------------------------------------------------------------------------------------
+
 
 def exported_metric_names() -> set[str]:
     """Names Prometheus scrapes from tapstream (with _total, _bucket, ... suffixes)."""
@@ -197,8 +233,11 @@ def exported_metric_names() -> set[str]:
     names = set()
     for metric in REGISTRY.collect():
         if metric.name.startswith("tapstream_"):
-            suffixes = {"counter": ["_total", "_created"], "histogram": ["_bucket", "_sum", "_count", "_created"],
-                        "summary": ["_sum", "_count", "_created"]}.get(metric.type, [""])
+            suffixes = {
+                "counter": ["_total", "_created"],
+                "histogram": ["_bucket", "_sum", "_count", "_created"],
+                "summary": ["_sum", "_count", "_created"],
+            }.get(metric.type, [""])
             names.update(metric.name + s for s in suffixes)
     return names
 
@@ -208,5 +247,9 @@ METRIC = re.compile(r"\btapstream_[a-z0-9_]+")
 
 def check_metric_names(exprs: list[str], where: str) -> list[str]:
     known = exported_metric_names()
-    return [f"{where}: {m} is not a metric any service exports" for e in exprs for m in METRIC.findall(e)
-            if m not in known]
+    return [
+        f"{where}: {m} is not a metric any service exports"
+        for e in exprs
+        for m in METRIC.findall(e)
+        if m not in known
+    ]

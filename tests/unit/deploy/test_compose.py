@@ -53,7 +53,9 @@ def compose_problems(spec: dict[str, Any]) -> list[str]:
         if module:
             problems += checks.check_settings(module, env, f"compose {name}")
         elif any(k.startswith("TAPSTREAM_") for k in env):
-            problems.append(f"{name}: TAPSTREAM_* settings but no `python -m tapstream.<service>` command")
+            problems.append(
+                f"{name}: TAPSTREAM_* settings but no `python -m tapstream.<service>` command"
+            )
     return problems
 
 
@@ -65,7 +67,10 @@ def test_compose_services_are_complete() -> None:
         env = SERVICES[name]["environment"]
         assert env["KAFKA_PROCESS_ROLES"] == "broker,controller" and env["CLUSTER_ID"]
         assert env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] == "1"
-    assert SERVICES["kafka-protected"]["environment"]["CLUSTER_ID"] != SERVICES["kafka-recovery"]["environment"]["CLUSTER_ID"]
+    assert (
+        SERVICES["kafka-protected"]["environment"]["CLUSTER_ID"]
+        != SERVICES["kafka-recovery"]["environment"]["CLUSTER_ID"]
+    )
     assert "connect-mirror-maker.sh" in SERVICES["mirrormaker"]["command"][0]
     assert any(s["image"].startswith("postgres:") for s in SERVICES.values())
 
@@ -73,19 +78,29 @@ def test_compose_services_are_complete() -> None:
 def test_every_service_runs_in_compose() -> None:
     deployed = {m.removeprefix("tapstream.") for m in tapstream_services(SPEC).values()}
     assert checks.services_with_main() <= deployed, sorted(checks.services_with_main() - deployed)
-    sites = {SERVICES[n]["environment"]["TAPSTREAM_SITE"] for n, m in tapstream_services(SPEC).items() if m == "tapstream.vdsa"}
+    sites = {
+        SERVICES[n]["environment"]["TAPSTREAM_SITE"]
+        for n, m in tapstream_services(SPEC).items()
+        if m == "tapstream.vdsa"
+    }
     assert sites == {"protected", "recovery"}
 
 
 def test_compose_checks_catch_mistakes() -> None:
     spec = copy.deepcopy(SPEC)
-    spec["services"]["journal"]["environment"]["TAPSTREAM_JOURNAL_GROUP"] = "g1"  # the field is _GROUPS
+    spec["services"]["journal"]["environment"]["TAPSTREAM_JOURNAL_GROUP"] = (
+        "g1"  # the field is _GROUPS
+    )
     del spec["services"]["vdsa-recovery"]["healthcheck"]
     spec["services"]["tapper"]["volumes"].append("nowhere:/x")
     spec["services"]["tapper"]["environment"]["TAPSTREAM_TAPPER_LISTEN_PORT"] = "70000"
     problems = "\n".join(compose_problems(spec))
-    for expected in ("TAPSTREAM_JOURNAL_GROUP is not a setting", "vdsa-recovery: no health check",
-                     "volume nowhere is not declared", "TapperSettings rejects"):
+    for expected in (
+        "TAPSTREAM_JOURNAL_GROUP is not a setting",
+        "vdsa-recovery: no health check",
+        "volume nowhere is not declared",
+        "TapperSettings rejects",
+    ):
         assert expected in problems
 
 
@@ -95,8 +110,11 @@ def test_committed_mm2_properties_equal_the_generator(monkeypatch: pytest.Monkey
     for key in list(os.environ):
         if key.startswith("TAPSTREAM_"):
             monkeypatch.delenv(key)
-    env = {"TAPSTREAM_ENV_FILE": "", "TAPSTREAM_PROTECTED_BOOTSTRAP": "kafka-protected:9092",
-           "TAPSTREAM_RECOVERY_BOOTSTRAP": "kafka-recovery:9092"}
+    env = {
+        "TAPSTREAM_ENV_FILE": "",
+        "TAPSTREAM_PROTECTED_BOOTSTRAP": "kafka-protected:9092",
+        "TAPSTREAM_RECOVERY_BOOTSTRAP": "kafka-recovery:9092",
+    }
     result = CliRunner().invoke(app, ["replicator", "mm2-config", "--rf", "1"], env=env)
     assert result.exit_code == 0, result.output
     assert result.output == (COMPOSE.parent / "mm2.properties").read_text()
@@ -111,6 +129,11 @@ def _docker_engine_answers() -> bool:
         return False
 
 
-@pytest.mark.skipif(not _docker_engine_answers(), reason="no Docker engine answers (the offline checks above still ran)")
+@pytest.mark.skipif(
+    not _docker_engine_answers(),
+    reason="no Docker engine answers (the offline checks above still ran)",
+)
 def test_docker_compose_config_accepts_the_file() -> None:
-    subprocess.run(["docker", "compose", "-f", str(COMPOSE), "config", "--quiet"], check=True, timeout=60)
+    subprocess.run(
+        ["docker", "compose", "-f", str(COMPOSE), "config", "--quiet"], check=True, timeout=60
+    )

@@ -37,8 +37,18 @@ def test_every_object_matches_its_schema(site: str) -> None:
     problems = [p for obj in RENDERED[site] for p in checks.check_schema(obj)]
     assert problems == []
     kinds = {o["kind"] for o in RENDERED[site]}
-    assert {"Kafka", "KafkaNodePool", "KafkaTopic", "KafkaUser", "KafkaMirrorMaker2", "StatefulSet",
-            "Deployment", "PodDisruptionBudget", "NetworkPolicy", "ServiceMonitor"} <= kinds
+    assert {
+        "Kafka",
+        "KafkaNodePool",
+        "KafkaTopic",
+        "KafkaUser",
+        "KafkaMirrorMaker2",
+        "StatefulSet",
+        "Deployment",
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+        "ServiceMonitor",
+    } <= kinds
 
 
 def test_schema_checks_catch_mistakes() -> None:
@@ -60,7 +70,11 @@ def test_settings_named_in_manifests_exist_and_load(site: str) -> None:
 
 def test_a_setting_no_service_has_fails() -> None:
     objects = copy.deepcopy(RENDERED["recovery"])
-    journal = next(o for o in objects if o["metadata"]["name"] == "tapstream-journal" and o["kind"] == "Deployment")
+    journal = next(
+        o
+        for o in objects
+        if o["metadata"]["name"] == "tapstream-journal" and o["kind"] == "Deployment"
+    )
     env = journal["spec"]["template"]["spec"]["containers"][0]["env"]
     env.append({"name": "TAPSTREAM_JOURNAL_BATCH_MAXX", "value": "10"})
     env.append({"name": "TAPSTREAM_VDSA_GROUPS", "value": '["g1"]'})  # another service's setting
@@ -77,20 +91,34 @@ def test_a_bad_setting_value_fails() -> None:
 
 
 def test_every_service_is_deployed_somewhere() -> None:
-    commands = {checks.service_module(c.get("command", [])) for objs in RENDERED.values() for o in objs
-                if (spec := checks.pod_spec(o)) for c in spec["containers"]}
+    commands = {
+        checks.service_module(c.get("command", []))
+        for objs in RENDERED.values()
+        for o in objs
+        if (spec := checks.pod_spec(o))
+        for c in spec["containers"]
+    }
     deployed = {m.removeprefix("tapstream.") for m in commands if m}
     missing = checks.services_with_main() - deployed
-    assert not missing, f"services with a __main__ but no deployment in deploy/k8s: {sorted(missing)}"
+    assert not missing, (
+        f"services with a __main__ but no deployment in deploy/k8s: {sorted(missing)}"
+    )
     assert {"tapper", "vdsa", "journal", "replicator"} <= deployed
 
 
 def test_sites_run_what_the_design_says() -> None:
     assert of_kind("protected", "DaemonSet") and not of_kind("recovery", "DaemonSet")
-    assert [o["metadata"]["name"] for o in of_kind("recovery", "KafkaMirrorMaker2")] == ["tapstream-protected-to-recovery"]
-    assert [o["metadata"]["name"] for o in of_kind("protected", "KafkaMirrorMaker2")] == ["tapstream-recovery-to-protected"]
+    assert [o["metadata"]["name"] for o in of_kind("recovery", "KafkaMirrorMaker2")] == [
+        "tapstream-protected-to-recovery"
+    ]
+    assert [o["metadata"]["name"] for o in of_kind("protected", "KafkaMirrorMaker2")] == [
+        "tapstream-recovery-to-protected"
+    ]
     tapper = named("protected", "DaemonSet", "tapstream-tapper")["spec"]["template"]["spec"]
-    assert tapper["hostNetwork"] is True and tapper["containers"][0]["securityContext"]["privileged"] is True
+    assert (
+        tapper["hostNetwork"] is True
+        and tapper["containers"][0]["securityContext"]["privileged"] is True
+    )
     assert any("hostPath" in v for v in tapper["volumes"])
     for site in RENDERED:
         assert {o["metadata"]["namespace"] for o in RENDERED[site]} == {f"tapstream-{site}"}
@@ -98,13 +126,23 @@ def test_sites_run_what_the_design_says() -> None:
 
 @pytest.mark.parametrize("site", sorted(RENDERED))
 def test_deployments_have_probes_resources_budgets_and_policies(site: str) -> None:
-    budgets = {tuple(sorted(o["spec"]["selector"]["matchLabels"].items())) for o in of_kind(site, "PodDisruptionBudget")}
-    policies = {tuple(sorted(o["spec"]["podSelector"]["matchLabels"].items())) for o in of_kind(site, "NetworkPolicy")}
-    for dep in of_kind(site, "Deployment") + of_kind(site, "DaemonSet") + of_kind(site, "StatefulSet"):
+    budgets = {
+        tuple(sorted(o["spec"]["selector"]["matchLabels"].items()))
+        for o in of_kind(site, "PodDisruptionBudget")
+    }
+    policies = {
+        tuple(sorted(o["spec"]["podSelector"]["matchLabels"].items()))
+        for o in of_kind(site, "NetworkPolicy")
+    }
+    for dep in (
+        of_kind(site, "Deployment") + of_kind(site, "DaemonSet") + of_kind(site, "StatefulSet")
+    ):
         spec = dep["spec"]["template"]["spec"]
         for c in spec["containers"]:
             assert c.get("readinessProbe") and c.get("livenessProbe"), dep["metadata"]["name"]
-            assert c["resources"]["requests"] and c["resources"]["limits"]["memory"], dep["metadata"]["name"]
+            assert c["resources"]["requests"] and c["resources"]["limits"]["memory"], dep[
+                "metadata"
+            ]["name"]
         selector = tuple(sorted(dep["spec"]["selector"]["matchLabels"].items()))
         if dep["kind"] == "Deployment":
             assert selector in budgets, f"{dep['metadata']['name']} has no PodDisruptionBudget"
@@ -115,7 +153,9 @@ def test_deployments_have_probes_resources_budgets_and_policies(site: str) -> No
 @pytest.mark.parametrize("site", sorted(RENDERED))
 def test_strimzi_objects_belong_to_the_sites_cluster_and_users_exist(site: str) -> None:
     (kafka,) = of_kind(site, "Kafka")
-    for obj in of_kind(site, "KafkaNodePool") + of_kind(site, "KafkaTopic") + of_kind(site, "KafkaUser"):
+    for obj in (
+        of_kind(site, "KafkaNodePool") + of_kind(site, "KafkaTopic") + of_kind(site, "KafkaUser")
+    ):
         assert obj["metadata"]["labels"]["strimzi.io/cluster"] == kafka["metadata"]["name"]
     users = {u["metadata"]["name"] for u in of_kind(site, "KafkaUser")}
     for obj in RENDERED[site]:
@@ -136,14 +176,21 @@ def test_strimzi_objects_belong_to_the_sites_cluster_and_users_exist(site: str) 
 
 @pytest.mark.parametrize("site", sorted(RENDERED))
 def test_each_user_reaches_only_its_topics(site: str) -> None:
-    users = {u["metadata"]["name"]: u["spec"]["authorization"]["acls"] for u in of_kind(site, "KafkaUser")}
+    users = {
+        u["metadata"]["name"]: u["spec"]["authorization"]["acls"]
+        for u in of_kind(site, "KafkaUser")
+    }
     for name, acls in users.items():
         for acl in acls:
             resource = acl["resource"]
             assert resource.get("name") != "*", f"{name} has a wildcard ACL"
             if resource["type"] == "topic" and name != "tapstream-mirrormaker":
                 assert resource["name"].startswith(OWN_TOPICS), (name, resource)
-    journal_topics = {a["resource"]["name"] for a in users.get("tapstream-journal", []) if a["resource"]["type"] == "topic"}
+    journal_topics = {
+        a["resource"]["name"]
+        for a in users.get("tapstream-journal", [])
+        if a["resource"]["type"] == "topic"
+    }
     assert journal_topics in (set(), {"protected.tapstream.writes."})
 
 
@@ -158,13 +205,17 @@ def test_committed_mirrormaker2_equals_the_generator(monkeypatch: pytest.MonkeyP
     from tapstream.cli.main import app
 
     _without_tapstream_env(monkeypatch)
-    env = {"TAPSTREAM_ENV_FILE": "",
-           "TAPSTREAM_PROTECTED_BOOTSTRAP": "tapstream-kafka-bootstrap.tapstream-protected.svc:9093",
-           "TAPSTREAM_RECOVERY_BOOTSTRAP": "tapstream-kafka-bootstrap.tapstream-recovery.svc:9093"}
+    env = {
+        "TAPSTREAM_ENV_FILE": "",
+        "TAPSTREAM_PROTECTED_BOOTSTRAP": "tapstream-kafka-bootstrap.tapstream-protected.svc:9093",
+        "TAPSTREAM_RECOVERY_BOOTSTRAP": "tapstream-kafka-bootstrap.tapstream-recovery.svc:9093",
+    }
     result = CliRunner().invoke(app, ["replicator", "strimzi", "--rf", "3"], env=env)
     assert result.exit_code == 0, result.output
     committed = (checks.K8S / "base" / "mirrormaker" / "kafkamirrormaker2.yaml").read_text()
-    assert result.output == committed, "regenerate with the command in deploy/k8s/base/mirrormaker/kustomization.yaml"
+    assert result.output == committed, (
+        "regenerate with the command in deploy/k8s/base/mirrormaker/kustomization.yaml"
+    )
     kustomization = (checks.K8S / "base" / "mirrormaker" / "kustomization.yaml").read_text()
     assert all(f"{k}={v}" in kustomization for k, v in env.items() if v)
 
@@ -180,14 +231,23 @@ def test_dashboard_and_alerts_use_real_metric_names() -> None:
     (rule,) = of_kind("protected", "PrometheusRule")
     alerts = [r["expr"] for g in rule["spec"]["groups"] for r in g["rules"]]
     assert checks.check_metric_names(alerts, "alerts") == []
-    assert checks.check_metric_names(["rate(tapstream_tapper_writes_total[1m])"], "x")  # a made-up name fails
+    assert checks.check_metric_names(
+        ["rate(tapstream_tapper_writes_total[1m])"], "x"
+    )  # a made-up name fails
 
 
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (with its built-in kustomize) is not installed")
+@pytest.mark.skipif(
+    shutil.which("kubectl") is None, reason="kubectl (with its built-in kustomize) is not installed"
+)
 @pytest.mark.parametrize("site", sorted(RENDERED))
 def test_python_renderer_equals_kubectl_kustomize(site: str) -> None:
-    out = subprocess.run(["kubectl", "kustomize", str(checks.OVERLAYS[site])], check=True, capture_output=True,
-                         text=True, timeout=60).stdout
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(checks.OVERLAYS[site])],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
     theirs = {render.identity(o): o for o in yaml.safe_load_all(out) if o}
     ours = {render.identity(o): o for o in RENDERED[site]}
     assert ours.keys() == theirs.keys()
@@ -199,7 +259,10 @@ def test_renderer_refuses_what_it_does_not_handle(tmp_path: Path) -> None:
     with pytest.raises(render.RenderError, match="images"):
         render.render(tmp_path)
     (tmp_path / "kustomization.yaml").write_text(
-        "resources: [cm.yaml]\npatches:\n- patch: '[{op: replace, path: /data/b, value: x}]'\n  target: {kind: ConfigMap, name: c}\n")
-    (tmp_path / "cm.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\ndata: {a: '1'}\n")
+        "resources: [cm.yaml]\npatches:\n- patch: '[{op: replace, path: /data/b, value: x}]'\n  target: {kind: ConfigMap, name: c}\n"
+    )
+    (tmp_path / "cm.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\ndata: {a: '1'}\n"
+    )
     with pytest.raises(render.RenderError, match="replace of missing"):
         render.render(tmp_path)

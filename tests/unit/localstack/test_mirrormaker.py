@@ -3,6 +3,7 @@
 import re
 
 from pydantic import SecretStr
+
 from tapstream.core.settings import TapstreamSettings
 from tapstream.localstack.mirrormaker import MirrorTuning, mirrormaker_properties, topics_pattern
 
@@ -35,8 +36,13 @@ def test_recovery_writes_flow_back_without_loops() -> None:
     back = str(mirrormaker_properties(settings())["recovery->protected.topics"])
     assert re.fullmatch(back, "tapstream.events") and re.fullmatch(back, "tapstream.writes.g1")
     # What came from the protected site, and other topics, never go back.
-    for topic in ("protected.tapstream.writes.g1", "protected.tapstream.events", "tapstream.control",
-                  "tapstream.progress", "tapstream.writesX"):
+    for topic in (
+        "protected.tapstream.writes.g1",
+        "protected.tapstream.events",
+        "tapstream.control",
+        "tapstream.progress",
+        "tapstream.writesX",
+    ):
         assert not re.fullmatch(back, topic), topic
 
 

@@ -20,7 +20,9 @@ def test_strimzi_resources_follow_the_same_source_as_mm2_properties() -> None:
     assert to_recovery["spec"]["connectCluster"] == "recovery"
     assert to_protected["spec"]["connectCluster"] == "protected"
     assert to_recovery["spec"]["mirrors"][0]["topicsPattern"] == props["protected->recovery.topics"]
-    assert to_protected["spec"]["mirrors"][0]["topicsPattern"] == props["recovery->protected.topics"]
+    assert (
+        to_protected["spec"]["mirrors"][0]["topicsPattern"] == props["recovery->protected.topics"]
+    )
     src = to_recovery["spec"]["mirrors"][0]["sourceConnector"]["config"]
     assert src["replication.factor"] == 3 and src["offset-syncs.topic.replication.factor"] == 3
     target = next(c for c in to_recovery["spec"]["clusters"] if c["alias"] == "recovery")

@@ -5,8 +5,9 @@ from __future__ import annotations
 import socket
 
 import pytest
-from tapstream.cli.main import app
 from typer.testing import CliRunner
+
+from tapstream.cli.main import app
 
 
 def closed_port() -> int:
@@ -15,9 +16,17 @@ def closed_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.mark.parametrize(("args", "site"), [(["group", "list"], "protected"), (["move", "g1"], "recovery"),
-                                             (["failback", "g1"], "protected")])
-def test_no_site_manager_says_how_to_start_one(args: list[str], site: str, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("args", "site"),
+    [
+        (["group", "list"], "protected"),
+        (["move", "g1"], "recovery"),
+        (["failback", "g1"], "protected"),
+    ],
+)
+def test_no_site_manager_says_how_to_start_one(
+    args: list[str], site: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     url = f"http://127.0.0.1:{closed_port()}"
     env = {"TAPSTREAM_ENV_FILE": "", f"TAPSTREAM_SITE_MANAGER_{site.upper()}_URL": url}
     result = CliRunner().invoke(app, args, env=env)

@@ -6,6 +6,7 @@ import asyncio
 import json
 
 import pytest
+
 from tapstream.site_manager.application import Application
 from tapstream.site_manager.domain import (
     ConcurrencyError,
@@ -34,7 +35,12 @@ def run(agg, *cmds):
 
 def group(name: str = "g1") -> ProtectionGroup:
     g = ProtectionGroup(name)
-    run(g, c.CreateGroup(), c.AddVm("vm1", "vm1-dr"), c.AddVolume("vm1", "disk0", "/v/disk0.img", 1024))
+    run(
+        g,
+        c.CreateGroup(),
+        c.AddVm("vm1", "vm1-dr"),
+        c.AddVolume("vm1", "disk0", "/v/disk0.img", 1024),
+    )
     return g
 
 
@@ -134,8 +140,12 @@ def test_operation_lifecycle() -> None:
     op = Operation("op1")
     with pytest.raises(NotFound):
         op.decide(c.ReportProgress("x"))
-    run(op, c.StartOperation("move", "g1", {"checkpoint": "latest"}),
-        c.ReportProgress("final checkpoint", 1, 4), c.SucceedOperation({"checkpoint": "cp"}))
+    run(
+        op,
+        c.StartOperation("move", "g1", {"checkpoint": "latest"}),
+        c.ReportProgress("final checkpoint", 1, 4),
+        c.SucceedOperation({"checkpoint": "cp"}),
+    )
     assert op.status == "succeeded" and op.steps[0]["total"] == 4
     with pytest.raises(DomainError, match="already succeeded"):
         op.decide(c.FailOperation("late"))
@@ -149,18 +159,25 @@ def test_event_payload_roundtrip_and_upcast() -> None:
     back = Recorded.from_record(rec.to_record())
     assert back == rec
     # An old payload lacking a field gets its default; a newer one's extra field is dropped.
-    old = e.from_payload("VolumeAdded", json.dumps({"vm": "v", "volume": "d", "path": "/p", "future": 1}))
+    old = e.from_payload(
+        "VolumeAdded", json.dumps({"vm": "v", "volume": "d", "path": "/p", "future": 1})
+    )
     assert old == e.VolumeAdded("v", "d", "/p", 0, "")
     with pytest.raises(e.UnknownEvent, match="upgrade"):
         e.from_payload("Teleported", "{}")
 
 
 def records(agg_id: str, site: str, *evs: e.Event, start: int = 1) -> list[Recorded]:
-    return [Recorded(f"{site}-{agg_id}-{start + i}", "group", agg_id, start + i, i, site, ev) for i, ev in enumerate(evs)]
+    return [
+        Recorded(f"{site}-{agg_id}-{start + i}", "group", agg_id, start + i, i, site, ev)
+        for i, ev in enumerate(evs)
+    ]
 
 
 def test_ledger_order_independent_duplicates_and_conflicts() -> None:
-    recs = records("g1", "protected", e.GroupCreated("g1"), e.VmAdded("vm1"), e.VolumeAdded("vm1", "d", "/p"))
+    recs = records(
+        "g1", "protected", e.GroupCreated("g1"), e.VmAdded("vm1"), e.VolumeAdded("vm1", "d", "/p")
+    )
     a, b = Ledger(), Ledger()
     for r in recs:
         a.accept(r)
@@ -195,7 +212,9 @@ def test_application_optimistic_concurrency() -> None:
         # Two concurrent writers that both read version 2: exactly one wins.
         results = await asyncio.gather(
             app.execute("group", "g1", c.AddVm("a"), expected_version=2),
-            app.execute("group", "g1", c.AddVm("b"), expected_version=2), return_exceptions=True)
+            app.execute("group", "g1", c.AddVm("b"), expected_version=2),
+            return_exceptions=True,
+        )
         assert sum(isinstance(r, ConcurrencyError) for r in results) == 1
         assert [r.version for r in sunk] == [1, 2, 3]
 

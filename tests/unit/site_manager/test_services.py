@@ -31,7 +31,15 @@ def test_roles_through_the_cycle() -> None:
     moved = (c.BeginFailover("op", "move"), c.CompleteFailover("op", "cp"))
     assert roles(group(*moved)) == (set(), {"tapper", "checkpoints"})
     assert roles(group(*moved, c.StartReverse("op2"))) == ({"reverse"}, {"tapper", "checkpoints"})
-    assert roles(group(*moved, c.StartReverse("op2"), c.BeginFailover("op3", "failback"))) == (None, None)
-    back = group(*moved, c.StartReverse("op2"), c.BeginFailover("op3", "failback"), c.CompleteFailover("op3", "cp2"))
+    assert roles(group(*moved, c.StartReverse("op2"), c.BeginFailover("op3", "failback"))) == (
+        None,
+        None,
+    )
+    back = group(
+        *moved,
+        c.StartReverse("op2"),
+        c.BeginFailover("op3", "failback"),
+        c.CompleteFailover("op3", "cp2"),
+    )
     assert roles(back) == ({"tapper", "checkpoints"}, {"journal", "apply"})
     assert roles(group(c.DeleteGroup())) == (set(), set())

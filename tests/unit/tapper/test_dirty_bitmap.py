@@ -86,7 +86,9 @@ def test_granule_must_be_a_power_of_two(tmp_path: Path) -> None:
 def test_a_new_bit_reserves_its_whole_extent_until_the_sweep(tmp_path: Path) -> None:
     bm = DirtyBitmap(tmp_path / "v.dirty", 1 << 20, granule=4096, extent=16 * 4096)
     regions, new = bm.mark(5 * 4096, 4096)
-    assert new and bm.dirty() == list(range(16))  # one msync covers the sequential writes that follow
+    assert new and bm.dirty() == list(
+        range(16)
+    )  # one msync covers the sequential writes that follow
     assert bm.orphans() == []  # reserved, not lost: nothing to resync
     durable(bm)
     assert bm.mark(6 * 4096, 4096)[1] is False

@@ -12,6 +12,7 @@ from typing import Any
 
 from fastavro import schemaless_reader, schemaless_writer
 from fastavro.read import SchemaResolutionError
+
 from tapstream.core.codec.exceptions import DecodeError, EncodeError
 from tapstream.core.codec.fast_write import Data, check_layout, write_event
 from tapstream.core.codec.schemas import NAMESPACE, Schema, current

@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 from fastavro import parse_schema
+
 from tapstream.core.codec.base import AvroCodec, read_body
 from tapstream.core.codec.exceptions import DecodeError, RegistryError, RegistryUnavailable
 from tapstream.core.codec.schemas import NAMESPACE, without_logical_types

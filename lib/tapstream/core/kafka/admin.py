@@ -19,7 +19,9 @@ class TopicSpec:
     config: dict[str, str] = field(default_factory=dict)
 
 
-async def ensure_topics(conf: dict[str, object], specs: list[TopicSpec], timeout: float = 30.0) -> None:
+async def ensure_topics(
+    conf: dict[str, object], specs: list[TopicSpec], timeout: float = 30.0
+) -> None:
     """Create the topics that do not exist yet; existing ones are left as they are."""
 
     def create() -> None:
@@ -38,7 +40,7 @@ async def ensure_topics(conf: dict[str, object], specs: list[TopicSpec], timeout
         ]
         if not new:
             return
-        for name, fut in admin.create_topics(new, request_timeout=timeout).items():
+        for _name, fut in admin.create_topics(new, request_timeout=timeout).items():
             try:
                 fut.result(timeout)
             except KafkaException as exc:

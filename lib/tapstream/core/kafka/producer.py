@@ -12,6 +12,7 @@ import threading
 from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
+
 from tapstream.core.kafka.exceptions import PublishError
 
 

@@ -34,7 +34,12 @@ def load_analyzer(ref: str, settings: AnalyzerSettings) -> Analyzer:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m tapstream.analyzer", description=__doc__)
-    p.add_argument("analyzer", nargs="?", default="encryption", help="encryption (default), change-rate, or run")
+    p.add_argument(
+        "analyzer",
+        nargs="?",
+        default="encryption",
+        help="encryption (default), change-rate, or run",
+    )
     p.add_argument("ref", nargs="?", help="module:Class (with run)")
     p.add_argument("--group", help="protection group (default TAPSTREAM_ANALYZER_GROUP)")
     args = p.parse_args(argv)

@@ -86,8 +86,15 @@ class ChangeRate:
 
     def rows(self) -> list[Row]:
         return [
-            Row(w.volume, w.start, w.bytes_written, w.unique_blocks, w.rewritten_blocks, w.unique_bytes,
-                w.zeroed_bytes)
+            Row(
+                w.volume,
+                w.start,
+                w.bytes_written,
+                w.unique_blocks,
+                w.rewritten_blocks,
+                w.unique_bytes,
+                w.zeroed_bytes,
+            )
             for _, w in sorted(self.windows.items(), key=lambda kv: (kv[0][1], kv[0][0]))
         ]
 

@@ -38,7 +38,9 @@ class ChangeRateAnalyzer(Analyzer):
             w = self.rate.windows.pop(key)
             metrics.UNIQUE.labels(ctx.group, ev.volume).set(w.unique_blocks)
             metrics.RATE.labels(ctx.group, ev.volume).set(w.bytes_written / self.window_s)
-            totals = ctx.state.setdefault("totals", {"bytes": 0, "unique_blocks": 0, "rewritten_blocks": 0})
+            totals = ctx.state.setdefault(
+                "totals", {"bytes": 0, "unique_blocks": 0, "rewritten_blocks": 0}
+            )
             totals["bytes"] += w.bytes_written
             totals["unique_blocks"] += w.unique_blocks
             totals["rewritten_blocks"] += w.rewritten_blocks

@@ -23,10 +23,17 @@ class EncryptionAnalyzer(Analyzer):
 
     def __init__(self, settings: AnalyzerSettings | None = None) -> None:
         s = settings or AnalyzerSettings()
-        self.thresholds = Thresholds(s.analyzer_high_sector_entropy, s.analyzer_incompressible_ratio,
-                                     s.analyzer_min_turned_sectors)
-        self.rules = WindowRules(s.analyzer_window_s, s.analyzer_min_blocks, s.analyzer_min_share,
-                                 s.analyzer_cooldown_windows)
+        self.thresholds = Thresholds(
+            s.analyzer_high_sector_entropy,
+            s.analyzer_incompressible_ratio,
+            s.analyzer_min_turned_sectors,
+        )
+        self.rules = WindowRules(
+            s.analyzer_window_s,
+            s.analyzer_min_blocks,
+            s.analyzer_min_share,
+            s.analyzer_cooldown_windows,
+        )
         self.tag = s.analyzer_last_clean_tag
 
     def _window(self, ctx: Context) -> VolumeWindow:
@@ -56,9 +63,13 @@ class EncryptionAnalyzer(Analyzer):
         window = self._window(ctx)
         detection = window.on_blocks(ev.seq, ev.ts, verdicts, self.rules)
         ctx.state["window"] = window.to_dict()
-        metrics.BLOCKS.labels(ctx.group, ctx.volume, "suspicious").inc(verdicts.count(Verdict.SUSPICIOUS))
+        metrics.BLOCKS.labels(ctx.group, ctx.volume, "suspicious").inc(
+            verdicts.count(Verdict.SUSPICIOUS)
+        )
         metrics.BLOCKS.labels(ctx.group, ctx.volume, "scored").inc(len(verdicts))
-        metrics.SHARE.labels(ctx.group, ctx.volume).set(window.suspicious / window.data_blocks if window.data_blocks else 0)
+        metrics.SHARE.labels(ctx.group, ctx.volume).set(
+            window.suspicious / window.data_blocks if window.data_blocks else 0
+        )
         if detection is not None:
             ctx.alert(self._request(detection))
 
@@ -77,7 +88,9 @@ class EncryptionAnalyzer(Analyzer):
 
     def on_checkpoint(self, ev: Event, ctx: Context) -> None:
         window = self._window(ctx)
-        window.on_checkpoint(ev.seq, int(ev.body.get("ts") or ev.ts), ev.body["id"], ev.body.get("tag"))
+        window.on_checkpoint(
+            ev.seq, int(ev.body.get("ts") or ev.ts), ev.body["id"], ev.body.get("tag")
+        )
         window.on_other(ev.seq, ev.ts, self.rules)
         ctx.state["window"] = window.to_dict()
 
@@ -93,18 +106,28 @@ class EncryptionAnalyzer(Analyzer):
             kind="encryption",
             volume=d.volume,
             severity="CRITICAL",
-            message=(f"{d.share:.0%} of the blocks written to {d.volume} in the last window look encrypted "
-                     f"({d.suspicious} of {d.data_blocks}); last clean checkpoint "
-                     f"{cp.id if cp else 'unknown (none seen before the onset)'}"),
+            message=(
+                f"{d.share:.0%} of the blocks written to {d.volume} in the last window look encrypted "
+                f"({d.suspicious} of {d.data_blocks}); last clean checkpoint "
+                f"{cp.id if cp else 'unknown (none seen before the onset)'}"
+            ),
             onset_ts=d.onset_ts,
             detected_ts=d.detected_ts,
             score=d.share,
             encrypted_share=d.share,
             last_clean_checkpoint=clean,
-            details={"onset_seq": str(d.onset_seq), "detected_seq": str(d.detected_seq),
-                     "suspicious_blocks": str(d.suspicious), "data_blocks": str(d.data_blocks),
-                     "fresh_high_blocks": str(d.fresh_high),
-                     **({"last_clean_ts": str(cp.ts), "last_clean_tag": cp.tag or "", "tag": self.tag} if cp else {})},
+            details={
+                "onset_seq": str(d.onset_seq),
+                "detected_seq": str(d.detected_seq),
+                "suspicious_blocks": str(d.suspicious),
+                "data_blocks": str(d.data_blocks),
+                "fresh_high_blocks": str(d.fresh_high),
+                **(
+                    {"last_clean_ts": str(cp.ts), "last_clean_tag": cp.tag or "", "tag": self.tag}
+                    if cp
+                    else {}
+                ),
+            },
             dedupe_key=f"{d.volume}:{d.onset_seq}",
             tag_checkpoint=cp is not None,
         )

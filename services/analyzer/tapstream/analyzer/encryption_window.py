@@ -95,7 +95,9 @@ class VolumeWindow:
         self.checkpoints.append(CheckpointSeen(seq, ts, checkpoint_id, tag))
         del self.checkpoints[:-MAX_CHECKPOINTS]
 
-    def on_blocks(self, seq: int, ts: int, verdicts: list[Verdict], rules: WindowRules) -> Detection | None:
+    def on_blocks(
+        self, seq: int, ts: int, verdicts: list[Verdict], rules: WindowRules
+    ) -> Detection | None:
         """Count one write's block verdicts; a Detection when this write raises the alert."""
         self.last_seq = max(self.last_seq, seq)
         self._advance(ts, rules)
@@ -118,9 +120,16 @@ class VolumeWindow:
         self.state, self.quiet_windows = "alerted", 0
         self.alerts += 1
         return Detection(
-            volume=self.volume, onset_seq=self.onset_seq, onset_ts=self.onset_ts, detected_seq=seq,
-            detected_ts=ts, share=share, suspicious=self.suspicious, data_blocks=self.data_blocks,
-            fresh_high=self.fresh_high, last_clean=self.checkpoint_before(self.onset_seq),
+            volume=self.volume,
+            onset_seq=self.onset_seq,
+            onset_ts=self.onset_ts,
+            detected_seq=seq,
+            detected_ts=ts,
+            share=share,
+            suspicious=self.suspicious,
+            data_blocks=self.data_blocks,
+            fresh_high=self.fresh_high,
+            last_clean=self.checkpoint_before(self.onset_seq),
         )
 
     def on_other(self, seq: int, ts: int, rules: WindowRules) -> None:
@@ -145,7 +154,9 @@ class VolumeWindow:
             return
         self._close(rules)
         elapsed = (ts - self.window_start) // width
-        for _ in range(min(int(elapsed) - 1, rules.cooldown_windows + 1)):  # empty windows are quiet
+        for _ in range(
+            min(int(elapsed) - 1, rules.cooldown_windows + 1)
+        ):  # empty windows are quiet
             self._close(rules)
         self.window_start += elapsed * width
 

@@ -20,18 +20,27 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[4]
-SOURCES = (REPO / "lib", REPO / "services", REPO / "tests", Path("/usr/share/perl5"),
-           Path("/usr/lib/python3/dist-packages"))
+SOURCES = (
+    REPO / "lib",
+    REPO / "services",
+    REPO / "tests",
+    Path("/usr/share/perl5"),
+    Path("/usr/lib/python3/dist-packages"),
+)
 
 
 def sh(*cmd: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if res.returncode != 0:
-        raise RuntimeError(f"`{' '.join(cmd)}` failed ({res.returncode}): {res.stdout[-800:]}{res.stderr[-800:]}")
+        raise RuntimeError(
+            f"`{' '.join(cmd)}` failed ({res.returncode}): {res.stdout[-800:]}{res.stderr[-800:]}"
+        )
     return res
 
 
-def wait_for(what: str, check: Callable[[], object], timeout: float = 60, interval: float = 0.1) -> object:
+def wait_for(
+    what: str, check: Callable[[], object], timeout: float = 60, interval: float = 0.1
+) -> object:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         got = check()
@@ -48,7 +57,12 @@ def text_tree(dest: Path, limit_bytes: int) -> int:
         for p in sorted(root.rglob("*")) if root.is_dir() else []:
             if total >= limit_bytes:
                 return total
-            if not p.is_file() or p.is_symlink() or "__pycache__" in p.parts or p.suffix in (".pyc", ".so", ".bin"):
+            if (
+                not p.is_file()
+                or p.is_symlink()
+                or "__pycache__" in p.parts
+                or p.suffix in (".pyc", ".so", ".bin")
+            ):
                 continue
             try:
                 data = p.read_bytes()
@@ -84,13 +98,21 @@ def mounted(uri: str, work: Path) -> Iterator[Path]:
     pid = work / "nbdfuse.pid"
     pid.unlink(missing_ok=True)
     with open(work / "fuse.log", "ab") as log:
-        nbdfuse = subprocess.Popen(["nbdfuse", "-P", str(pid), str(nbd_mnt), uri], stdout=log, stderr=log,
-                                   stdin=subprocess.DEVNULL)
+        nbdfuse = subprocess.Popen(
+            ["nbdfuse", "-P", str(pid), str(nbd_mnt), uri],
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+        )
         fuse2fs = None
         try:
             wait_for("nbdfuse", lambda: pid.exists() and (nbd_mnt / "nbd").exists())
-            fuse2fs = subprocess.Popen(["fuse2fs", "-f", str(nbd_mnt / "nbd"), str(fs_mnt), "-o", "fakeroot"],
-                                       stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+            fuse2fs = subprocess.Popen(
+                ["fuse2fs", "-f", str(nbd_mnt / "nbd"), str(fs_mnt), "-o", "fakeroot"],
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+            )
             wait_for("fuse2fs", lambda: os.path.ismount(fs_mnt))
             yield fs_mnt
         finally:
@@ -163,8 +185,11 @@ def database_load(mnt: Path, seed: int = 0) -> None:
     rnd = random.Random(seed)
 
     def page(n: int, version: int) -> bytes:
-        rows = b"".join(b"%08d|%08d|%+012d|%s\n" % (n * 50 + i, rnd.randrange(10**6), rnd.randrange(-10**8, 10**8),
-                                                     b" " * 60) for i in range(50))
+        rows = b"".join(
+            b"%08d|%08d|%+012d|%s\n"
+            % (n * 50 + i, rnd.randrange(10**6), rnd.randrange(-(10**8), 10**8), b" " * 60)
+            for i in range(50)
+        )
         return (b"PGPAGE%04d" % version + rows).ljust(8192, b"\x00")[:8192]
 
     pages = 3072
@@ -194,9 +219,15 @@ def compressed_files(mnt: Path, seed: int = 0) -> None:
     out.mkdir(exist_ok=True)
     text = b"".join(p.read_bytes() for p in files(mnt / "data")[:400])
     for i in range(8):
-        (out / f"archive{i}.tar.gz").write_bytes(gzip.compress(text[i * 100_000 :] + os.urandom(200_000)))
-        (out / f"dump{i}.zst").write_bytes(zstandard.ZstdCompressor(level=3).compress(text[::-1] * 2 + os.urandom(300_000)))
-        img = (rnd.random((480, 640, 3)) * 60 + np.linspace(0, 190, 640)[None, :, None]).astype("uint8")
+        (out / f"archive{i}.tar.gz").write_bytes(
+            gzip.compress(text[i * 100_000 :] + os.urandom(200_000))
+        )
+        (out / f"dump{i}.zst").write_bytes(
+            zstandard.ZstdCompressor(level=3).compress(text[::-1] * 2 + os.urandom(300_000))
+        )
+        img = (rnd.random((480, 640, 3)) * 60 + np.linspace(0, 190, 640)[None, :, None]).astype(
+            "uint8"
+        )
         for fmt, ext in (("PNG", "png"), ("JPEG", "jpg")):
             b = io.BytesIO()
             Image.fromarray(img).save(b, fmt)
@@ -216,7 +247,17 @@ def package_install(mnt: Path, seed: int = 0) -> None:
 
     src = Path(sysconfig.get_paths()["purelib"])
     total = 0
-    for pkg in ("rich", "pydantic", "faust", "aiokafka", "yaml", "structlog", "typer", "zstandard", "crc32c"):
+    for pkg in (
+        "rich",
+        "pydantic",
+        "faust",
+        "aiokafka",
+        "yaml",
+        "structlog",
+        "typer",
+        "zstandard",
+        "crc32c",
+    ):
         root = src / pkg
         if not root.exists():
             continue
@@ -263,12 +304,19 @@ CASES: dict[str, tuple[bool, Callable[..., None]]] = {
 def read_topic(settings, topic: str, name: str, match: Callable[[dict], bool]) -> list[dict]:  # type: ignore[no-untyped-def]
     """Every record of `topic` (record type `name`) for which `match` holds, oldest first."""
     from confluent_kafka import Consumer, TopicPartition
+
     from tapstream.core.codec import DecodeError, make_codec
     from tapstream.core.kafka import client_config
 
     codec = make_codec(settings)
-    c = Consumer({**client_config(settings, settings.protected_bootstrap), "group.id": "tapstream-eval-reader",
-                  "enable.auto.commit": False, "enable.partition.eof": True})
+    c = Consumer(
+        {
+            **client_config(settings, settings.protected_bootstrap),
+            "group.id": "tapstream-eval-reader",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+        }
+    )
     out: list[dict] = []
     try:
         meta = c.list_topics(topic, timeout=10).topics.get(topic)
@@ -303,10 +351,16 @@ def alerts_of(settings, group: str) -> list[dict]:  # type: ignore[no-untyped-de
 def committed_lag(settings, consumer_group: str, topic: str) -> int | None:  # type: ignore[no-untyped-def]
     """Records of `topic` not yet committed by `consumer_group` (None: nothing committed yet)."""
     from confluent_kafka import Consumer, TopicPartition
+
     from tapstream.core.kafka import client_config
 
-    c = Consumer({**client_config(settings, settings.protected_bootstrap), "group.id": consumer_group,
-                  "enable.auto.commit": False})
+    c = Consumer(
+        {
+            **client_config(settings, settings.protected_bootstrap),
+            "group.id": consumer_group,
+            "enable.auto.commit": False,
+        }
+    )
     try:
         meta = c.list_topics(topic, timeout=10).topics[topic]
         tps = [TopicPartition(topic, p) for p in meta.partitions]
@@ -314,7 +368,9 @@ def committed_lag(settings, consumer_group: str, topic: str) -> int | None:  # t
         for tp in c.committed(tps, timeout=10):
             low, high = c.get_watermark_offsets(tp, timeout=10)
             committed = committed or tp.offset >= 0
-            lag += high - max(tp.offset, low)  # a partition never committed (maybe empty) counts whole
+            lag += high - max(
+                tp.offset, low
+            )  # a partition never committed (maybe empty) counts whole
         return lag if committed else None
     finally:
         c.close()

@@ -20,6 +20,7 @@ from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 import faust
+
 from tapstream.analyzer import metrics
 from tapstream.analyzer.sdk import AlertRequest, Analyzer, Dispatcher, Event, VolumeMeta
 from tapstream.analyzer.settings import AnalyzerSettings
@@ -32,7 +33,10 @@ ALERT_NS = uuid.UUID("5b0a3f0e-8f55-4b7e-9d59-5f1d4f6a7c21")
 
 
 def app_id(settings: AnalyzerSettings, name: str) -> str:
-    return settings.analyzer_app_id or f"{settings.topic_prefix}-analyzer.{name}.{settings.analyzer_group}"
+    return (
+        settings.analyzer_app_id
+        or f"{settings.topic_prefix}-analyzer.{name}.{settings.analyzer_group}"
+    )
 
 
 def topic_partitions(settings: AnalyzerSettings, topic: str) -> int:
@@ -40,14 +44,20 @@ def topic_partitions(settings: AnalyzerSettings, topic: str) -> int:
     from confluent_kafka.admin import AdminClient
 
     admin = AdminClient(client_config(settings))
-    deadline = time.monotonic() + settings.analyzer_topic_wait_s if settings.analyzer_topic_wait_s else None
+    deadline = (
+        time.monotonic() + settings.analyzer_topic_wait_s
+        if settings.analyzer_topic_wait_s
+        else None
+    )
     said = False
     while True:
         meta = admin.list_topics(topic, timeout=10).topics.get(topic)
         if meta is not None and meta.error is None and meta.partitions:
             return len(meta.partitions)
         if deadline is not None and time.monotonic() > deadline:
-            raise SystemExit(f"analyzer: topic {topic} did not appear in {settings.analyzer_topic_wait_s}s")
+            raise SystemExit(
+                f"analyzer: topic {topic} did not appear in {settings.analyzer_topic_wait_s}s"
+            )
         if not said:
             log.info("waiting for the write topic", topic=topic)
             said = True
@@ -59,14 +69,20 @@ def _faust_credentials(settings: AnalyzerSettings) -> Any:
         return None
     import ssl
 
-    ctx = ssl.create_default_context(cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None)
+    ctx = ssl.create_default_context(
+        cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None
+    )
     if settings.kafka_security_protocol == "SSL":
         return faust.SSLCredentials(ctx)
-    password = settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else ""
+    password = (
+        settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else ""
+    )
     return faust.SASLCredentials(
-        username=settings.kafka_sasl_username or "", password=password,
+        username=settings.kafka_sasl_username or "",
+        password=password,
         mechanism=settings.kafka_sasl_mechanism or "PLAIN",
-        ssl_context=ctx if settings.kafka_security_protocol == "SASL_SSL" else None)
+        ssl_context=ctx if settings.kafka_security_protocol == "SASL_SSL" else None,
+    )
 
 
 class BytesTable(MutableMapping[str, bytes]):
@@ -117,36 +133,71 @@ def build_app(analyzer: Analyzer, settings: AnalyzerSettings, partitions: int) -
         table_standby_replicas=0,
         stream_wait_empty=False,
     )
-    source = app.topic(settings.topic(f"writes.{group}"), key_type=bytes, value_type=bytes,
-                       key_serializer="raw", value_serializer="raw")
+    source = app.topic(
+        settings.topic(f"writes.{group}"),
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
     alerts = app.topic(settings.topic("alerts"), key_serializer="raw", value_serializer="raw")
     control = app.topic(settings.topic("control"), key_serializer="raw", value_serializer="raw")
     volumes = app.Table("volumes", default=None, partitions=partitions)
-    tables = {t: BytesTable(app.Table(t, default=None, partitions=partitions)) for t in analyzer.tables}
+    tables = {
+        t: BytesTable(app.Table(t, default=None, partitions=partitions)) for t in analyzer.tables
+    }
     dispatcher = Dispatcher(analyzer)
 
     async def publish(req: AlertRequest) -> None:
         alert_id = str(uuid.uuid5(ALERT_NS, f"{name}:{group}:{req.dedupe_key or req.onset_ts}"))
         cp = req.last_clean_checkpoint
         record = {
-            "id": alert_id, "kind": req.kind, "group": group, "volume": req.volume,
-            "onset_ts": req.onset_ts, "detected_ts": req.detected_ts, "severity": req.severity,
-            "score": float(req.score), "encrypted_share": float(req.encrypted_share),
-            "last_clean_checkpoint": cp.id if cp else None, "message": req.message,
-            "details": {**req.details, "analyzer": name, "published_ts": str(time.time_ns() // 1000)},
+            "id": alert_id,
+            "kind": req.kind,
+            "group": group,
+            "volume": req.volume,
+            "onset_ts": req.onset_ts,
+            "detected_ts": req.detected_ts,
+            "severity": req.severity,
+            "score": float(req.score),
+            "encrypted_share": float(req.encrypted_share),
+            "last_clean_checkpoint": cp.id if cp else None,
+            "message": req.message,
+            "details": {
+                **req.details,
+                "analyzer": name,
+                "published_ts": str(time.time_ns() // 1000),
+            },
         }
         await alerts.send(key=req.volume.encode(), value=codec.encode("Alert", record))
         metrics.ALERTS.labels(name, group, req.volume, req.kind).inc()
-        log.warning("alert", kind=req.kind, group=group, volume=req.volume, alert=alert_id,
-                    last_clean_checkpoint=cp.id if cp else None, share=round(req.encrypted_share, 3))
+        log.warning(
+            "alert",
+            kind=req.kind,
+            group=group,
+            volume=req.volume,
+            alert=alert_id,
+            last_clean_checkpoint=cp.id if cp else None,
+            share=round(req.encrypted_share, 3),
+        )
         if req.tag_checkpoint and cp is not None:
             # Ask for the checkpoint to be tagged and kept (CONTRACTS: CHECKPOINT_TAG).
-            command = {"id": str(uuid.uuid5(ALERT_NS, f"tag:{alert_id}")), "group": group,
-                       "kind": "CHECKPOINT_TAG", "sender": f"analyzer.{name}", "ts": time.time_ns() // 1000,
-                       "checkpoint_id": cp.id, "tag": settings.analyzer_last_clean_tag,
-                       "volumes": [req.volume],
-                       "args": {"alert_id": alert_id, "reason": req.kind, "keep": "true",
-                                "onset_ts": str(req.onset_ts)}}
+            command = {
+                "id": str(uuid.uuid5(ALERT_NS, f"tag:{alert_id}")),
+                "group": group,
+                "kind": "CHECKPOINT_TAG",
+                "sender": f"analyzer.{name}",
+                "ts": time.time_ns() // 1000,
+                "checkpoint_id": cp.id,
+                "tag": settings.analyzer_last_clean_tag,
+                "volumes": [req.volume],
+                "args": {
+                    "alert_id": alert_id,
+                    "reason": req.kind,
+                    "keep": "true",
+                    "onset_ts": str(req.onset_ts),
+                },
+            }
             await control.send(key=group.encode(), value=codec.encode("Command", command))
 
     @app.agent(source, name=f"analyze-{name}")
@@ -155,15 +206,28 @@ def build_app(analyzer: Analyzer, settings: AnalyzerSettings, partitions: int) -
             try:
                 kind, rec = codec.decode(event.message.value)
             except DecodeError as exc:
-                log.error("undecodable record skipped", partition=event.message.partition,
-                          offset=event.message.offset, error=str(exc))
+                log.error(
+                    "undecodable record skipped",
+                    partition=event.message.partition,
+                    offset=event.message.offset,
+                    error=str(exc),
+                )
                 metrics.EVENTS.labels(name, group, "?", "undecodable").inc()
                 continue
             if kind != "DiskEvent":
                 continue
             branch, body = rec["body"]
-            ev = Event(group=rec["group"], volume=rec["volume"], seq=rec["seq"], ts=rec["ts"], host=rec["host"],
-                       kind=branch, body=body, partition=event.message.partition, offset=event.message.offset)
+            ev = Event(
+                group=rec["group"],
+                volume=rec["volume"],
+                seq=rec["seq"],
+                ts=rec["ts"],
+                host=rec["host"],
+                kind=branch,
+                body=body,
+                partition=event.message.partition,
+                offset=event.message.offset,
+            )
             meta = VolumeMeta.from_dict(volumes.get(ev.volume))
             requests: list[AlertRequest] = []
             result = dispatcher.handle(ev, meta, tables, requests.append)  # type: ignore[arg-type]
@@ -188,14 +252,34 @@ def run(analyzer: Analyzer, settings: AnalyzerSettings) -> None:
     serve(settings.metrics_port, settings.metrics_host)
     topic = settings.topic(f"writes.{settings.analyzer_group}")
     partitions = topic_partitions(settings, topic)
-    asyncio.run(ensure_topics(client_config(settings), [TopicSpec(settings.topic("alerts"), partitions=1),
-                                                        TopicSpec(settings.topic("control"), partitions=1)]))
+    asyncio.run(
+        ensure_topics(
+            client_config(settings),
+            [
+                TopicSpec(settings.topic("alerts"), partitions=1),
+                TopicSpec(settings.topic("control"), partitions=1),
+            ],
+        )
+    )
     # Changelogs made up front, co-partitioned, and waited for: faust crashes (PartitionsMismatch)
     # when a changelog it just created shows no partitions yet in the metadata.
-    changelogs = [f"{app_id(settings, analyzer.name)}-{t}-changelog" for t in ("volumes", *analyzer.tables)]
-    asyncio.run(ensure_topics(client_config(settings), [
-        TopicSpec(c, partitions=partitions, replication_factor=settings.analyzer_replication_factor,
-                  config={"cleanup.policy": "compact"}) for c in changelogs]))
+    changelogs = [
+        f"{app_id(settings, analyzer.name)}-{t}-changelog" for t in ("volumes", *analyzer.tables)
+    ]
+    asyncio.run(
+        ensure_topics(
+            client_config(settings),
+            [
+                TopicSpec(
+                    c,
+                    partitions=partitions,
+                    replication_factor=settings.analyzer_replication_factor,
+                    config={"cleanup.policy": "compact"},
+                )
+                for c in changelogs
+            ],
+        )
+    )
     for c in changelogs:
         topic_partitions(settings, c)
     app = build_app(analyzer, settings, partitions)
@@ -205,6 +289,7 @@ def run(analyzer: Analyzer, settings: AnalyzerSettings) -> None:
         import uvloop
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    worker = faust.Worker(app, loglevel=settings.log_level, override_logging=False, quiet=True,
-                          redirect_stdouts=False)
+    worker = faust.Worker(
+        app, loglevel=settings.log_level, override_logging=False, quiet=True, redirect_stdouts=False
+    )
     worker.execute_from_commandline()

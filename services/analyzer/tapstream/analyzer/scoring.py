@@ -134,17 +134,21 @@ def score_write(offset: int, data: bytes, t: Thresholds = Thresholds()) -> list[
         block = view[i * BLOCK : (i + 1) * BLOCK]
         mask = int(masks[i])
         zero = mask == 0 and block == _ZERO_BLOCK
-        out.append(BlockScore(
-            index=first + i,
-            mask=mask,
-            zero=zero,
-            magic=mask != 0 and block.startswith(MAGIC),
-            incompressible=mask == FULL and compress_ratio(block) >= t.incompressible_ratio,
-        ))
+        out.append(
+            BlockScore(
+                index=first + i,
+                mask=mask,
+                zero=zero,
+                magic=mask != 0 and block.startswith(MAGIC),
+                incompressible=mask == FULL and compress_ratio(block) >= t.incompressible_ratio,
+            )
+        )
     return out
 
 
-def judge(score: BlockScore, prior: Prior, prior_mask: int, t: Thresholds = Thresholds()) -> Verdict:
+def judge(
+    score: BlockScore, prior: Prior, prior_mask: int, t: Thresholds = Thresholds()
+) -> Verdict:
     """The verdict on one block write, given what the block held before."""
     if score.zero:
         return Verdict.ZERO

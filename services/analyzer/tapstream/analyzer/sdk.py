@@ -90,22 +90,36 @@ class VolumeMeta:
     state: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"last_seq": self.last_seq, "gaps": self.gaps, "state": self.state,
-                "checkpoints": [[c.seq, c.ts, c.id, c.tag] for c in self.checkpoints]}
+        return {
+            "last_seq": self.last_seq,
+            "gaps": self.gaps,
+            "state": self.state,
+            "checkpoints": [[c.seq, c.ts, c.id, c.tag] for c in self.checkpoints],
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> VolumeMeta:
         if not d:
             return cls()
-        return cls(d.get("last_seq", 0), d.get("gaps", 0), [Checkpoint(*c) for c in d.get("checkpoints", [])],
-                   d.get("state", {}))
+        return cls(
+            d.get("last_seq", 0),
+            d.get("gaps", 0),
+            [Checkpoint(*c) for c in d.get("checkpoints", [])],
+            d.get("state", {}),
+        )
 
 
 class Context:
     """What a hook sees besides the event: the volume's state, checkpoints, alerting, tables."""
 
-    def __init__(self, group: str, volume: str, meta: VolumeMeta,
-                 tables: dict[str, MutableMapping[str, Any]], alert: Callable[[AlertRequest], None]) -> None:
+    def __init__(
+        self,
+        group: str,
+        volume: str,
+        meta: VolumeMeta,
+        tables: dict[str, MutableMapping[str, Any]],
+        alert: Callable[[AlertRequest], None],
+    ) -> None:
         self.group = group
         self.volume = volume
         self._meta = meta
@@ -173,8 +187,13 @@ class Dispatcher:
     def __init__(self, analyzer: Analyzer) -> None:
         self.analyzer = analyzer
 
-    def handle(self, ev: Event, meta: VolumeMeta, tables: dict[str, MutableMapping[str, Any]],
-               alert: Callable[[AlertRequest], None]) -> str:
+    def handle(
+        self,
+        ev: Event,
+        meta: VolumeMeta,
+        tables: dict[str, MutableMapping[str, Any]],
+        alert: Callable[[AlertRequest], None],
+    ) -> str:
         """Run the analyzer on `ev`; returns "skipped" (seen before), "gap" or "ok"."""
         if ev.seq <= meta.last_seq:
             return "skipped"
@@ -183,8 +202,11 @@ class Dispatcher:
             meta.gaps += 1
         meta.last_seq = ev.seq
         if ev.kind == "Checkpoint":
-            meta.checkpoints.append(Checkpoint(ev.seq, int(ev.body.get("ts") or ev.ts), ev.body["id"],
-                                               ev.body.get("tag")))
+            meta.checkpoints.append(
+                Checkpoint(
+                    ev.seq, int(ev.body.get("ts") or ev.ts), ev.body["id"], ev.body.get("tag")
+                )
+            )
             del meta.checkpoints[:-MAX_CHECKPOINTS]
         self.analyzer.on_event(ev, Context(ev.group, ev.volume, meta, tables, alert))
         return result

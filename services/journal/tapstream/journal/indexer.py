@@ -37,7 +37,9 @@ class Journal:
         if self.s.journal_rebuild:
             for g in self.s.journal_groups:
                 await self.store.reset(self.topic(g), g)
-                log.warning("index dropped; rebuilding from the topic", group=g, topic=self.topic(g))
+                log.warning(
+                    "index dropped; rebuilding from the topic", group=g, topic=self.topic(g)
+                )
         self._tasks = [asyncio.create_task(self._index(g)) for g in self.s.journal_groups]
         self._tasks.append(asyncio.create_task(self._progress()))
         self._tasks.append(asyncio.create_task(self._tags()))
@@ -88,7 +90,12 @@ class Journal:
                         try:
                             _, rec = self.codec.decode(msg.value)
                         except DecodeError as exc:
-                            log.error("undecodable record not indexed", topic=topic, offset=msg.offset, error=str(exc))
+                            log.error(
+                                "undecodable record not indexed",
+                                topic=topic,
+                                offset=msg.offset,
+                                error=str(exc),
+                            )
                             continue
                         ev, cp = to_rows(rec, tp.topic, tp.partition, msg.offset)
                         events.append(ev)
@@ -127,14 +134,23 @@ class Journal:
                 if requests:
                     await self.store.tag(requests)
                     for r in requests:
-                        log.info("checkpoint tag recorded", group=r.group, checkpoint=r.checkpoint_id, tag=r.tag,
-                                 keep=r.keep, reason=r.reason, sender=r.sender)
+                        log.info(
+                            "checkpoint tag recorded",
+                            group=r.group,
+                            checkpoint=r.checkpoint_id,
+                            tag=r.tag,
+                            keep=r.keep,
+                            reason=r.reason,
+                            sender=r.sender,
+                        )
         finally:
             await consumer.stop()
 
     async def _progress(self) -> None:
         """Follow the replicas' applied positions, so restorability is known and old rows trimmed."""
-        consumer = make_consumer(self.s, self.s.topic("progress"), group_id=None, auto_offset_reset="latest")
+        consumer = make_consumer(
+            self.s, self.s.topic("progress"), group_id=None, auto_offset_reset="latest"
+        )
         await consumer.start()
         last_trim = 0.0
         try:

@@ -14,6 +14,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
 from confluent_kafka import Consumer, TopicPartition
 
 from tapstream.core.codec import make_codec
@@ -45,8 +46,14 @@ class RestoreResult:
 Progress = Callable[[int, int], None]  # (done, total) in events
 
 
-async def restore(settings: TapstreamSettings, group: str, volume: str, checkpoint: str, out: Path,
-                  progress: Progress | None = None) -> RestoreResult:
+async def restore(
+    settings: TapstreamSettings,
+    group: str,
+    volume: str,
+    checkpoint: str,
+    out: Path,
+    progress: Progress | None = None,
+) -> RestoreResult:
     store = JournalStore(settings.recovery_database_url.get_secret_value())
     await store.start()
     partial = out.with_name(out.name + ".partial")
@@ -55,17 +62,22 @@ async def restore(settings: TapstreamSettings, group: str, volume: str, checkpoi
         if cp is None:
             known = await store.volumes(group)
             if volume not in known:
-                raise RestoreError(f"unknown volume {volume!r} in group {group!r}; volumes with "
-                                   f"checkpoints: {', '.join(known) or 'none'}")
-            raise RestoreError(f"no checkpoint {checkpoint!r} for {group}/{volume}; list them with "
-                               f"`tapstream checkpoint list {group}`")
+                raise RestoreError(
+                    f"unknown volume {volume!r} in group {group!r}; volumes with "
+                    f"checkpoints: {', '.join(known) or 'none'}"
+                )
+            raise RestoreError(
+                f"no checkpoint {checkpoint!r} for {group}/{volume}; list them with "
+                f"`tapstream checkpoint list {group}`"
+            )
         replica = Replica(settings.replica_dir, group, volume)
         with replica.lock():
             pos = replica.position()
             if pos.seq > cp["seq"]:
                 raise RestoreError(
                     f"checkpoint {cp['id']} is outside the journal window: the replica already applied "
-                    f"seq {pos.seq} > {cp['seq']}. Pick a newer checkpoint (`tapstream checkpoint list {group}`)")
+                    f"seq {pos.seq} > {cp['seq']}. Pick a newer checkpoint (`tapstream checkpoint list {group}`)"
+                )
             if replica.image.exists():
                 _copy(replica.image, partial)
             else:
@@ -77,12 +89,26 @@ async def restore(settings: TapstreamSettings, group: str, volume: str, checkpoi
             raise RestoreError(
                 f"the journal holds {len(rows)} of the {expected} events between the replica (seq {pos.seq}) "
                 f"and checkpoint {cp['id']} (seq {cp['seq']}): is the journal still catching up? "
-                "Retry shortly, or check `tapstream status`")
-        spans = needed(Span(r["seq"], r["off"], r["len"], r["kpartition"], r["koffset"]) for r in rows)
+                "Retry shortly, or check `tapstream status`"
+            )
+        spans = needed(
+            Span(r["seq"], r["off"], r["len"], r["kpartition"], r["koffset"]) for r in rows
+        )
         topic = rows[0]["topic"] if rows else settings.mirrored(settings.topic(f"writes.{group}"))
-        applied, journal_bytes = _apply_from_kafka(settings, topic, spans, partial, cp["volume_size"], progress)
-        return RestoreResult(cp["id"], cp["tag"], out, cp["volume_size"], pos.seq, cp["seq"], len(rows),
-                             applied, journal_bytes)
+        applied, journal_bytes = _apply_from_kafka(
+            settings, topic, spans, partial, cp["volume_size"], progress
+        )
+        return RestoreResult(
+            cp["id"],
+            cp["tag"],
+            out,
+            cp["volume_size"],
+            pos.seq,
+            cp["seq"],
+            len(rows),
+            applied,
+            journal_bytes,
+        )
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
@@ -107,13 +133,26 @@ def _copy(src: Path, dst: Path) -> None:
             shutil.copyfileobj(fsrc, fdst, 8 << 20)
 
 
-def _apply_from_kafka(settings: TapstreamSettings, topic: str, spans: list[Span], image: Path, size: int,
-                      progress: Progress | None) -> tuple[int, int]:
+def _apply_from_kafka(
+    settings: TapstreamSettings,
+    topic: str,
+    spans: list[Span],
+    image: Path,
+    size: int,
+    progress: Progress | None,
+) -> tuple[int, int]:
     codec = make_codec(settings)
     conf = client_config(settings, settings.recovery_bootstrap)
-    consumer = Consumer({**conf, "group.id": "tapstream-restore", "enable.auto.commit": False,
-                         "fetch.max.bytes": 64 << 20, "max.partition.fetch.bytes": 64 << 20,
-                         "queued.max.messages.kbytes": 256 * 1024})
+    consumer = Consumer(
+        {
+            **conf,
+            "group.id": "tapstream-restore",
+            "enable.auto.commit": False,
+            "fetch.max.bytes": 64 << 20,
+            "max.partition.fetch.bytes": 64 << 20,
+            "queued.max.messages.kbytes": 256 * 1024,
+        }
+    )
     fd = os.open(image, os.O_RDWR)
     applied = nbytes = 0
     try:
@@ -123,7 +162,9 @@ def _apply_from_kafka(settings: TapstreamSettings, topic: str, spans: list[Span]
         # fetch and apply in one pass, holding one record at a time.
         partitions = {s.kpartition for s in spans}
         if len(partitions) > 1:
-            raise RestoreError(f"events of one volume span partitions {sorted(partitions)} of {topic}")
+            raise RestoreError(
+                f"events of one volume span partitions {sorted(partitions)} of {topic}"
+            )
         offsets = [s.koffset for s in spans]
         by_offset = {s.koffset: s for s in spans}
         partition = spans[0].kpartition if spans else 0
@@ -133,22 +174,30 @@ def _apply_from_kafka(settings: TapstreamSettings, topic: str, spans: list[Span]
             while i < len(offsets):
                 msg = consumer.poll(10)
                 if msg is None:
-                    raise RestoreError(f"Kafka gave no record at {topic}[{partition}]@{offsets[i]} in 10 s; "
-                                       "is the recovery cluster up and the record still retained?")
+                    raise RestoreError(
+                        f"Kafka gave no record at {topic}[{partition}]@{offsets[i]} in 10 s; "
+                        "is the recovery cluster up and the record still retained?"
+                    )
                 if msg.error():
                     raise RestoreError(f"reading {topic}[{partition}]: {msg.error()}")
                 if msg.offset() > offsets[i]:
-                    raise RestoreError(f"record {topic}[{partition}]@{offsets[i]} is gone (retention?)")
+                    raise RestoreError(
+                        f"record {topic}[{partition}]@{offsets[i]} is gone (retention?)"
+                    )
                 if msg.offset() < offsets[i]:
                     continue
                 span = by_offset[msg.offset()]
                 _, rec = codec.decode(msg.value())
                 if rec["seq"] != span.seq:
-                    raise RestoreError(f"index and topic disagree at {topic}[{partition}]@{msg.offset()}")
+                    raise RestoreError(
+                        f"index and topic disagree at {topic}[{partition}]@{msg.offset()}"
+                    )
                 try:
                     apply_body(fd, rec["body"])
                 except StreamError as exc:
-                    raise RestoreError(f"journal event seq {span.seq} failed verification: {exc}") from None
+                    raise RestoreError(
+                        f"journal event seq {span.seq} failed verification: {exc}"
+                    ) from None
                 applied += 1
                 nbytes += len(rec["body"][1].get("data", b""))
                 if progress:

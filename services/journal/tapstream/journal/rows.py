@@ -30,14 +30,35 @@ class CheckpointRow(NamedTuple):
     volumes: list[str]
 
 
-def to_rows(record: dict[str, Any], topic: str, partition: int, offset: int) -> tuple[EventRow, CheckpointRow | None]:
+def to_rows(
+    record: dict[str, Any], topic: str, partition: int, offset: int
+) -> tuple[EventRow, CheckpointRow | None]:
     kind, body = record["body"]
     off = int(body.get("offset", 0)) if kind in ("Write", "Zero", "SyncBlock") else 0
     length = int(body.get("length", 0)) if kind in ("Write", "Zero", "SyncBlock") else 0
-    event = EventRow(record["group"], record["volume"], record["seq"], kind, off, length, record["ts"],
-                     topic, partition, offset, body.get("checksum"))
+    event = EventRow(
+        record["group"],
+        record["volume"],
+        record["seq"],
+        kind,
+        off,
+        length,
+        record["ts"],
+        topic,
+        partition,
+        offset,
+        body.get("checksum"),
+    )
     cp = None
     if kind == "Checkpoint":
-        cp = CheckpointRow(record["group"], body["id"], body.get("tag"), body["ts"], record["volume"],
-                           record["seq"], int(body.get("volume_size", 0)), list(body.get("volumes", [])))
+        cp = CheckpointRow(
+            record["group"],
+            body["id"],
+            body.get("tag"),
+            body["ts"],
+            record["volume"],
+            record["seq"],
+            int(body.get("volume_size", 0)),
+            list(body.get("volumes", [])),
+        )
     return event, cp

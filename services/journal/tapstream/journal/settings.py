@@ -9,8 +9,16 @@ from tapstream.core.settings import Site, TapstreamSettings
 
 
 class JournalSettings(TapstreamSettings):
-    site: Site = Field("recovery", description="The journal indexes the mirrored stream at the recovery site.")
-    journal_groups: list[str] = Field(default_factory=list, description='Protection groups, JSON list: ["g1"].')
+    site: Site = Field(
+        "recovery", description="The journal indexes the mirrored stream at the recovery site."
+    )
+    journal_groups: list[str] = Field(
+        default_factory=list, description='Protection groups, JSON list: ["g1"].'
+    )
     journal_rebuild: bool = Field(
-        False, description="At start, drop the groups' index and rebuild it from the topic's beginning.")
-    journal_batch_max: int = Field(2000, ge=1, description="Most events indexed per COPY transaction.")
+        False,
+        description="At start, drop the groups' index and rebuild it from the topic's beginning.",
+    )
+    journal_batch_max: int = Field(
+        2000, ge=1, description="Most events indexed per COPY transaction."
+    )

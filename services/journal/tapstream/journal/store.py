@@ -30,31 +30,49 @@ class JournalStore:
 
     async def offsets(self, topic: str) -> dict[int, int]:
         assert self.pool
-        rows = await self.pool.fetch("select kpartition, next_offset from journal_offsets where topic=$1", topic)
+        rows = await self.pool.fetch(
+            "select kpartition, next_offset from journal_offsets where topic=$1", topic
+        )
         return {r["kpartition"]: r["next_offset"] for r in rows}
 
-    async def write(self, events: list[EventRow], checkpoints: list[CheckpointRow],
-                    offsets: dict[tuple[str, int], int]) -> None:
+    async def write(
+        self,
+        events: list[EventRow],
+        checkpoints: list[CheckpointRow],
+        offsets: dict[tuple[str, int], int],
+    ) -> None:
         """Bulk COPY into staging tables, merge (MirrorMaker 2 may deliver a record twice), store offsets."""
         assert self.pool
         async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute("create temp table if not exists stage_events (like journal_events) on commit delete rows")
-            await conn.copy_records_to_table("stage_events", records=events, columns=list(EventRow._fields))
-            await conn.execute("insert into journal_events select * from stage_events on conflict do nothing")
+            await conn.execute(
+                "create temp table if not exists stage_events (like journal_events) on commit delete rows"
+            )
+            await conn.copy_records_to_table(
+                "stage_events", records=events, columns=list(EventRow._fields)
+            )
+            await conn.execute(
+                "insert into journal_events select * from stage_events on conflict do nothing"
+            )
             if checkpoints:
                 await conn.executemany(
                     "insert into journal_checkpoints values ($1,$2,$3,$4,$5,$6,$7,$8) on conflict do nothing",
-                    checkpoints)
+                    checkpoints,
+                )
             await conn.executemany(
                 "insert into journal_offsets values ($1,$2,$3) on conflict (topic, kpartition) "
                 "do update set next_offset = excluded.next_offset",
-                [(t, p, o) for (t, p), o in offsets.items()])
+                [(t, p, o) for (t, p), o in offsets.items()],
+            )
 
     async def set_applied(self, group: str, volume: str, seq: int) -> None:
         assert self.pool
         await self.pool.execute(
             "insert into journal_applied values ($1,$2,$3) on conflict (group_name, volume) "
-            "do update set seq = greatest(journal_applied.seq, excluded.seq)", group, volume, seq)
+            "do update set seq = greatest(journal_applied.seq, excluded.seq)",
+            group,
+            volume,
+            seq,
+        )
 
     async def tag(self, requests: list[TagRequest]) -> None:
         """Record CHECKPOINT_TAG requests, in order; idempotent (the control topic is re-read at every
@@ -65,7 +83,11 @@ class JournalStore:
                 if r.tag is None:  # release every tag of the checkpoint
                     await conn.execute(
                         "update journal_checkpoint_tags set keep=false, ts=$3 "
-                        "where group_name=$1 and id=$2 and ts <= $3", r.group, r.checkpoint_id, r.ts)
+                        "where group_name=$1 and id=$2 and ts <= $3",
+                        r.group,
+                        r.checkpoint_id,
+                        r.ts,
+                    )
                     continue
                 await conn.execute(
                     """insert into journal_checkpoint_tags as t values ($1,$2,$3,$4,$5,$6,$7)
@@ -73,7 +95,14 @@ class JournalStore:
                            reason=case when excluded.keep then excluded.reason else t.reason end,
                            sender=case when excluded.keep then excluded.sender else t.sender end
                        where excluded.ts >= t.ts""",
-                    r.group, r.checkpoint_id, r.tag, r.keep, r.reason, r.sender, r.ts)
+                    r.group,
+                    r.checkpoint_id,
+                    r.tag,
+                    r.keep,
+                    r.reason,
+                    r.sender,
+                    r.ts,
+                )
 
     async def trim(self, group: str) -> int:
         """Drop index rows the replica already holds (they can never be needed by a restore).
@@ -84,7 +113,9 @@ class JournalStore:
         assert self.pool
         status = await self.pool.execute(
             "delete from journal_events e using journal_applied a where e.group_name=$1 and "
-            "a.group_name=e.group_name and a.volume=e.volume and e.seq <= a.seq", group)
+            "a.group_name=e.group_name and a.volume=e.volume and e.seq <= a.seq",
+            group,
+        )
         return int(status.split()[-1])
 
     async def reset(self, topic: str, group: str) -> None:
@@ -111,14 +142,19 @@ class JournalStore:
                                 where t.group_name=c.group_name and t.id=c.id), false) as kept
                from journal_checkpoints c
                left join journal_applied a on a.group_name=c.group_name and a.volume=c.volume
-               where c.group_name=$1 group by c.group_name, c.id, c.tag, c.ts order by c.ts""", group)
+               where c.group_name=$1 group by c.group_name, c.id, c.tag, c.ts order by c.ts""",
+            group,
+        )
         return [dict(r) for r in rows]
 
     async def checkpoint_tags(self, group: str, checkpoint_id: str) -> list[dict[str, Any]]:
         assert self.pool
         rows = await self.pool.fetch(
             "select tag, keep, reason, sender, ts from journal_checkpoint_tags where group_name=$1 and id=$2 "
-            "order by ts", group, checkpoint_id)
+            "order by ts",
+            group,
+            checkpoint_id,
+        )
         return [dict(r) for r in rows]
 
     async def resolve(self, group: str, ref: str) -> str | None:
@@ -136,27 +172,42 @@ class JournalStore:
         if ref == "latest":
             row = await self.pool.fetchrow(base + " order by ts desc limit 1", group, volume)
         else:
-            row = await self.pool.fetchrow(base + " and id=$3", group, volume, ref) or await self.pool.fetchrow(
+            row = await self.pool.fetchrow(
+                base + " and id=$3", group, volume, ref
+            ) or await self.pool.fetchrow(
                 base + " and (tag=$3 or exists (select 1 from journal_checkpoint_tags t where "
                 "t.group_name=c.group_name and t.id=c.id and t.tag=$3)) order by ts desc limit 1",
-                group, volume, ref)
+                group,
+                volume,
+                ref,
+            )
         return dict(row) if row else None
 
     async def volumes(self, group: str) -> list[str]:
         assert self.pool
-        rows = await self.pool.fetch("select distinct volume from journal_checkpoints where group_name=$1", group)
+        rows = await self.pool.fetch(
+            "select distinct volume from journal_checkpoints where group_name=$1", group
+        )
         return sorted(r["volume"] for r in rows)
 
-    async def events_between(self, group: str, volume: str, after_seq: int, upto_seq: int) -> list[asyncpg.Record]:
+    async def events_between(
+        self, group: str, volume: str, after_seq: int, upto_seq: int
+    ) -> list[asyncpg.Record]:
         assert self.pool
         return await self.pool.fetch(
             "select seq, kind, off, len, topic, kpartition, koffset from journal_events "
             "where group_name=$1 and volume=$2 and seq > $3 and seq <= $4 order by seq",
-            group, volume, after_seq, upto_seq)
+            group,
+            volume,
+            after_seq,
+            upto_seq,
+        )
 
     async def stats(self, group: str) -> dict[str, Any]:
         assert self.pool
         row = await self.pool.fetchrow(
             "select count(*) as events, min(ts) as oldest_ts, max(ts) as newest_ts from journal_events "
-            "where group_name=$1", group)
+            "where group_name=$1",
+            group,
+        )
         return dict(row) if row else {}

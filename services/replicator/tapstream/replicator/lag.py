@@ -31,8 +31,16 @@ def rpo_seconds(now_s: float, oldest_unmirrored_ts_ms: int | None) -> float:
 
 class LagProbe:
     def __init__(self, protected_conf: dict[str, Any], recovery_conf: dict[str, Any]) -> None:
-        self.p = Consumer({**protected_conf, "group.id": "tapstream-replicator-probe", "enable.auto.commit": False})
-        self.r = Consumer({**recovery_conf, "group.id": "tapstream-replicator-probe", "enable.auto.commit": False})
+        self.p = Consumer(
+            {
+                **protected_conf,
+                "group.id": "tapstream-replicator-probe",
+                "enable.auto.commit": False,
+            }
+        )
+        self.r = Consumer(
+            {**recovery_conf, "group.id": "tapstream-replicator-probe", "enable.auto.commit": False}
+        )
 
     def close(self) -> None:
         self.p.close()

@@ -8,7 +8,13 @@ import contextlib
 import time
 
 from tapstream.core.codec import make_codec
-from tapstream.core.kafka import AsyncProducer, TopicSpec, client_config, ensure_topics, producer_config
+from tapstream.core.kafka import (
+    AsyncProducer,
+    TopicSpec,
+    client_config,
+    ensure_topics,
+    producer_config,
+)
 from tapstream.core.logging import get_logger
 from tapstream.replicator import metrics
 from tapstream.replicator.lag import LagProbe
@@ -32,7 +38,9 @@ class Replicator:
             raise ValueError('no protection groups: set TAPSTREAM_REPLICATOR_GROUPS, e.g. ["g1"]')
         recovery = client_config(self.s, self.s.recovery_bootstrap)
         await ensure_topics(recovery, [TopicSpec(self.s.topic("progress"))])
-        self._producer = AsyncProducer(producer_config(self.s, self.s.recovery_bootstrap, linger_ms=5))
+        self._producer = AsyncProducer(
+            producer_config(self.s, self.s.recovery_bootstrap, linger_ms=5)
+        )
         await self._producer.start()
         self._probe = LagProbe(client_config(self.s, self.s.protected_bootstrap), recovery)
         self._task = asyncio.create_task(self._loop())
@@ -68,10 +76,22 @@ class Replicator:
         metrics.LAG.labels(group).set(lag.records)
         metrics.RPO.labels(group).set(lag.rpo_s)
         now = time.time_ns() // 1000
-        value = self.codec.encode("Progress", {
-            "group": group, "volume": "*", "site": "recovery", "source": "replicator",
-            "applied_seq": 0, "applied_ts": now, "applied_offset": lag.newest_offset - lag.records,
-            "newest_seq_seen": 0, "rpo_seconds": lag.rpo_s, "lag_records": lag.records, "ts": now})
+        value = self.codec.encode(
+            "Progress",
+            {
+                "group": group,
+                "volume": "*",
+                "site": "recovery",
+                "source": "replicator",
+                "applied_seq": 0,
+                "applied_ts": now,
+                "applied_offset": lag.newest_offset - lag.records,
+                "newest_seq_seen": 0,
+                "rpo_seconds": lag.rpo_s,
+                "lag_records": lag.records,
+                "ts": now,
+            },
+        )
         self._producer.produce_nowait(self.s.topic("progress"), value, key=group.encode())
 
     def _supervise(self) -> None:
@@ -91,6 +111,10 @@ class Replicator:
         try:
             stack.up()
         except Exception as exc:
-            log.error("restarting MirrorMaker 2 failed", error=str(exc), hint="see .tapstream/logs/mirrormaker.log")
+            log.error(
+                "restarting MirrorMaker 2 failed",
+                error=str(exc),
+                hint="see .tapstream/logs/mirrormaker.log",
+            )
         self._next_restart = time.monotonic() + self._backoff
         self._backoff = min(self._backoff * 2, 120.0)

@@ -13,9 +13,12 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+
 from tapstream.core.settings import TapstreamSettings, load
 
-app = typer.Typer(no_args_is_help=True, help="Analyzers: encryption alerts, change rate, custom ones.")
+app = typer.Typer(
+    no_args_is_help=True, help="Analyzers: encryption alerts, change rate, custom ones."
+)
 console = Console()
 
 
@@ -36,7 +39,9 @@ def parse_since(text: str, now_s: float | None = None) -> int:
     try:
         dt = datetime.fromisoformat(text)
     except ValueError:
-        raise typer.BadParameter(f"not a duration or time: {text!r} (try 15m, 2h or 2026-01-01T12:00)") from None
+        raise typer.BadParameter(
+            f"not a duration or time: {text!r} (try 15m, 2h or 2026-01-01T12:00)"
+        ) from None
     return int((dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp() * 1e6)
 
 
@@ -44,6 +49,7 @@ def analyzers(s: TapstreamSettings, group: str | None = None) -> list[dict[str, 
     """Analyzer consumer groups (`<prefix>-analyzer.<name>.<group>`) on the protected cluster, with lag."""
     from confluent_kafka import Consumer, TopicPartition
     from confluent_kafka.admin import AdminClient
+
     from tapstream.core.kafka import client_config
 
     conf = client_config(s, s.protected_bootstrap)
@@ -54,7 +60,7 @@ def analyzers(s: TapstreamSettings, group: str | None = None) -> list[dict[str, 
     for g in sorted(listing.valid, key=lambda g: g.group_id):
         if not g.group_id.startswith(prefix):
             continue
-        name, _, pg = g.group_id[len(prefix):].partition(".")
+        name, _, pg = g.group_id[len(prefix) :].partition(".")
         if not pg or (group and pg != group):
             continue
         topic = s.topic(f"writes.{pg}")
@@ -64,19 +70,31 @@ def analyzers(s: TapstreamSettings, group: str | None = None) -> list[dict[str, 
             lag: int | None = None
             if meta is not None and meta.error is None:
                 lag = 0
-                for tp in c.committed([TopicPartition(topic, p) for p in meta.partitions], timeout=10):
+                for tp in c.committed(
+                    [TopicPartition(topic, p) for p in meta.partitions], timeout=10
+                ):
                     high = c.get_watermark_offsets(tp, timeout=10)[1]
                     lag += high - max(tp.offset, 0)
         finally:
             c.close()
         state = str(getattr(g.state, "name", g.state)).lower()
-        out.append({"analyzer": name, "group": pg, "consumer_group": g.group_id, "state": state, "lag": lag})
+        out.append(
+            {
+                "analyzer": name,
+                "group": pg,
+                "consumer_group": g.group_id,
+                "state": state,
+                "lag": lag,
+            }
+        )
     return out
 
 
 @app.command("list")
-def list_(group: Annotated[str | None, typer.Argument()] = None,
-          as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def list_(
+    group: Annotated[str | None, typer.Argument()] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
     """Analyzers running (or that ran) on each group's write topic: consumer group, state, lag."""
     rows = analyzers(load(TapstreamSettings), group)
     if as_json:
@@ -89,8 +107,10 @@ def list_(group: Annotated[str | None, typer.Argument()] = None,
 
 
 @app.command("alerts")
-def alerts(group: Annotated[str | None, typer.Argument()] = None,
-           as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def alerts(
+    group: Annotated[str | None, typer.Argument()] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
     """Alerts on tapstream.alerts, oldest first, with the restore command for the last clean checkpoint."""
     from tapstream.analyzer.evaluation import read_topic
 
@@ -99,20 +119,38 @@ def alerts(group: Annotated[str | None, typer.Argument()] = None,
     if as_json:
         print(json.dumps(rows, indent=2, default=str))
         return
-    table = Table("detected (UTC)", "onset (UTC)", "group/volume", "kind", "share", "last clean checkpoint", "message")
+    table = Table(
+        "detected (UTC)",
+        "onset (UTC)",
+        "group/volume",
+        "kind",
+        "share",
+        "last clean checkpoint",
+        "message",
+    )
     for r in rows:
-        table.add_row(_time(r["detected_ts"]), _time(r["onset_ts"]), f"{r['group']}/{r['volume']}", r["kind"],
-                      f"{r['encrypted_share']:.0%}", r["last_clean_checkpoint"] or "-", r["message"])
+        table.add_row(
+            _time(r["detected_ts"]),
+            _time(r["onset_ts"]),
+            f"{r['group']}/{r['volume']}",
+            r["kind"],
+            f"{r['encrypted_share']:.0%}",
+            r["last_clean_checkpoint"] or "-",
+            r["message"],
+        )
     console.print(table)
     for r in rows:
         if r["last_clean_checkpoint"]:
-            console.print(f"restore: tapstream restore {r['group']} {r['volume']} "
-                          f"--checkpoint {r['last_clean_checkpoint']} --out {r['volume']}-clean.img")
+            console.print(
+                f"restore: tapstream restore {r['group']} {r['volume']} "
+                f"--checkpoint {r['last_clean_checkpoint']} --out {r['volume']}-clean.img"
+            )
 
 
 def change_rate_rows(s: TapstreamSettings, group: str, since_us: int, window_s: float) -> list[Any]:
     """Read the group's write topic from `since_us` on and account it (change_rate.ChangeRate)."""
     from confluent_kafka import Consumer, TopicPartition
+
     from tapstream.analyzer.change_rate import ChangeRate
     from tapstream.core.codec import DecodeError, make_codec
     from tapstream.core.kafka import client_config
@@ -120,14 +158,22 @@ def change_rate_rows(s: TapstreamSettings, group: str, since_us: int, window_s: 
     codec = make_codec(s)
     rate = ChangeRate(window_s)
     topic = s.topic(f"writes.{group}")
-    c = Consumer({**client_config(s, s.protected_bootstrap), "group.id": "tapstream-change-rate-cli",
-                  "enable.auto.commit": False, "enable.partition.eof": True,
-                  "fetch.message.max.bytes": 16 << 20})
+    c = Consumer(
+        {
+            **client_config(s, s.protected_bootstrap),
+            "group.id": "tapstream-change-rate-cli",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "fetch.message.max.bytes": 16 << 20,
+        }
+    )
     try:
         meta = c.list_topics(topic, timeout=10).topics.get(topic)
         if meta is None or meta.error is not None:
             raise typer.BadParameter(f"no topic {topic}: is {group!r} protected?")
-        starts = c.offsets_for_times([TopicPartition(topic, p, since_us // 1000) for p in meta.partitions], timeout=10)
+        starts = c.offsets_for_times(
+            [TopicPartition(topic, p, since_us // 1000) for p in meta.partitions], timeout=10
+        )
         for tp in starts:
             high = c.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=10)[1]
             if tp.offset < 0 or tp.offset >= high:
@@ -158,8 +204,12 @@ def change_rate(
     group: str,
     since: Annotated[str, typer.Option(help="How far back: 15m, 2h, 1d, or an ISO time.")] = "1h",
     window: Annotated[float, typer.Option(help="Window in seconds.")] = 10.0,
-    rpo: Annotated[list[float], typer.Option(help="RPO(s) in seconds to size the WAN link for.")] = [5.0, 30.0, 300.0],  # noqa: B006
-    plot: Annotated[Path | None, typer.Option(help="Draw bytes written per window and the links to this PNG.")] = None,
+    rpo: Annotated[
+        list[float], typer.Option(help="RPO(s) in seconds to size the WAN link for.")
+    ] = [5.0, 30.0, 300.0],  # noqa: B006
+    plot: Annotated[
+        Path | None, typer.Option(help="Draw bytes written per window and the links to this PNG.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Bytes and blocks changed per volume per window, unique vs rewritten, and the WAN bandwidth
@@ -174,29 +224,60 @@ def change_rate(
     total = sum(r.bytes_written for r in rows)
     span = len(series) * window
     if as_json:
-        print(json.dumps({"group": group, "window_s": window, "rows": [r.__dict__ for r in rows],
-                          "bytes_written": total, "average_bytes_per_s": total / span if span else 0,
-                          "wan_bytes_per_s": {str(k): v for k, v in needs.items()}}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "group": group,
+                    "window_s": window,
+                    "rows": [r.__dict__ for r in rows],
+                    "bytes_written": total,
+                    "average_bytes_per_s": total / span if span else 0,
+                    "wan_bytes_per_s": {str(k): v for k, v in needs.items()},
+                },
+                indent=2,
+            )
+        )
     else:
-        table = Table("window (UTC)", "volume", "MB written", "MB/s", "unique blocks", "rewritten blocks",
-                      "MB zeroed", title=f"change rate of {group} ({window:g} s windows)")
+        table = Table(
+            "window (UTC)",
+            "volume",
+            "MB written",
+            "MB/s",
+            "unique blocks",
+            "rewritten blocks",
+            "MB zeroed",
+            title=f"change rate of {group} ({window:g} s windows)",
+        )
         for r in rows:
-            table.add_row(_time(r.start), r.volume, _mb(r.bytes_written), _mb(r.bytes_written / window),
-                          f"{r.unique_blocks:,}", f"{r.rewritten_blocks:,}", _mb(r.zeroed_bytes))
+            table.add_row(
+                _time(r.start),
+                r.volume,
+                _mb(r.bytes_written),
+                _mb(r.bytes_written / window),
+                f"{r.unique_blocks:,}",
+                f"{r.rewritten_blocks:,}",
+                _mb(r.zeroed_bytes),
+            )
         console.print(table)
         peak = max((b for _, b in series), default=0) / window
-        console.print(f"{_mb(total)} MB written in {span:g} s: average {_mb(total / span if span else 0)} MB/s, "
-                      f"peak window {_mb(peak)} MB/s")
+        console.print(
+            f"{_mb(total)} MB written in {span:g} s: average {_mb(total / span if span else 0)} MB/s, "
+            f"peak window {_mb(peak)} MB/s"
+        )
         for r, b in needs.items():
-            console.print(f"RPO {r:g} s needs a WAN link of at least {_mb(b)} MB/s ({b * 8 / 1e6:,.1f} Mbit/s) "
-                          "before compression and Kafka framing")
+            console.print(
+                f"RPO {r:g} s needs a WAN link of at least {_mb(b)} MB/s ({b * 8 / 1e6:,.1f} Mbit/s) "
+                "before compression and Kafka framing"
+            )
     if plot is not None and series:
         _plot(series, window, needs, plot, group)
         if not as_json:
             console.print(f"chart: {plot}")
 
 
-def _plot(series: list[tuple[int, int]], window: float, needs: dict[float, float], out: Path, group: str) -> None:
+def _plot(
+    series: list[tuple[int, int]], window: float, needs: dict[float, float], out: Path, group: str
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -205,9 +286,13 @@ def _plot(series: list[tuple[int, int]], window: float, needs: dict[float, float
     t0 = series[0][0]
     xs = [(t - t0) / 1e6 for t, _ in series]
     fig, ax = plt.subplots(figsize=(9, 4))
-    ax.step(xs, [b / window / 1e6 for _, b in series], where="post", label="written (MB/s per window)")
+    ax.step(
+        xs, [b / window / 1e6 for _, b in series], where="post", label="written (MB/s per window)"
+    )
     for r, b in needs.items():
-        ax.axhline(b / 1e6, linestyle="--", linewidth=1, label=f"WAN for RPO {r:g} s: {b / 1e6:.2f} MB/s")
+        ax.axhline(
+            b / 1e6, linestyle="--", linewidth=1, label=f"WAN for RPO {r:g} s: {b / 1e6:.2f} MB/s"
+        )
     ax.set_xlabel(f"seconds since {_time(t0)} UTC")
     ax.set_ylabel("MB/s")
     ax.set_title(f"change rate of {group}")
@@ -219,7 +304,9 @@ def _plot(series: list[tuple[int, int]], window: float, needs: dict[float, float
 
 @app.command("run")
 def run(
-    analyzer: Annotated[str, typer.Argument(help="encryption, change-rate, or module:Class of your own")],
+    analyzer: Annotated[
+        str, typer.Argument(help="encryption, change-rate, or module:Class of your own")
+    ],
     group: Annotated[str, typer.Option(help="Protection group to analyse.")],
 ) -> None:
     """Run an analyzer as its own consumer group on GROUP's write stream (until Ctrl-C / SIGTERM)."""

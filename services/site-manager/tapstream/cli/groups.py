@@ -13,21 +13,33 @@ import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
+
 from tapstream.core.settings import load
 
 if TYPE_CHECKING:
     from tapstream.site_manager.settings import SiteManagerSettings
 
-group_app = typer.Typer(no_args_is_help=True, help="Protection groups: VMs, volumes, pairing, pause/resume.")
-test_app = typer.Typer(no_args_is_help=True, help="Failover test: a group's checkpoint as NBD exports at the "
-                       "recovery site, while replication continues.")
-operation_app = typer.Typer(no_args_is_help=True, help="Long-running operations and their event trail.")
+group_app = typer.Typer(
+    no_args_is_help=True, help="Protection groups: VMs, volumes, pairing, pause/resume."
+)
+test_app = typer.Typer(
+    no_args_is_help=True,
+    help="Failover test: a group's checkpoint as NBD exports at the "
+    "recovery site, while replication continues.",
+)
+operation_app = typer.Typer(
+    no_args_is_help=True, help="Long-running operations and their event trail."
+)
 console = Console()
 err = Console(stderr=True)
 
-Site = Annotated[str, typer.Option("--site", help="Which site's manager to ask: protected or recovery.")]
+Site = Annotated[
+    str, typer.Option("--site", help="Which site's manager to ask: protected or recovery.")
+]
 Json = Annotated[bool, typer.Option("--json", help="JSON for scripts.")]
-Version = Annotated[int | None, typer.Option("--if-version", help="Refuse unless the group is at this version.")]
+Version = Annotated[
+    int | None, typer.Option("--if-version", help="Refuse unless the group is at this version.")
+]
 Wait = Annotated[bool, typer.Option("--wait/--no-wait", help="Follow the operation until it ends.")]
 
 
@@ -37,17 +49,27 @@ def _settings() -> SiteManagerSettings:
     return load(SiteManagerSettings)
 
 
-def call(site: str, method: str, path: str, body: dict[str, Any] | None = None, version: int | None = None) -> Any:
+def call(
+    site: str,
+    method: str,
+    path: str,
+    body: dict[str, Any] | None = None,
+    version: int | None = None,
+) -> Any:
     """One REST call; errors end the command with the server's advice."""
     s = _settings()
     url = s.url(site)
     headers = {"If-Match": str(version)} if version is not None else {}
     try:
-        r = httpx.request(method, url + path, json=body, headers=headers, timeout=s.site_manager_timeout_s)
+        r = httpx.request(
+            method, url + path, json=body, headers=headers, timeout=s.site_manager_timeout_s
+        )
     except httpx.TransportError as exc:
-        err.print(f"[red]no answer from the {site} site manager at {url}[/] ({exc.__class__.__name__}). Start it with "
-                  f"`TAPSTREAM_SITE={site} python -m tapstream.site_manager`, or point "
-                  f"TAPSTREAM_SITE_MANAGER_{site.upper()}_URL at it.")
+        err.print(
+            f"[red]no answer from the {site} site manager at {url}[/] ({exc.__class__.__name__}). Start it with "
+            f"`TAPSTREAM_SITE={site} python -m tapstream.site_manager`, or point "
+            f"TAPSTREAM_SITE_MANAGER_{site.upper()}_URL at it."
+        )
         raise typer.Exit(2) from None
     if r.status_code >= 400:
         try:
@@ -55,7 +77,9 @@ def call(site: str, method: str, path: str, body: dict[str, Any] | None = None, 
         except ValueError:
             detail = r.text
         if isinstance(detail, list):  # FastAPI validation errors
-            detail = "; ".join(f"{'.'.join(map(str, d.get('loc', [])))}: {d.get('msg')}" for d in detail)
+            detail = "; ".join(
+                f"{'.'.join(map(str, d.get('loc', [])))}: {d.get('msg')}" for d in detail
+            )
         err.print(f"[red]{method} {path} refused ({r.status_code}):[/] {detail}")
         raise typer.Exit(1)
     return r.json()
@@ -65,35 +89,63 @@ def _show_group(g: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print(json.dumps(g, indent=2))
         return
-    console.print(f"[bold]{g['name']}[/] v{g['version']}  {g['status']}  active at {g['active_site']}  "
-                  f"mode {g['mode']}  RPO target {g['rpo_target_s']}s  journal {g['journal_history_s']}s  "
-                  f"checkpoint every {g['checkpoint_interval_s']}s")
+    console.print(
+        f"[bold]{g['name']}[/] v{g['version']}  {g['status']}  active at {g['active_site']}  "
+        f"mode {g['mode']}  RPO target {g['rpo_target_s']}s  journal {g['journal_history_s']}s  "
+        f"checkpoint every {g['checkpoint_interval_s']}s"
+    )
     table = Table("VM", "target VM", "volume", "path", "size", "target path")
     for vm in g["vms"]:
         vols = vm["volumes"] or [{"name": "-", "path": "", "size": 0, "target_path": ""}]
         for v in vols:
-            table.add_row(vm["name"], vm["target_vm"] or "[yellow]unpaired[/]", v["name"], v["path"],
-                          str(v["size"] or ""), v["target_path"])
+            table.add_row(
+                vm["name"],
+                vm["target_vm"] or "[yellow]unpaired[/]",
+                v["name"],
+                v["path"],
+                str(v["size"] or ""),
+                v["target_path"],
+            )
     console.print(table)
     if g.get("failover_test"):
         t = g["failover_test"]
-        console.print(f"failover test {t['operation']} at checkpoint {t['checkpoint_id']}: "
-                      + ", ".join(f"{k}={u}" for k, u in t["exports"].items()))
+        console.print(
+            f"failover test {t['operation']} at checkpoint {t['checkpoint_id']}: "
+            + ", ".join(f"{k}={u}" for k, u in t["exports"].items())
+        )
     if g.get("exports"):
         console.print("exports: " + ", ".join(f"{k}={u}" for k, u in g["exports"].items()))
 
 
 # --- groups ---------------------------------------------------------------------------------------
 @group_app.command("create")
-def create(name: str, mode: Annotated[str, typer.Option(help="sync or async")] = "sync",
-           rpo_target: Annotated[float, typer.Option("--rpo-target", help="seconds")] = 30.0,
-           journal_history: Annotated[float, typer.Option("--journal-history", help="seconds")] = 3600.0,
-           checkpoint_interval: Annotated[float, typer.Option("--checkpoint-interval", help="seconds")] = 5.0,
-           site: Site = "protected", as_json: Json = False) -> None:
+def create(
+    name: str,
+    mode: Annotated[str, typer.Option(help="sync or async")] = "sync",
+    rpo_target: Annotated[float, typer.Option("--rpo-target", help="seconds")] = 30.0,
+    journal_history: Annotated[float, typer.Option("--journal-history", help="seconds")] = 3600.0,
+    checkpoint_interval: Annotated[
+        float, typer.Option("--checkpoint-interval", help="seconds")
+    ] = 5.0,
+    site: Site = "protected",
+    as_json: Json = False,
+) -> None:
     """Create protection group NAME (then add VMs and volumes)."""
-    _show_group(call(site, "POST", "/groups", {"name": name, "mode": mode, "rpo_target_s": rpo_target,
-                                                "journal_history_s": journal_history,
-                                                "checkpoint_interval_s": checkpoint_interval}), as_json)
+    _show_group(
+        call(
+            site,
+            "POST",
+            "/groups",
+            {
+                "name": name,
+                "mode": mode,
+                "rpo_target_s": rpo_target,
+                "journal_history_s": journal_history,
+                "checkpoint_interval_s": checkpoint_interval,
+            },
+        ),
+        as_json,
+    )
 
 
 @group_app.command("list")
@@ -103,10 +155,20 @@ def list_groups(site: Site = "protected", as_json: Json = False) -> None:
     if as_json:
         print(json.dumps(groups, indent=2))
         return
-    table = Table("group", "status", "active site", "mode", "VMs", "volumes", "RPO target s", "version")
+    table = Table(
+        "group", "status", "active site", "mode", "VMs", "volumes", "RPO target s", "version"
+    )
     for g in groups:
-        table.add_row(g["name"], g["status"], g["active_site"], g["mode"], str(len(g["vms"])),
-                      str(sum(len(vm["volumes"]) for vm in g["vms"])), str(g["rpo_target_s"]), str(g["version"]))
+        table.add_row(
+            g["name"],
+            g["status"],
+            g["active_site"],
+            g["mode"],
+            str(len(g["vms"])),
+            str(sum(len(vm["volumes"]) for vm in g["vms"])),
+            str(g["rpo_target_s"]),
+            str(g["version"]),
+        )
     console.print(table)
 
 
@@ -130,15 +192,32 @@ def group_status(name: str, site: Site = "protected", as_json: Json = False) -> 
 
 
 @group_app.command("set")
-def set_settings(name: str, mode: Annotated[str | None, typer.Option()] = None,
-                 rpo_target: Annotated[float | None, typer.Option("--rpo-target")] = None,
-                 journal_history: Annotated[float | None, typer.Option("--journal-history")] = None,
-                 checkpoint_interval: Annotated[float | None, typer.Option("--checkpoint-interval")] = None,
-                 site: Site = "protected", version: Version = None, as_json: Json = False) -> None:
+def set_settings(
+    name: str,
+    mode: Annotated[str | None, typer.Option()] = None,
+    rpo_target: Annotated[float | None, typer.Option("--rpo-target")] = None,
+    journal_history: Annotated[float | None, typer.Option("--journal-history")] = None,
+    checkpoint_interval: Annotated[float | None, typer.Option("--checkpoint-interval")] = None,
+    site: Site = "protected",
+    version: Version = None,
+    as_json: Json = False,
+) -> None:
     """Change mode, RPO target, journal history or checkpoint interval."""
-    _show_group(call(site, "PATCH", f"/groups/{name}", {
-        "mode": mode, "rpo_target_s": rpo_target, "journal_history_s": journal_history,
-        "checkpoint_interval_s": checkpoint_interval}, version), as_json)
+    _show_group(
+        call(
+            site,
+            "PATCH",
+            f"/groups/{name}",
+            {
+                "mode": mode,
+                "rpo_target_s": rpo_target,
+                "journal_history_s": journal_history,
+                "checkpoint_interval_s": checkpoint_interval,
+            },
+            version,
+        ),
+        as_json,
+    )
 
 
 @group_app.command("delete")
@@ -149,57 +228,113 @@ def delete(name: str, site: Site = "protected", version: Version = None) -> None
 
 
 @group_app.command("add-vm")
-def add_vm(name: str, vm: str, target: Annotated[str, typer.Option("--target", help="VM at the recovery site")] = "",
-           site: Site = "protected", version: Version = None, as_json: Json = False) -> None:
+def add_vm(
+    name: str,
+    vm: str,
+    target: Annotated[str, typer.Option("--target", help="VM at the recovery site")] = "",
+    site: Site = "protected",
+    version: Version = None,
+    as_json: Json = False,
+) -> None:
     """Add a protected VM (and pair it with its recovery-site VM)."""
-    _show_group(call(site, "POST", f"/groups/{name}/vms", {"vm": vm, "target_vm": target}, version), as_json)
+    _show_group(
+        call(site, "POST", f"/groups/{name}/vms", {"vm": vm, "target_vm": target}, version), as_json
+    )
 
 
 @group_app.command("remove-vm")
-def remove_vm(name: str, vm: str, site: Site = "protected", version: Version = None, as_json: Json = False) -> None:
+def remove_vm(
+    name: str, vm: str, site: Site = "protected", version: Version = None, as_json: Json = False
+) -> None:
     """Remove a VM and its volumes from the group."""
     _show_group(call(site, "DELETE", f"/groups/{name}/vms/{vm}", version=version), as_json)
 
 
 @group_app.command("pair")
-def pair(name: str, vm: str, target: str, site: Site = "protected", version: Version = None,
-         as_json: Json = False) -> None:
+def pair(
+    name: str,
+    vm: str,
+    target: str,
+    site: Site = "protected",
+    version: Version = None,
+    as_json: Json = False,
+) -> None:
     """Pair protected VM with its TARGET VM at the recovery site."""
-    _show_group(call(site, "PUT", f"/groups/{name}/vms/{vm}/target", {"target_vm": target}, version), as_json)
+    _show_group(
+        call(site, "PUT", f"/groups/{name}/vms/{vm}/target", {"target_vm": target}, version),
+        as_json,
+    )
 
 
 @group_app.command("add-volume")
-def add_volume(name: str, vm: str, volume: str, path: str,
-               size: Annotated[int, typer.Option(help="bytes (informational)")] = 0,
-               target_path: Annotated[str, typer.Option("--target-path", help="promoted volume at the recovery site")] = "",
-               site: Site = "protected", version: Version = None, as_json: Json = False) -> None:
+def add_volume(
+    name: str,
+    vm: str,
+    volume: str,
+    path: str,
+    size: Annotated[int, typer.Option(help="bytes (informational)")] = 0,
+    target_path: Annotated[
+        str, typer.Option("--target-path", help="promoted volume at the recovery site")
+    ] = "",
+    site: Site = "protected",
+    version: Version = None,
+    as_json: Json = False,
+) -> None:
     """Protect VOLUME of VM, whose disk image is PATH at the protected site."""
-    _show_group(call(site, "POST", f"/groups/{name}/vms/{vm}/volumes",
-                     {"volume": volume, "path": path, "size": size, "target_path": target_path}, version), as_json)
+    _show_group(
+        call(
+            site,
+            "POST",
+            f"/groups/{name}/vms/{vm}/volumes",
+            {"volume": volume, "path": path, "size": size, "target_path": target_path},
+            version,
+        ),
+        as_json,
+    )
 
 
 @group_app.command("remove-volume")
-def remove_volume(name: str, vm: str, volume: str, site: Site = "protected", version: Version = None,
-                  as_json: Json = False) -> None:
+def remove_volume(
+    name: str,
+    vm: str,
+    volume: str,
+    site: Site = "protected",
+    version: Version = None,
+    as_json: Json = False,
+) -> None:
     """Stop protecting VOLUME of VM."""
-    _show_group(call(site, "DELETE", f"/groups/{name}/vms/{vm}/volumes/{volume}", version=version), as_json)
+    _show_group(
+        call(site, "DELETE", f"/groups/{name}/vms/{vm}/volumes/{volume}", version=version), as_json
+    )
 
 
 @group_app.command("pause")
-def pause(name: str, reason: str = "", site: Site = "protected", version: Version = None, as_json: Json = False) -> None:
+def pause(
+    name: str,
+    reason: str = "",
+    site: Site = "protected",
+    version: Version = None,
+    as_json: Json = False,
+) -> None:
     """Pause protection: no automatic checkpoints; PAUSE goes to the group's tappers and VDSAs."""
     _show_group(call(site, "POST", f"/groups/{name}/pause", {"reason": reason}, version), as_json)
 
 
 @group_app.command("resume")
-def resume(name: str, site: Site = "protected", version: Version = None, as_json: Json = False) -> None:
+def resume(
+    name: str, site: Site = "protected", version: Version = None, as_json: Json = False
+) -> None:
     """Resume protection."""
     _show_group(call(site, "POST", f"/groups/{name}/resume", version=version), as_json)
 
 
 @group_app.command("checkpoint")
-def checkpoint(name: str, tag: Annotated[str | None, typer.Option(help="e.g. before-upgrade")] = None,
-               site: Site = "protected", as_json: Json = False) -> None:
+def checkpoint(
+    name: str,
+    tag: Annotated[str | None, typer.Option(help="e.g. before-upgrade")] = None,
+    site: Site = "protected",
+    as_json: Json = False,
+) -> None:
     """Take a crash-consistent checkpoint of the group now (recorded in its history)."""
     res = call(site, "POST", f"/groups/{name}/checkpoints", {"tag": tag})
     print(json.dumps(res) if as_json else res["checkpoint_id"])
@@ -214,7 +349,12 @@ def checkpoints(name: str, site: Site = "recovery", as_json: Json = False) -> No
         return
     table = Table("id", "tag", "volumes", "restorable")
     for r in rows:
-        table.add_row(r["id"], r.get("tag") or "", ", ".join(r.get("volumes", [])), str(r.get("restorable", "")))
+        table.add_row(
+            r["id"],
+            r.get("tag") or "",
+            ", ".join(r.get("volumes", [])),
+            str(r.get("restorable", "")),
+        )
     console.print(table)
 
 
@@ -232,15 +372,19 @@ def events(name: str, site: Site = "protected", as_json: Json = False) -> None:
 
 
 # --- operations -----------------------------------------------------------------------------------
-def follow(site: str, op: dict[str, Any], wait: bool, as_json: bool, timeout: float = 600) -> dict[str, Any]:
+def follow(
+    site: str, op: dict[str, Any], wait: bool, as_json: bool, timeout: float = 600
+) -> dict[str, Any]:
     """Poll an operation until it ends, showing its steps; exit 1 if it failed."""
     seen = 0
     deadline = time.monotonic() + timeout
     with console.status(f"{op['kind']} of {op['group']} ({op['id']})", spinner="dots") as status:
         while wait and op["status"] == "running":
             if time.monotonic() > deadline:
-                err.print(f"[yellow]still running after {timeout:.0f}s[/]: follow it with `tapstream operation show "
-                          f"{op['id']} --site {site}`")
+                err.print(
+                    f"[yellow]still running after {timeout:.0f}s[/]: follow it with `tapstream operation show "
+                    f"{op['id']} --site {site}`"
+                )
                 raise typer.Exit(3)
             time.sleep(0.3)
             op = call(site, "GET", f"/operations/{op['id']}")
@@ -253,25 +397,37 @@ def follow(site: str, op: dict[str, Any], wait: bool, as_json: bool, timeout: fl
     if as_json:
         print(json.dumps(op, indent=2))
     elif op["status"] == "succeeded":
-        console.print(f"[green]{op['kind']} of {op['group']} succeeded[/] " +
-                      " ".join(f"{k}={v}" for k, v in op["result"].items()))
+        console.print(
+            f"[green]{op['kind']} of {op['group']} succeeded[/] "
+            + " ".join(f"{k}={v}" for k, v in op["result"].items())
+        )
     elif op["status"] == "failed":
         err.print(f"[red]{op['kind']} of {op['group']} failed:[/] {op['error']}")
     else:
-        console.print(f"{op['kind']} of {op['group']} started: operation {op['id']} "
-                      f"(`tapstream operation show {op['id']} --site {site}`)")
+        console.print(
+            f"{op['kind']} of {op['group']} started: operation {op['id']} "
+            f"(`tapstream operation show {op['id']} --site {site}`)"
+        )
     if op["status"] == "failed":
         raise typer.Exit(1)
     return op
 
 
 @test_app.command("start")
-def test_start(group: str, checkpoint: Annotated[str, typer.Option(help="id, tag or latest")] = "latest",
-               wait: Wait = True, as_json: Json = False) -> None:
+def test_start(
+    group: str,
+    checkpoint: Annotated[str, typer.Option(help="id, tag or latest")] = "latest",
+    wait: Wait = True,
+    as_json: Json = False,
+) -> None:
     """Expose each volume of GROUP at a checkpoint as an NBD export at the recovery site (writes go to a
     scratch overlay, thrown away by `stop`)."""
-    follow("recovery", call("recovery", "POST", f"/groups/{group}/failover-test", {"checkpoint": checkpoint}),
-           wait, as_json)
+    follow(
+        "recovery",
+        call("recovery", "POST", f"/groups/{group}/failover-test", {"checkpoint": checkpoint}),
+        wait,
+        as_json,
+    )
 
 
 @test_app.command("stop")
@@ -280,10 +436,19 @@ def test_stop(group: str, wait: Wait = True, as_json: Json = False) -> None:
     follow("recovery", call("recovery", "DELETE", f"/groups/{group}/failover-test"), wait, as_json)
 
 
-def failover(group: str, checkpoint: Annotated[str, typer.Option(help="id, tag or latest")] = "latest",
-             wait: Wait = True, as_json: Json = False) -> None:
+def failover(
+    group: str,
+    checkpoint: Annotated[str, typer.Option(help="id, tag or latest")] = "latest",
+    wait: Wait = True,
+    as_json: Json = False,
+) -> None:
     """Promote a checkpoint of GROUP to the recovery volumes, served by a tapper at the recovery site."""
-    follow("recovery", call("recovery", "POST", f"/groups/{group}/failover", {"checkpoint": checkpoint}), wait, as_json)
+    follow(
+        "recovery",
+        call("recovery", "POST", f"/groups/{group}/failover", {"checkpoint": checkpoint}),
+        wait,
+        as_json,
+    )
 
 
 def move(group: str, wait: Wait = True, as_json: Json = False) -> None:
@@ -310,8 +475,14 @@ def operation_list(site: Site = "recovery", as_json: Json = False) -> None:
         return
     table = Table("id", "kind", "group", "status", "last step", "error")
     for o in ops:
-        table.add_row(o["id"], o["kind"], o["group"], o["status"], o["steps"][-1]["step"] if o["steps"] else "",
-                      o["error"])
+        table.add_row(
+            o["id"],
+            o["kind"],
+            o["group"],
+            o["status"],
+            o["steps"][-1]["step"] if o["steps"] else "",
+            o["error"],
+        )
     console.print(table)
 
 

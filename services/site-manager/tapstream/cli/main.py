@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typer
+
 from tapstream.cli import analyze, groups, recovery, replicator, tail, tapper
 
 app = typer.Typer(no_args_is_help=True, help="tapstream: continuous data protection on Kafka.")

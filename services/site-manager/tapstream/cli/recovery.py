@@ -17,16 +17,22 @@ from rich.table import Table
 
 from tapstream.core.settings import TapstreamSettings, load
 
-checkpoint_app = typer.Typer(no_args_is_help=True, help="Crash-consistent checkpoints of a protection group.")
+checkpoint_app = typer.Typer(
+    no_args_is_help=True, help="Crash-consistent checkpoints of a protection group."
+)
 console = Console()
 
 
 def _time(us: int | None) -> str:
-    return datetime.fromtimestamp(us / 1e6, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] if us else "-"
+    return (
+        datetime.fromtimestamp(us / 1e6, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] if us else "-"
+    )
 
 
 @checkpoint_app.command("create")
-def checkpoint_create(group: str, tag: Annotated[str | None, typer.Option(help="e.g. before-upgrade")] = None) -> None:
+def checkpoint_create(
+    group: str, tag: Annotated[str | None, typer.Option(help="e.g. before-upgrade")] = None
+) -> None:
     """Agree a crash-consistent cut across every tapper of GROUP and write it to the stream."""
     from tapstream.vdsa.coordinator import CheckpointFailed, create_checkpoint
 
@@ -54,15 +60,27 @@ def checkpoint_list(group: str, as_json: Annotated[bool, typer.Option("--json")]
 
     rows = asyncio.run(fetch())
     if as_json:
-        print(json.dumps([{k: v for k, v in r.items() if k != "cut"} for r in rows], default=str, indent=2))
+        print(
+            json.dumps(
+                [{k: v for k, v in r.items() if k != "cut"} for r in rows], default=str, indent=2
+            )
+        )
         return
-    table = Table("time (UTC)", "tag", "id", "volumes", "kept", "restorable", title=f"checkpoints of {group}")
+    table = Table(
+        "time (UTC)", "tag", "id", "volumes", "kept", "restorable", title=f"checkpoints of {group}"
+    )
     for r in rows:
         tags = ", ".join(t for t in [r["tag"], *r["tags"]] if t)
         # Kept but already applied: the keep came too late to hold the replica there.
         kept = ("[yellow]kept[/]" if r["restorable"] else "[red]too late[/]") if r["kept"] else ""
-        table.add_row(_time(r["ts"]), tags, r["id"], ", ".join(r["volumes"]), kept,
-                      "[green]yes[/]" if r["restorable"] else "[red]no (replica applied past it)[/]")
+        table.add_row(
+            _time(r["ts"]),
+            tags,
+            r["id"],
+            ", ".join(r["volumes"]),
+            kept,
+            "[green]yes[/]" if r["restorable"] else "[red]no (replica applied past it)[/]",
+        )
     console.print(table)
 
 
@@ -86,7 +104,9 @@ def _resolve(group: str, ref: str) -> str:
     try:
         return str(uuid.UUID(ref))
     except ValueError:
-        console.print(f"[red]no checkpoint {ref!r} in {group}[/]; list them with `tapstream checkpoint list {group}`")
+        console.print(
+            f"[red]no checkpoint {ref!r} in {group}[/]; list them with `tapstream checkpoint list {group}`"
+        )
         raise typer.Exit(1) from None
 
 
@@ -94,17 +114,27 @@ def _send_tag(group: str, checkpoint: str, tag: str | None, keep: bool, reason: 
     from tapstream.vdsa.holds import send_tag
 
     cp = _resolve(group, checkpoint)
-    asyncio.run(send_tag(load(TapstreamSettings), group, cp, tag, keep, sender="cli", reason=reason))
-    what = f"keep {cp}" + (f" tagged {tag}" if tag else "") if keep else f"release {cp}" + (f" ({tag})" if tag else "")
-    console.print(f"asked to {what} (CHECKPOINT_TAG on tapstream.control); the journal and the recovery VDSA "
-                  "follow it through MirrorMaker 2")
+    asyncio.run(
+        send_tag(load(TapstreamSettings), group, cp, tag, keep, sender="cli", reason=reason)
+    )
+    what = (
+        f"keep {cp}" + (f" tagged {tag}" if tag else "")
+        if keep
+        else f"release {cp}" + (f" ({tag})" if tag else "")
+    )
+    console.print(
+        f"asked to {what} (CHECKPOINT_TAG on tapstream.control); the journal and the recovery VDSA "
+        "follow it through MirrorMaker 2"
+    )
 
 
 @checkpoint_app.command("keep")
 def checkpoint_keep(
     group: str,
     checkpoint: Annotated[str, typer.Argument(help="Checkpoint id, tag, or latest.")],
-    tag: Annotated[str, typer.Option(help="Tag to add (the checkpoint's own tag is never changed).")] = "kept",
+    tag: Annotated[
+        str, typer.Option(help="Tag to add (the checkpoint's own tag is never changed).")
+    ] = "kept",
     reason: Annotated[str, typer.Option(help="Why, for the record.")] = "operator",
 ) -> None:
     """Tag CHECKPOINT of GROUP and keep it: the recovery VDSA holds the replicas there until released."""
@@ -115,7 +145,9 @@ def checkpoint_keep(
 def checkpoint_release(
     group: str,
     checkpoint: Annotated[str, typer.Argument(help="Checkpoint id, tag, or latest.")],
-    tag: Annotated[str | None, typer.Option(help="Release only this tag's keep (default: every tag).")] = None,
+    tag: Annotated[
+        str | None, typer.Option(help="Release only this tag's keep (default: every tag).")
+    ] = None,
 ) -> None:
     """Stop keeping CHECKPOINT of GROUP (its tags stay): the replicas move on past it."""
     _send_tag(group, checkpoint, tag, False, "released")
@@ -125,7 +157,9 @@ def restore(
     group: str,
     volume: str,
     out: Annotated[Path, typer.Option("--out", help="Image file to write (raw).")],
-    checkpoint: Annotated[str, typer.Option("--checkpoint", help="Checkpoint id, tag, or latest.")] = "latest",
+    checkpoint: Annotated[
+        str, typer.Option("--checkpoint", help="Checkpoint id, tag, or latest.")
+    ] = "latest",
 ) -> None:
     """Materialise VOLUME of GROUP at a checkpoint into --out, from the replica plus the journal."""
     from tapstream.journal.restore import RestoreError
@@ -134,12 +168,25 @@ def restore(
     if out.exists():
         raise typer.BadParameter(f"{out} exists; restore never overwrites, choose another --out")
     t0 = time.monotonic()
-    with Progress(TextColumn("restoring {task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console) as bar:
+    with Progress(
+        TextColumn("restoring {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as bar:
         task = bar.add_task(f"{group}/{volume}", total=None)
         try:
-            res = asyncio.run(do_restore(load(TapstreamSettings), group, volume, checkpoint, out,
-                                         lambda done, total: bar.update(task, completed=done, total=total)))
+            res = asyncio.run(
+                do_restore(
+                    load(TapstreamSettings),
+                    group,
+                    volume,
+                    checkpoint,
+                    out,
+                    lambda done, total: bar.update(task, completed=done, total=total),
+                )
+            )
         except RestoreError as exc:
             console.print(f"[red]restore failed:[/] {exc}")
             raise typer.Exit(1) from None
@@ -147,13 +194,17 @@ def restore(
             console.print(f"[red]restore failed:[/] {exc} (nothing was left at {out})")
             raise typer.Exit(1) from None
     secs = time.monotonic() - t0
-    console.print(f"restored {group}/{volume} at checkpoint {res.checkpoint_id}"
-                  f"{f' ({res.tag})' if res.tag else ''} to {out}: {res.size} bytes, replica seq {res.replica_seq}, "
-                  f"{res.events_applied}/{res.events_in_window} journal events applied, "
-                  f"{res.bytes_from_journal} bytes from the journal, {secs:.2f}s; every chunk's CRC-32C verified")
+    console.print(
+        f"restored {group}/{volume} at checkpoint {res.checkpoint_id}"
+        f"{f' ({res.tag})' if res.tag else ''} to {out}: {res.size} bytes, replica seq {res.replica_seq}, "
+        f"{res.events_applied}/{res.events_in_window} journal events applied, "
+        f"{res.bytes_from_journal} bytes from the journal, {secs:.2f}s; every chunk's CRC-32C verified"
+    )
 
 
-def _latest_progress(s: TapstreamSettings, lookback: int = 2000) -> dict[tuple[str, str, str], dict]:
+def _latest_progress(
+    s: TapstreamSettings, lookback: int = 2000
+) -> dict[tuple[str, str, str], dict]:
     """Newest Progress record per (source, group, volume) from the recovery cluster's progress topic."""
     from confluent_kafka import Consumer, TopicPartition
 
@@ -161,8 +212,14 @@ def _latest_progress(s: TapstreamSettings, lookback: int = 2000) -> dict[tuple[s
 
     codec = make_codec(s)
     topic = s.topic("progress")
-    c = Consumer({"bootstrap.servers": s.recovery_bootstrap, "group.id": "tapstream-status",
-                  "enable.auto.commit": False, "enable.partition.eof": True})
+    c = Consumer(
+        {
+            "bootstrap.servers": s.recovery_bootstrap,
+            "group.id": "tapstream-status",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+        }
+    )
     latest: dict[tuple[str, str, str], dict] = {}
     try:
         meta = c.list_topics(topic, timeout=5).topics.get(topic)
@@ -204,28 +261,49 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         await store.start()
         try:
             assert store.pool
-            groups = [r["group_name"] for r in await store.pool.fetch(
-                "select distinct group_name from journal_checkpoints union select distinct group_name from journal_events")]
+            groups = [
+                r["group_name"]
+                for r in await store.pool.fetch(
+                    "select distinct group_name from journal_checkpoints union select distinct group_name from journal_events"
+                )
+            ]
             out = []
             for g in sorted(groups):
                 cps = await store.checkpoints(g)
                 stats = await store.stats(g)
-                applied = await store.pool.fetch("select volume, seq from journal_applied where group_name=$1", g)
+                applied = await store.pool.fetch(
+                    "select volume, seq from journal_applied where group_name=$1", g
+                )
                 now = time.time_ns() // 1000
                 repl = progress.get(("replicator", g, "*"))
-                out.append({
-                    "group": g,
-                    "volumes": sorted({v for c in cps for v in c["volumes"]}),
-                    "last_checkpoint": {"id": cps[-1]["id"], "tag": cps[-1]["tag"], "time": _time(cps[-1]["ts"])} if cps else None,
-                    "checkpoints": len(cps),
-                    "rpo_s": round(repl["rpo_seconds"], 3) if repl else None,
-                    "replication_lag_records": repl["lag_records"] if repl else None,
-                    "last_checkpoint_age_s": round((now - cps[-1]["ts"]) / 1e6, 1) if cps else None,
-                    "journal_events": stats.get("events"),
-                    "journal_window": [_time(stats.get("oldest_ts")), _time(stats.get("newest_ts"))],
-                    "applied_seq": {r["volume"]: r["seq"] for r in applied},
-                    "analyzers": {a["analyzer"]: a["lag"] for a in analyzers if a["group"] == g},
-                })
+                out.append(
+                    {
+                        "group": g,
+                        "volumes": sorted({v for c in cps for v in c["volumes"]}),
+                        "last_checkpoint": {
+                            "id": cps[-1]["id"],
+                            "tag": cps[-1]["tag"],
+                            "time": _time(cps[-1]["ts"]),
+                        }
+                        if cps
+                        else None,
+                        "checkpoints": len(cps),
+                        "rpo_s": round(repl["rpo_seconds"], 3) if repl else None,
+                        "replication_lag_records": repl["lag_records"] if repl else None,
+                        "last_checkpoint_age_s": round((now - cps[-1]["ts"]) / 1e6, 1)
+                        if cps
+                        else None,
+                        "journal_events": stats.get("events"),
+                        "journal_window": [
+                            _time(stats.get("oldest_ts")),
+                            _time(stats.get("newest_ts")),
+                        ],
+                        "applied_seq": {r["volume"]: r["seq"] for r in applied},
+                        "analyzers": {
+                            a["analyzer"]: a["lag"] for a in analyzers if a["group"] == g
+                        },
+                    }
+                )
             return out
         finally:
             await store.stop()
@@ -234,14 +312,30 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     if as_json:
         print(json.dumps(groups, indent=2, default=str))
         return
-    table = Table("group", "volumes", "last checkpoint", "age s", "RPO s", "lag", "journal events", "journal window",
-                  "applied seq", "analyzers (lag)")
+    table = Table(
+        "group",
+        "volumes",
+        "last checkpoint",
+        "age s",
+        "RPO s",
+        "lag",
+        "journal events",
+        "journal window",
+        "applied seq",
+        "analyzers (lag)",
+    )
     for g in groups:
         lc = g["last_checkpoint"]
-        table.add_row(g["group"], ", ".join(g["volumes"]), f"{lc['time']} {lc['tag'] or ''}" if lc else "-",
-                      str(g["last_checkpoint_age_s"]), str(g["rpo_s"] if g["rpo_s"] is not None else "-"),
-                      str(g["replication_lag_records"] if g["replication_lag_records"] is not None else "-"),
-                      str(g["journal_events"]), " .. ".join(g["journal_window"]),
-                      ", ".join(f"{v}={s}" for v, s in g["applied_seq"].items()) or "-",
-                      ", ".join(f"{a}={lag}" for a, lag in g["analyzers"].items()) or "-")
+        table.add_row(
+            g["group"],
+            ", ".join(g["volumes"]),
+            f"{lc['time']} {lc['tag'] or ''}" if lc else "-",
+            str(g["last_checkpoint_age_s"]),
+            str(g["rpo_s"] if g["rpo_s"] is not None else "-"),
+            str(g["replication_lag_records"] if g["replication_lag_records"] is not None else "-"),
+            str(g["journal_events"]),
+            " .. ".join(g["journal_window"]),
+            ", ".join(f"{v}={s}" for v, s in g["applied_seq"].items()) or "-",
+            ", ".join(f"{a}={lag}" for a, lag in g["analyzers"].items()) or "-",
+        )
     console.print(table)

@@ -15,15 +15,21 @@ def _printable(record: dict[str, Any]) -> dict[str, Any]:
     body = record.get("body")
     if isinstance(body, tuple):
         name, fields = body
-        fields = {k: (f"<{len(v)} bytes>" if isinstance(v, bytes) else v) for k, v in fields.items()}
+        fields = {
+            k: (f"<{len(v)} bytes>" if isinstance(v, bytes) else v) for k, v in fields.items()
+        }
         record = {**record, "body": {name: fields}}
     return record
 
 
 def tail(
-    topic: Annotated[str, typer.Argument(help="e.g. tapstream.writes.g1 or protected.tapstream.writes.g1")],
+    topic: Annotated[
+        str, typer.Argument(help="e.g. tapstream.writes.g1 or protected.tapstream.writes.g1")
+    ],
     site: Annotated[str, typer.Option(help="protected or recovery cluster")] = "protected",
-    from_beginning: Annotated[bool, typer.Option("--from-beginning/--new", help="Start at the oldest record.")] = True,
+    from_beginning: Annotated[
+        bool, typer.Option("--from-beginning/--new", help="Start at the oldest record.")
+    ] = True,
     limit: Annotated[int, typer.Option(help="Stop after this many records (0: follow).")] = 0,
 ) -> None:
     """Print every record of TOPIC as one JSON line (data bytes are summarised)."""
@@ -32,12 +38,15 @@ def tail(
     settings = load(TapstreamSettings)
     bootstrap = settings.protected_bootstrap if site == "protected" else settings.recovery_bootstrap
     # Assigned, not subscribed: tail joins no consumer group, so it never waits for a rebalance.
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "tapstream-tail",
-                         "enable.auto.commit": False})
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "tapstream-tail", "enable.auto.commit": False}
+    )
     meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
     if meta is None or meta.error is not None:
         consumer.close()
-        raise typer.BadParameter(f"topic {topic!r} does not exist on the {site} cluster ({bootstrap})")
+        raise typer.BadParameter(
+            f"topic {topic!r} does not exist on the {site} cluster ({bootstrap})"
+        )
     start = OFFSET_BEGINNING if from_beginning else OFFSET_END
     consumer.assign([TopicPartition(topic, p, start) for p in meta.partitions])
     seen = 0
@@ -48,7 +57,12 @@ def tail(
                 continue
             try:
                 name, record = decode_any(msg.value(), settings)
-                line = {"partition": msg.partition(), "offset": msg.offset(), "type": name, **_printable(record)}
+                line = {
+                    "partition": msg.partition(),
+                    "offset": msg.offset(),
+                    "type": name,
+                    **_printable(record),
+                }
             except DecodeError as exc:
                 line = {"partition": msg.partition(), "offset": msg.offset(), "error": str(exc)}
             typer.echo(json.dumps(line, default=str))

@@ -10,6 +10,7 @@ from fastapi import FastAPI, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
 from prometheus_client import make_asgi_app
 from pydantic import BaseModel, Field
+
 from tapstream.site_manager import metrics
 from tapstream.site_manager.domain import ConcurrencyError, DomainError, NotFound
 from tapstream.site_manager.domain import commands as c
@@ -23,7 +24,10 @@ IfMatch = Annotated[int | None, Header(alias="If-Match", description="Expected a
 
 class GroupIn(BaseModel):
     name: str
-    mode: str = Field("sync", description="sync: the VM's write is acked after Kafka; async: after the local write")
+    mode: str = Field(
+        "sync",
+        description="sync: the VM's write is acked after Kafka; async: after the local write",
+    )
     rpo_target_s: float = 30.0
     journal_history_s: float = 3600.0
     checkpoint_interval_s: float = 5.0
@@ -49,7 +53,9 @@ class VolumeIn(BaseModel):
     volume: str
     path: str = Field(description="Disk image at the protected site")
     size: int = 0
-    target_path: str = Field("", description="Where the recovery site puts the promoted volume (default: its state dir)")
+    target_path: str = Field(
+        "", description="Where the recovery site puts the promoted volume (default: its state dir)"
+    )
 
 
 class PauseIn(BaseModel):
@@ -72,7 +78,9 @@ def make_api(sm: SiteManager) -> FastAPI:
     async def count(request: Request, call_next: Any) -> Any:
         response = await call_next(request)
         route = request.scope.get("route")
-        metrics.HTTP_REQUESTS.labels(request.method, getattr(route, "path", "other"), response.status_code).inc()
+        metrics.HTTP_REQUESTS.labels(
+            request.method, getattr(route, "path", "other"), response.status_code
+        ).inc()
         return response
 
     @api.exception_handler(NotFound)
@@ -94,13 +102,20 @@ def make_api(sm: SiteManager) -> FastAPI:
     async def group_state(name: str) -> dict[str, Any]:
         state = await sm.projection.state("group", name)
         if state is None or state["status"] == "deleted":
-            raise HTTPException(404, f"no protection group {name!r}; list them with `tapstream group list`")
+            raise HTTPException(
+                404, f"no protection group {name!r}; list them with `tapstream group list`"
+            )
         return state
 
     @api.get("/health")
     async def health() -> dict[str, Any]:
-        return {"site": sm.site, "ready": sm.ready, "caught_up": sm.events.caught_up.is_set(), "aggregates": len(sm.ledger.entries),
-                "conflicts": len(sm.ledger.conflicts)}
+        return {
+            "site": sm.site,
+            "ready": sm.ready,
+            "caught_up": sm.events.caught_up.is_set(),
+            "aggregates": len(sm.ledger.entries),
+            "conflicts": len(sm.ledger.conflicts),
+        }
 
     @api.get("/sites")
     async def sites() -> list[dict[str, Any]]:
@@ -112,15 +127,22 @@ def make_api(sm: SiteManager) -> FastAPI:
 
     @api.post("/groups", status_code=201)
     async def create_group(body: GroupIn) -> dict[str, Any]:
-        return await group_cmd(body.name, c.CreateGroup(body.mode, body.rpo_target_s, body.journal_history_s,
-                                                        body.checkpoint_interval_s), None)
+        return await group_cmd(
+            body.name,
+            c.CreateGroup(
+                body.mode, body.rpo_target_s, body.journal_history_s, body.checkpoint_interval_s
+            ),
+            None,
+        )
 
     @api.get("/groups/{name}")
     async def show_group(name: str) -> dict[str, Any]:
         return await group_state(name)
 
     @api.patch("/groups/{name}")
-    async def change_group(name: str, body: GroupSettingsIn, if_match: IfMatch = None) -> dict[str, Any]:
+    async def change_group(
+        name: str, body: GroupSettingsIn, if_match: IfMatch = None
+    ) -> dict[str, Any]:
         return await group_cmd(name, c.ChangeGroupSettings(**body.model_dump()), if_match)
 
     @api.delete("/groups/{name}")
@@ -144,15 +166,23 @@ def make_api(sm: SiteManager) -> FastAPI:
         return await group_cmd(name, c.PairTarget(vm, body.target_vm), if_match)
 
     @api.post("/groups/{name}/vms/{vm}/volumes", status_code=201)
-    async def add_volume(name: str, vm: str, body: VolumeIn, if_match: IfMatch = None) -> dict[str, Any]:
-        return await group_cmd(name, c.AddVolume(vm, body.volume, body.path, body.size, body.target_path), if_match)
+    async def add_volume(
+        name: str, vm: str, body: VolumeIn, if_match: IfMatch = None
+    ) -> dict[str, Any]:
+        return await group_cmd(
+            name, c.AddVolume(vm, body.volume, body.path, body.size, body.target_path), if_match
+        )
 
     @api.delete("/groups/{name}/vms/{vm}/volumes/{volume}")
-    async def remove_volume(name: str, vm: str, volume: str, if_match: IfMatch = None) -> dict[str, Any]:
+    async def remove_volume(
+        name: str, vm: str, volume: str, if_match: IfMatch = None
+    ) -> dict[str, Any]:
         return await group_cmd(name, c.RemoveVolume(vm, volume), if_match)
 
     @api.post("/groups/{name}/pause")
-    async def pause(name: str, body: PauseIn | None = None, if_match: IfMatch = None) -> dict[str, Any]:
+    async def pause(
+        name: str, body: PauseIn | None = None, if_match: IfMatch = None
+    ) -> dict[str, Any]:
         state = await group_cmd(name, c.PauseProtection(body.reason if body else ""), if_match)
         await sm.operations.control(name, "PAUSE")
         return state
@@ -180,7 +210,9 @@ def make_api(sm: SiteManager) -> FastAPI:
     # --- recovery operations: 202 + an operation to follow ---------------------------------------
     @api.post("/groups/{name}/failover-test", status_code=202)
     async def failover_test_start(name: str, body: RecoveryIn | None = None) -> dict[str, Any]:
-        return await sm.operations.begin("failover-test", await group_state(name), (body or RecoveryIn()).checkpoint)
+        return await sm.operations.begin(
+            "failover-test", await group_state(name), (body or RecoveryIn()).checkpoint
+        )
 
     @api.delete("/groups/{name}/failover-test", status_code=202)
     async def failover_test_stop(name: str) -> dict[str, Any]:
@@ -188,7 +220,9 @@ def make_api(sm: SiteManager) -> FastAPI:
 
     @api.post("/groups/{name}/failover", status_code=202)
     async def failover(name: str, body: RecoveryIn | None = None) -> dict[str, Any]:
-        return await sm.operations.begin("failover", await group_state(name), (body or RecoveryIn()).checkpoint)
+        return await sm.operations.begin(
+            "failover", await group_state(name), (body or RecoveryIn()).checkpoint
+        )
 
     @api.post("/groups/{name}/move", status_code=202)
     async def move(name: str) -> dict[str, Any]:
@@ -210,7 +244,9 @@ def make_api(sm: SiteManager) -> FastAPI:
     async def operation(op: str) -> dict[str, Any]:
         state = await sm.projection.state("operation", op)
         if state is None:
-            raise HTTPException(404, f"no operation {op}; list them with `tapstream operation list`")
+            raise HTTPException(
+                404, f"no operation {op}; list them with `tapstream operation list`"
+            )
         return {**state, "events": await sm.projection.events("operation", op)}
 
     return api

@@ -25,9 +25,15 @@ def now_us() -> int:
 
 
 class Application:
-    def __init__(self, site: str, ledger: Ledger, sink: Sink,
-                 applied: Callable[[list[Recorded]], Awaitable[None]] | None = None,
-                 clock: Callable[[], int] = now_us, new_id: Callable[[], str] = lambda: str(uuid.uuid4())) -> None:
+    def __init__(
+        self,
+        site: str,
+        ledger: Ledger,
+        sink: Sink,
+        applied: Callable[[list[Recorded]], Awaitable[None]] | None = None,
+        clock: Callable[[], int] = now_us,
+        new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+    ) -> None:
         self.site = site
         self.ledger = ledger
         self.sink = sink
@@ -36,8 +42,13 @@ class Application:
         self.new_id = new_id
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
 
-    async def execute(self, aggregate_type: str, aggregate_id: str, command: c.Command,
-                      expected_version: int | None = None) -> Aggregate:
+    async def execute(
+        self,
+        aggregate_type: str,
+        aggregate_id: str,
+        command: c.Command,
+        expected_version: int | None = None,
+    ) -> Aggregate:
         """Decide and record; DomainError if a rule says no, ConcurrencyError if the version moved."""
         key = (aggregate_type, aggregate_id)
         lock = self._locks.setdefault(key, asyncio.Lock())
@@ -49,8 +60,19 @@ class Application:
             base, ts = agg.version, self.clock()
             ids = [self.new_id() for _ in events]
             prev = self.ledger.last_id(aggregate_type, aggregate_id)
-            recs = [Recorded(ids[i], aggregate_type, aggregate_id, base + i + 1, ts, self.site, ev,
-                             ids[i - 1] if i else prev) for i, ev in enumerate(events)]
+            recs = [
+                Recorded(
+                    ids[i],
+                    aggregate_type,
+                    aggregate_id,
+                    base + i + 1,
+                    ts,
+                    self.site,
+                    ev,
+                    ids[i - 1] if i else prev,
+                )
+                for i, ev in enumerate(events)
+            ]
             await self.sink(recs)
             applied: list[Recorded] = []
             for rec in recs:
@@ -62,5 +84,6 @@ class Application:
                 # Another site's event took the version while ours was on its way: ours is a conflict.
                 raise ConcurrencyError(
                     f"{aggregate_type} {aggregate_id!r} was changed concurrently at another site; "
-                    "your change was recorded as a conflict and not applied: reload and retry")
+                    "your change was recorded as a conflict and not applied: reload and retry"
+                )
             return self.ledger.get(aggregate_type, aggregate_id)

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from aiokafka import TopicPartition
+
 from tapstream.core.codec import DecodeError, make_codec
 from tapstream.core.kafka import (
     AsyncProducer,
@@ -59,8 +60,14 @@ class EventLog:
 
     async def append(self, records: list[Recorded]) -> None:
         assert self._producer is not None
-        futures = [self._producer.produce_nowait(self.local, self.codec.encode("DomainEvent", r.to_record()),
-                                                 key=r.aggregate_id.encode()) for r in records]
+        futures = [
+            self._producer.produce_nowait(
+                self.local,
+                self.codec.encode("DomainEvent", r.to_record()),
+                key=r.aggregate_id.encode(),
+            )
+            for r in records
+        ]
         await asyncio.gather(*futures)
 
     def follow(self, offsets: dict[tuple[str, int], int], handler: Handler) -> None:
@@ -70,13 +77,17 @@ class EventLog:
         """Until everything the topics held at start is applied; raises if reading failed."""
         assert self._task is not None
         waiter = asyncio.ensure_future(self.caught_up.wait())
-        done, _ = await asyncio.wait([waiter, self._task], timeout=within_s, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(
+            [waiter, self._task], timeout=within_s, return_when=asyncio.FIRST_COMPLETED
+        )
         if self._task in done:
             waiter.cancel()
             await self._task  # raises what stopped it
         if waiter not in done:
             waiter.cancel()
-            raise TimeoutError(f"{self.local} and {self.remote} not read to their end within {within_s:.0f}s")
+            raise TimeoutError(
+                f"{self.local} and {self.remote} not read to their end within {within_s:.0f}s"
+            )
 
     async def wait(self) -> None:
         if self._task is not None:
@@ -91,8 +102,9 @@ class EventLog:
             await self._producer.stop()
 
     async def _follow(self, offsets: dict[tuple[str, int], int], handler: Handler) -> None:
-        consumer = make_consumer(self.s, group_id=None, metadata_max_age_ms=2000,
-                                 isolation_level="read_uncommitted")
+        consumer = make_consumer(
+            self.s, group_id=None, metadata_max_age_ms=2000, isolation_level="read_uncommitted"
+        )
         await consumer.start()
         consumer._client.add_topic(self.local)
         consumer._client.add_topic(self.remote)
@@ -102,11 +114,16 @@ class EventLog:
         try:
             while True:
                 now = asyncio.get_running_loop().time()
-                if (self.remote not in {tp.topic for tp in assigned} or not assigned) and now - looked > 1:
+                if (
+                    self.remote not in {tp.topic for tp in assigned} or not assigned
+                ) and now - looked > 1:
                     looked = now
                     await consumer._client.force_metadata_update()
-                    found = {TopicPartition(t, p) for t in (self.local, self.remote)
-                             for p in (consumer.partitions_for_topic(t) or ())}
+                    found = {
+                        TopicPartition(t, p)
+                        for t in (self.local, self.remote)
+                        for p in (consumer.partitions_for_topic(t) or ())
+                    }
                     if found - assigned:
                         assigned = found
                         consumer.assign(sorted(assigned))
@@ -122,7 +139,9 @@ class EventLog:
                 reads: list[Read] = []
                 for tp, msgs in batch.items():
                     for msg in msgs:
-                        reads.append(Read(tp.topic, tp.partition, msg.offset, self._decode(msg.value)))
+                        reads.append(
+                            Read(tp.topic, tp.partition, msg.offset, self._decode(msg.value))
+                        )
                 if reads:
                     await handler(reads)
                 if not self.caught_up.is_set() and assigned:

@@ -73,7 +73,9 @@ class Operations:
         self.supervisor = Supervisor(self.dir / "services", self.s.site_manager_stop_timeout_s)
         self.reverse: dict[str, ReverseApplier] = {}
         self._ports_file = self.dir / "ports.json"
-        self._ports: dict[str, int] = json.loads(self._ports_file.read_text()) if self._ports_file.exists() else {}
+        self._ports: dict[str, int] = (
+            json.loads(self._ports_file.read_text()) if self._ports_file.exists() else {}
+        )
         self._dirty: set[str] = set()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -101,8 +103,10 @@ class Operations:
         if self.s.site_manager_stop_services:
             await self.supervisor.stop_all()
         else:
-            log.info("leaving this site's services running for the next site manager",
-                     children=sorted(self.supervisor.children))
+            log.info(
+                "leaving this site's services running for the next site manager",
+                children=sorted(self.supervisor.children),
+            )
         for p in self._producers.values():
             await p.stop()
 
@@ -116,8 +120,12 @@ class Operations:
             runs_at = g.target_site if op["kind"] in RECOVERY_KINDS else g.source_site
             if runs_at != self.site:
                 continue
-            error = "the site manager stopped while this operation ran; check the group and retry it"
-            log.warning("failing an interrupted operation", operation=op["id"], kind=op["kind"], group=g.id)
+            error = (
+                "the site manager stopped while this operation ran; check the group and retry it"
+            )
+            log.warning(
+                "failing an interrupted operation", operation=op["id"], kind=op["kind"], group=g.id
+            )
             await self._abort(op["id"], op["kind"], g, error)
             await self.sm.execute("operation", op["id"], c.FailOperation(error))
 
@@ -154,7 +162,11 @@ class Operations:
         return self._ports[key]
 
     def promoted_path(self, g: ProtectionGroup, vol: a.Volume) -> Path:
-        return Path(vol.target_path) if vol.target_path else self.dir / "volumes" / g.id / f"{vol.name}.img"
+        return (
+            Path(vol.target_path)
+            if vol.target_path
+            else self.dir / "volumes" / g.id / f"{vol.name}.img"
+        )
 
     def serving_paths(self, g: ProtectionGroup) -> dict[str, Path]:
         """The volumes this site serves for `g` when it is the active site."""
@@ -169,20 +181,34 @@ class Operations:
     def tapper_state(self, g: ProtectionGroup) -> Path:
         return self.dir / "tapper" / g.id
 
-    async def control(self, group: str, kind: str, args: dict[str, str] | None = None,
-                      site: str | None = None) -> None:
+    async def control(
+        self, group: str, kind: str, args: dict[str, str] | None = None, site: str | None = None
+    ) -> None:
         """One Command to the tappers and VDSAs of `group` on tapstream.control of `site`."""
         g = self.group(group)
         site = site or g.active_site
         settings = self.settings_for(site)
         p = self._producers.get(site)
         if p is None:
-            await ensure_topics(client_config(settings), [TopicSpec(settings.topic("control"), partitions=1)])
+            await ensure_topics(
+                client_config(settings), [TopicSpec(settings.topic("control"), partitions=1)]
+            )
             p = self._producers[site] = AsyncProducer(producer_config(settings, linger_ms=0))
             await p.start()
-        value = make_codec(settings).encode("Command", {
-            "id": str(uuid.uuid4()), "group": group, "kind": kind, "sender": f"site-manager@{self.site}",
-            "ts": time.time_ns() // 1000, "checkpoint_id": None, "tag": None, "volumes": [], "args": args or {}})
+        value = make_codec(settings).encode(
+            "Command",
+            {
+                "id": str(uuid.uuid4()),
+                "group": group,
+                "kind": kind,
+                "sender": f"site-manager@{self.site}",
+                "ts": time.time_ns() // 1000,
+                "checkpoint_id": None,
+                "tag": None,
+                "volumes": [],
+                "args": args or {},
+            },
+        )
         await p.produce(settings.topic("control"), value, key=group.encode())
 
     async def checkpoint(self, group: str, tag: str | None, site: str | None = None) -> str:
@@ -206,7 +232,9 @@ class Operations:
         store = JournalStore(self.s.database_url)
         await store.start()
         try:
-            return [{k: v for k, v in r.items() if k != "cut"} for r in await store.checkpoints(group)]
+            return [
+                {k: v for k, v in r.items() if k != "cut"} for r in await store.checkpoints(group)
+            ]
         finally:
             await store.stop()
 
@@ -214,16 +242,33 @@ class Operations:
         name = state["name"]
         g = self.group(name)
         converged = name not in self._dirty and name not in self._busy and name not in self._pending
-        out: dict[str, Any] = {"group": state, "site": self.site, "converged": converged,
-                               "services": {n: self.supervisor.running(n) for n in self.supervisor.children
-                                            if n.endswith(f"-{name}") or f"-{name}-" in n},
-                               "pids": {n: self.supervisor.pid(n) for n in self.supervisor.children
-                                        if n.endswith(f"-{name}") or f"-{name}-" in n}}
+        out: dict[str, Any] = {
+            "group": state,
+            "site": self.site,
+            "converged": converged,
+            "services": {
+                n: self.supervisor.running(n)
+                for n in self.supervisor.children
+                if n.endswith(f"-{name}") or f"-{name}-" in n
+            },
+            "pids": {
+                n: self.supervisor.pid(n)
+                for n in self.supervisor.children
+                if n.endswith(f"-{name}") or f"-{name}-" in n
+            },
+        }
         if name in self.reverse:
             out["reverse"] = self.reverse[name].status()
         if self.site == g.target_site:
-            out["replicas"] = {v: Replica(self.s.replica_dir, name, v).position().seq for v in g.volumes()}
-        if self.site == g.active_site and g.status in (a.PROTECTING, a.PAUSED, a.FAILED_OVER, a.REVERSE_PROTECTING):
+            out["replicas"] = {
+                v: Replica(self.s.replica_dir, name, v).position().seq for v in g.volumes()
+            }
+        if self.site == g.active_site and g.status in (
+            a.PROTECTING,
+            a.PAUSED,
+            a.FAILED_OVER,
+            a.REVERSE_PROTECTING,
+        ):
             out["exports"] = self.exports(g)
         return out
 
@@ -244,8 +289,11 @@ class Operations:
                     # Needs the operator (a missing volume): retried at the group's next change.
                     log.error("group's services not started", group=name, error=str(exc))
                 except Exception as exc:
-                    log.error("could not bring the group's services to its state; retrying", group=name,
-                              error=repr(exc))
+                    log.error(
+                        "could not bring the group's services to its state; retrying",
+                        group=name,
+                        error=repr(exc),
+                    )
                     self._dirty.add(name)
                 finally:
                     self._pending.discard(name)
@@ -270,10 +318,16 @@ class Operations:
             wanted.add(f"vdsa-protected-{g.id}")
             # The VDSA's checkpoint role is called "protected"; after a failover it runs at the
             # recovery site, so that role is pointed at this site's cluster.
-            await self.supervisor.python(f"vdsa-protected-{g.id}", "tapstream.vdsa", {
-                "TAPSTREAM_SITE": "protected", "TAPSTREAM_PROTECTED_BOOTSTRAP": self.s.bootstrap,
-                "TAPSTREAM_VDSA_GROUPS": json.dumps([g.id]),
-                "TAPSTREAM_VDSA_CHECKPOINT_INTERVAL_S": str(g.checkpoint_interval_s)})
+            await self.supervisor.python(
+                f"vdsa-protected-{g.id}",
+                "tapstream.vdsa",
+                {
+                    "TAPSTREAM_SITE": "protected",
+                    "TAPSTREAM_PROTECTED_BOOTSTRAP": self.s.bootstrap,
+                    "TAPSTREAM_VDSA_GROUPS": json.dumps([g.id]),
+                    "TAPSTREAM_VDSA_CHECKPOINT_INTERVAL_S": str(g.checkpoint_interval_s),
+                },
+            )
         if JOURNAL in roles or APPLY in roles:
             wanted |= {f"journal-{g.id}", f"vdsa-recovery-{g.id}"}
             await self.ensure_recovery_services(g)
@@ -282,8 +336,11 @@ class Operations:
         if REVERSE not in roles and g.id in self.reverse:
             await self.reverse.pop(g.id).stop()
         for name in list(self.supervisor.children):
-            role_group = name.split("-", 1)[1] if name.startswith(("tapper-", "journal-")) else \
-                name.removeprefix("vdsa-protected-").removeprefix("vdsa-recovery-")
+            role_group = (
+                name.split("-", 1)[1]
+                if name.startswith(("tapper-", "journal-"))
+                else name.removeprefix("vdsa-protected-").removeprefix("vdsa-recovery-")
+            )
             if role_group == g.id and name not in wanted and not name.startswith("test-"):
                 await self.supervisor.stop(name)
 
@@ -296,30 +353,65 @@ class Operations:
         # At the original site a fresh stream sends the volume (INITIAL sync); the promoted and the
         # failed-back volumes are already at the other site: only marked regions and new writes go.
         initial = self.site == g.source_site and g.status in (a.PROTECTING, a.PAUSED)
-        await self.supervisor.python(f"tapper-{g.id}", "tapstream.tapper", {
-            "TAPSTREAM_SITE": self.site,
-            "TAPSTREAM_TAPPER_VOLUMES": json.dumps([
-                {"name": n, "path": str(p), "group": g.id, "mode": g.mode, "initial_sync": initial}
-                for n, p in sorted(paths.items())]),
-            "TAPSTREAM_TAPPER_LISTEN_HOST": self.s.site_manager_nbd_host,
-            "TAPSTREAM_TAPPER_LISTEN_PORT": str(port),
-            "TAPSTREAM_TAPPER_STATE_DIR": str(self.tapper_state(g)),
-            "TAPSTREAM_TAPPER_HOST_ID": f"{self.site}-tapper",
-        }, ready_port=port)
+        await self.supervisor.python(
+            f"tapper-{g.id}",
+            "tapstream.tapper",
+            {
+                "TAPSTREAM_SITE": self.site,
+                "TAPSTREAM_TAPPER_VOLUMES": json.dumps(
+                    [
+                        {
+                            "name": n,
+                            "path": str(p),
+                            "group": g.id,
+                            "mode": g.mode,
+                            "initial_sync": initial,
+                        }
+                        for n, p in sorted(paths.items())
+                    ]
+                ),
+                "TAPSTREAM_TAPPER_LISTEN_HOST": self.s.site_manager_nbd_host,
+                "TAPSTREAM_TAPPER_LISTEN_PORT": str(port),
+                "TAPSTREAM_TAPPER_STATE_DIR": str(self.tapper_state(g)),
+                "TAPSTREAM_TAPPER_HOST_ID": f"{self.site}-tapper",
+            },
+            ready_port=port,
+        )
 
     async def ensure_recovery_services(self, g: ProtectionGroup) -> None:
         groups = json.dumps([g.id])
         history = self.s.site_manager_apply_delay_s or g.journal_history_s
         replica_dir = str(self.s.replica_dir.resolve())
-        await self.supervisor.python(f"journal-{g.id}", "tapstream.journal", {
-            "TAPSTREAM_SITE": self.site, "TAPSTREAM_JOURNAL_GROUPS": groups, "TAPSTREAM_REPLICA_DIR": replica_dir})
-        await self.supervisor.python(f"vdsa-recovery-{g.id}", "tapstream.vdsa", {
-            "TAPSTREAM_SITE": "recovery", "TAPSTREAM_VDSA_GROUPS": groups, "TAPSTREAM_REPLICA_DIR": replica_dir,
-            "TAPSTREAM_VDSA_JOURNAL_HISTORY_S": str(history), "TAPSTREAM_VDSA_PROGRESS_INTERVAL_S": "0.5"})
+        await self.supervisor.python(
+            f"journal-{g.id}",
+            "tapstream.journal",
+            {
+                "TAPSTREAM_SITE": self.site,
+                "TAPSTREAM_JOURNAL_GROUPS": groups,
+                "TAPSTREAM_REPLICA_DIR": replica_dir,
+            },
+        )
+        await self.supervisor.python(
+            f"vdsa-recovery-{g.id}",
+            "tapstream.vdsa",
+            {
+                "TAPSTREAM_SITE": "recovery",
+                "TAPSTREAM_VDSA_GROUPS": groups,
+                "TAPSTREAM_REPLICA_DIR": replica_dir,
+                "TAPSTREAM_VDSA_JOURNAL_HISTORY_S": str(history),
+                "TAPSTREAM_VDSA_PROGRESS_INTERVAL_S": "0.5",
+            },
+        )
 
     async def start_reverse(self, g: ProtectionGroup) -> ReverseApplier:
-        applier = ReverseApplier(self.s, g.id, {v.name: Path(v.path) for v in g.volumes().values()},
-                                 self.dir / "reverse" / f"{g.id}.json", self.tapper_state(g), GRANULE)
+        applier = ReverseApplier(
+            self.s,
+            g.id,
+            {v.name: Path(v.path) for v in g.volumes().values()},
+            self.dir / "reverse" / f"{g.id}.json",
+            self.tapper_state(g),
+            GRANULE,
+        )
         await applier.start()
         self.reverse[g.id] = applier
         return applier
@@ -329,8 +421,10 @@ class Operations:
         g = self.group(state["name"])
         runs_at = g.target_site if kind in RECOVERY_KINDS else g.source_site
         if self.site != runs_at:
-            raise DomainError(f"{kind} of {g.id!r} runs at the {runs_at} site; ask its site manager "
-                              f"(`tapstream --site {runs_at} ...`)")
+            raise DomainError(
+                f"{kind} of {g.id!r} runs at the {runs_at} site; ask its site manager "
+                f"(`tapstream --site {runs_at} ...`)"
+            )
         op = str(uuid.uuid4())
         # The group's rules first: a refused operation leaves no trace.
         if kind == "failover-test":
@@ -339,21 +433,29 @@ class Operations:
             g.decide(c.StartReverse(op))
         else:
             g.decide(c.BeginFailover(op, "failback" if kind == "failback" else kind))
-        await self.sm.execute("operation", op, c.StartOperation(kind, g.id, {"checkpoint": checkpoint}))
+        await self.sm.execute(
+            "operation", op, c.StartOperation(kind, g.id, {"checkpoint": checkpoint})
+        )
         self._running[op] = asyncio.create_task(self._run(op, kind, g.id, checkpoint))
         return self.sm.ledger.get("operation", op).state()
 
     async def stop_test(self, state: dict[str, Any]) -> dict[str, Any]:
         g = self.group(state["name"])
         if self.site != g.target_site:
-            raise DomainError(f"the failover test of {g.id!r} runs at the {g.target_site} site; ask its site manager")
+            raise DomainError(
+                f"the failover test of {g.id!r} runs at the {g.target_site} site; ask its site manager"
+            )
         g.decide(c.StopFailoverTest())
         op = str(uuid.uuid4())
-        await self.sm.execute("operation", op, c.StartOperation("failover-test", g.id, {"action": "stop"}))
+        await self.sm.execute(
+            "operation", op, c.StartOperation("failover-test", g.id, {"action": "stop"})
+        )
         self._running[op] = asyncio.create_task(self._run(op, "failover-test-stop", g.id, ""))
         return self.sm.ledger.get("operation", op).state()
 
-    async def progress(self, op: str, step: str, done: int = 0, total: int = 0, message: str = "") -> None:
+    async def progress(
+        self, op: str, step: str, done: int = 0, total: int = 0, message: str = ""
+    ) -> None:
         log.info("operation step", operation=op, step=step, done=done, total=total, message=message)
         await self.sm.execute("operation", op, c.ReportProgress(step, done, total, message))
 
@@ -386,8 +488,10 @@ class Operations:
             for v in sorted(g.volumes()):
                 cp = await store.find_checkpoint(group, v, ref)
                 if cp is None:
-                    raise OperationFailed(f"no checkpoint {ref!r} of {group}/{v} in the journal; list them with "
-                                          f"`tapstream checkpoint list {group}`")
+                    raise OperationFailed(
+                        f"no checkpoint {ref!r} of {group}/{v} in the journal; list them with "
+                        f"`tapstream checkpoint list {group}`"
+                    )
                 ids = cp["id"] if ids is None else ids
             if ref == "latest":
                 # The newest checkpoint every volume has.
@@ -424,14 +528,18 @@ class Operations:
                     if complete:
                         return
                 if time.monotonic() > deadline:
-                    raise OperationFailed(f"checkpoint {cp} reached the journal for {have} of {vols} within "
-                                          f"{within_s:.0f}s: is MirrorMaker 2 running (`make status`)?")
+                    raise OperationFailed(
+                        f"checkpoint {cp} reached the journal for {have} of {vols} within "
+                        f"{within_s:.0f}s: is MirrorMaker 2 running (`make status`)?"
+                    )
                 await self.progress(op, "waiting for the journal", len(have), len(vols), cp)
                 await asyncio.sleep(0.5)
         finally:
             await store.stop()
 
-    async def _restore_all(self, op: str, group: str, cp: str, out_dir: Path | None) -> dict[str, Path]:
+    async def _restore_all(
+        self, op: str, group: str, cp: str, out_dir: Path | None
+    ) -> dict[str, Path]:
         from tapstream.journal.restore import RestoreError, restore
 
         g = self.group(group)
@@ -462,16 +570,46 @@ class Operations:
         for vol, image in images.items():
             overlay = image.with_suffix(".overlay.qcow2")
             proc = await asyncio.create_subprocess_exec(
-                "qemu-img", "create", "-q", "-f", "qcow2", "-b", str(image), "-F", "raw", str(overlay),
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+                "qemu-img",
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-b",
+                str(image),
+                "-F",
+                "raw",
+                str(overlay),
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+            )
             out, _ = await proc.communicate()
             if proc.returncode != 0:
-                raise OperationFailed(f"qemu-img create overlay failed: {out.decode(errors='replace')}")
+                raise OperationFailed(
+                    f"qemu-img create overlay failed: {out.decode(errors='replace')}"
+                )
             port = self.port(f"test-{group}-{vol}")
             name = f"test-{group}-{vol}"
-            await self.supervisor.ensure(name, [
-                "qemu-nbd", "-f", "qcow2", "-x", vol, "-b", self.s.site_manager_nbd_host, "-p", str(port),
-                "-t", "--shared=8", "--cache=writeback", str(overlay)], {}, ready_port=port)
+            await self.supervisor.ensure(
+                name,
+                [
+                    "qemu-nbd",
+                    "-f",
+                    "qcow2",
+                    "-x",
+                    vol,
+                    "-b",
+                    self.s.site_manager_nbd_host,
+                    "-p",
+                    str(port),
+                    "-t",
+                    "--shared=8",
+                    "--cache=writeback",
+                    str(overlay),
+                ],
+                {},
+                ready_port=port,
+            )
             exports[vol] = f"nbd://{self.s.site_manager_nbd_host}:{port}/{vol}"
         await self.sm.execute("group", group, c.StartFailoverTest(op, cp, exports))
         return {"checkpoint": cp, **{f"export.{k}": v for k, v in exports.items()}}
@@ -484,7 +622,9 @@ class Operations:
         return {}
 
     # failover / move -----------------------------------------------------------------------------
-    async def _failover(self, op: str, group: str, ref: str, kind: str = "failover") -> dict[str, str]:
+    async def _failover(
+        self, op: str, group: str, ref: str, kind: str = "failover"
+    ) -> dict[str, str]:
         if kind == "failover":
             await self.sm.execute("group", group, c.BeginFailover(op, "failover"))
         cp = await self._resolve(group, ref)
@@ -532,7 +672,9 @@ class Operations:
                 return cp
             except CheckpointFailed as exc:
                 if time.monotonic() > deadline:
-                    raise OperationFailed(f"no final checkpoint at the {site} site: {exc}") from None
+                    raise OperationFailed(
+                        f"no final checkpoint at the {site} site: {exc}"
+                    ) from None
                 await asyncio.sleep(0.5)
 
     # reverse / failback --------------------------------------------------------------------------
@@ -545,13 +687,23 @@ class Operations:
         # move none) must be undone: the recovery site sends those regions again from its volumes.
         delta = await asyncio.to_thread(self._written_after, g, cp)
         delta_bytes = sum(b - a for ranges in delta.values() for a, b in ranges)
-        await self.progress(op, "regions written here after the checkpoint", delta_bytes, message=json.dumps(
-            {v: len(r) for v, r in delta.items()}))
+        await self.progress(
+            op,
+            "regions written here after the checkpoint",
+            delta_bytes,
+            message=json.dumps({v: len(r) for v, r in delta.items()}),
+        )
         applier = await self.start_reverse(g)
-        await self.progress(op, "applying the recovery site's writes to the original volumes", message=applier.topic)
+        await self.progress(
+            op, "applying the recovery site's writes to the original volumes", message=applier.topic
+        )
         if delta_bytes:
-            await self.control(group, "RESYNC", {v: ",".join(f"{a}-{b}" for a, b in r) for v, r in delta.items() if r},
-                               site=g.target_site)
+            await self.control(
+                group,
+                "RESYNC",
+                {v: ",".join(f"{a}-{b}" for a, b in r) for v, r in delta.items() if r},
+                site=g.target_site,
+            )
         await self.sm.execute("group", group, c.StartReverse(op, delta_bytes))
         return {"topic": applier.topic, "delta_bytes": str(delta_bytes)}
 
@@ -568,7 +720,9 @@ class Operations:
         def mark(vol: str, a: int, b: int) -> None:
             granules[vol].update(range(a // GRANULE, -(-b // GRANULE)))
 
-        for _p, _o, rec in read_stream(client_config(settings), settings.topic(f"writes.{g.id}"), make_codec(settings)):
+        for _p, _o, rec in read_stream(
+            client_config(settings), settings.topic(f"writes.{g.id}"), make_codec(settings)
+        ):
             vol = rec["volume"]
             if vol not in granules:
                 continue
@@ -579,8 +733,10 @@ class Operations:
                 mark(vol, body["offset"], body["offset"] + body["length"])
         missing = [v for v in granules if not after.get(v)]
         if missing:
-            raise OperationFailed(f"checkpoint {cp} is not in this site's stream for {missing}: cannot tell what "
-                                  "changed here after it; copy the volumes back with `tapstream restore` instead")
+            raise OperationFailed(
+                f"checkpoint {cp} is not in this site's stream for {missing}: cannot tell what "
+                "changed here after it; copy the volumes back with `tapstream restore` instead"
+            )
         for vol, v in g.volumes().items():
             path = self.tapper_state(g) / f"{vol}.dirty"
             if path.exists():
@@ -615,10 +771,16 @@ class Operations:
             if applier.error is not None:
                 raise OperationFailed(f"reverse replication failed: {applier.error!r}")
             if time.monotonic() > deadline:
-                raise OperationFailed(f"the final checkpoint {cp} did not arrive here within 120s: is MirrorMaker 2 "
-                                      "mirroring recovery -> protected (`make status`)?")
+                raise OperationFailed(
+                    f"the final checkpoint {cp} did not arrive here within 120s: is MirrorMaker 2 "
+                    "mirroring recovery -> protected (`make status`)?"
+                )
             await asyncio.sleep(0.2)
-        await self.progress(op, "final checkpoint applied to the original volumes", message=json.dumps(applier.status()))
+        await self.progress(
+            op,
+            "final checkpoint applied to the original volumes",
+            message=json.dumps(applier.status()),
+        )
         await applier.stop()
         self.reverse.pop(group, None)
         await self.ensure_tapper_as(g, a.PROTECTING)

@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import asyncpg
+
 from tapstream.site_manager.domain import Ledger, Recorded
 from tapstream.site_manager.domain.events import to_payload
 
@@ -41,8 +42,9 @@ class Projection:
         self.pool: asyncpg.Pool | None = None
 
     async def start(self, rebuild: bool = False) -> None:
-        self.pool = await asyncpg.create_pool(self.url, min_size=1, max_size=4, timeout=15,
-                                              init=_json_codec)
+        self.pool = await asyncpg.create_pool(
+            self.url, min_size=1, max_size=4, timeout=15, init=_json_codec
+        )
         async with self.pool.acquire() as conn:
             if rebuild:
                 await conn.execute("drop table if exists " + ", ".join(TABLES))
@@ -57,58 +59,108 @@ class Projection:
         assert self.pool
         # Events read before their predecessor (kept in sm_waiting, as the offsets moved past them) last.
         for table in ("sm_events", "sm_waiting"):
-            for r in await self.pool.fetch(f"select * from {table} order by aggregate_type, aggregate_id, version"):
-                ledger.accept(Recorded.from_record({**dict(r), "payload_json": json.dumps(r["payload"]),
-                                                    "meta": {"prev": r["prev"]}}))
+            for r in await self.pool.fetch(
+                f"select * from {table} order by aggregate_type, aggregate_id, version"
+            ):
+                ledger.accept(
+                    Recorded.from_record(
+                        {
+                            **dict(r),
+                            "payload_json": json.dumps(r["payload"]),
+                            "meta": {"prev": r["prev"]},
+                        }
+                    )
+                )
 
-    async def save(self, ledger: Ledger, applied: Iterable[Recorded], conflicts: Iterable[Recorded] = (),
-                   offsets: dict[tuple[str, int], int] | None = None, waiting: Iterable[Recorded] = ()) -> None:
+    async def save(
+        self,
+        ledger: Ledger,
+        applied: Iterable[Recorded],
+        conflicts: Iterable[Recorded] = (),
+        offsets: dict[tuple[str, int], int] | None = None,
+        waiting: Iterable[Recorded] = (),
+    ) -> None:
         assert self.pool
         applied = list(applied)
         touched = {(r.aggregate_type, r.aggregate_id) for r in applied}
         async with self.pool.acquire() as conn, conn.transaction():
             if applied:
-                await conn.execute("delete from sm_waiting where id = any($1::text[])", [r.id for r in applied])
-            for table, recs in (("sm_events", applied), ("sm_conflicts", list(conflicts)),
-                                ("sm_waiting", list(waiting))):
+                await conn.execute(
+                    "delete from sm_waiting where id = any($1::text[])", [r.id for r in applied]
+                )
+            for table, recs in (
+                ("sm_events", applied),
+                ("sm_conflicts", list(conflicts)),
+                ("sm_waiting", list(waiting)),
+            ):
                 if recs:
                     await conn.executemany(
                         f"insert into {table} (id, aggregate_type, aggregate_id, version, type, ts, site, payload, "
                         "prev) values ($1,$2,$3,$4,$5,$6,$7,$8,$9) on conflict (id) do nothing",
-                        [(r.id, r.aggregate_type, r.aggregate_id, r.version, r.type, r.ts, r.site,
-                          json.loads(to_payload(r.event)), r.prev) for r in recs])
+                        [
+                            (
+                                r.id,
+                                r.aggregate_type,
+                                r.aggregate_id,
+                                r.version,
+                                r.type,
+                                r.ts,
+                                r.site,
+                                json.loads(to_payload(r.event)),
+                                r.prev,
+                            )
+                            for r in recs
+                        ],
+                    )
             for t, i in touched:
                 agg = ledger.get(t, i)
                 await conn.execute(
                     "insert into sm_aggregates values ($1,$2,$3,$4) on conflict (aggregate_type, aggregate_id) "
-                    "do update set version=excluded.version, state=excluded.state", t, i, agg.version, agg.state())
+                    "do update set version=excluded.version, state=excluded.state",
+                    t,
+                    i,
+                    agg.version,
+                    agg.state(),
+                )
             if offsets:
                 await conn.executemany(
                     "insert into sm_offsets values ($1,$2,$3) on conflict (topic, kpartition) "
                     "do update set next_offset=greatest(sm_offsets.next_offset, excluded.next_offset)",
-                    [(t, p, o) for (t, p), o in offsets.items()])
+                    [(t, p, o) for (t, p), o in offsets.items()],
+                )
 
     async def offsets(self) -> dict[tuple[str, int], int]:
         assert self.pool
-        return {(r["topic"], r["kpartition"]): r["next_offset"] for r in await self.pool.fetch("select * from sm_offsets")}
+        return {
+            (r["topic"], r["kpartition"]): r["next_offset"]
+            for r in await self.pool.fetch("select * from sm_offsets")
+        }
 
     # --- queries (what the REST API answers) -----------------------------------------------------
     async def states(self, aggregate_type: str) -> list[dict[str, Any]]:
         assert self.pool
-        rows = await self.pool.fetch("select state from sm_aggregates where aggregate_type=$1 order by aggregate_id",
-                                     aggregate_type)
+        rows = await self.pool.fetch(
+            "select state from sm_aggregates where aggregate_type=$1 order by aggregate_id",
+            aggregate_type,
+        )
         return [r["state"] for r in rows]
 
     async def state(self, aggregate_type: str, aggregate_id: str) -> dict[str, Any] | None:
         assert self.pool
-        return await self.pool.fetchval("select state from sm_aggregates where aggregate_type=$1 and aggregate_id=$2",
-                                        aggregate_type, aggregate_id)
+        return await self.pool.fetchval(
+            "select state from sm_aggregates where aggregate_type=$1 and aggregate_id=$2",
+            aggregate_type,
+            aggregate_id,
+        )
 
     async def events(self, aggregate_type: str, aggregate_id: str) -> list[dict[str, Any]]:
         assert self.pool
         rows = await self.pool.fetch(
             "select id, version, type, ts, site, payload from sm_events where aggregate_type=$1 and aggregate_id=$2 "
-            "order by version", aggregate_type, aggregate_id)
+            "order by version",
+            aggregate_type,
+            aggregate_id,
+        )
         return [dict(r) for r in rows]
 
     async def conflicts(self) -> list[dict[str, Any]]:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import TopicPartition
+
 from tapstream.core.codec import DecodeError, make_codec
 from tapstream.core.kafka import make_consumer
 from tapstream.core.logging import get_logger
@@ -39,8 +40,15 @@ class _Vol:
 
 
 class ReverseApplier:
-    def __init__(self, settings: TapstreamSettings, group: str, volumes: dict[str, Path], state_file: Path,
-                 bitmap_dir: Path, granule: int) -> None:
+    def __init__(
+        self,
+        settings: TapstreamSettings,
+        group: str,
+        volumes: dict[str, Path],
+        state_file: Path,
+        bitmap_dir: Path,
+        granule: int,
+    ) -> None:
         self.s = settings
         self.group = group
         self.topic = settings.mirrored(settings.topic(f"writes.{group}"), source="recovery")
@@ -55,14 +63,22 @@ class ReverseApplier:
         self.error: BaseException | None = None
 
     async def start(self) -> None:
-        saved: dict[str, Any] = json.loads(self.state_file.read_text()) if self.state_file.exists() else {}
+        saved: dict[str, Any] = (
+            json.loads(self.state_file.read_text()) if self.state_file.exists() else {}
+        )
         self.offsets = {int(p): o for p, o in saved.get("offsets", {}).items()}
         for name, path in self.volume_paths.items():
             fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
             size = os.fstat(fd).st_size
             v = saved.get("volumes", {}).get(name, {})
-            self.vols[name] = _Vol(path, fd, DirtyBitmap(self.bitmap_dir / f"{name}.dirty", size, self.granule),
-                                   v.get("seq", 0), v.get("checkpoints", []), v.get("changed_bytes", 0))
+            self.vols[name] = _Vol(
+                path,
+                fd,
+                DirtyBitmap(self.bitmap_dir / f"{name}.dirty", size, self.granule),
+                v.get("seq", 0),
+                v.get("checkpoints", []),
+                v.get("changed_bytes", 0),
+            )
         self._task = asyncio.create_task(self._run())
 
     def seen(self, checkpoint_id: str) -> bool:
@@ -70,8 +86,13 @@ class ReverseApplier:
         return all(checkpoint_id in v.checkpoints for v in self.vols.values())
 
     def status(self) -> dict[str, Any]:
-        return {"topic": self.topic, "error": repr(self.error) if self.error else None,
-                "volumes": {n: {"seq": v.seq, "changed_bytes": v.changed_bytes} for n, v in self.vols.items()}}
+        return {
+            "topic": self.topic,
+            "error": repr(self.error) if self.error else None,
+            "volumes": {
+                n: {"seq": v.seq, "changed_bytes": v.changed_bytes} for n, v in self.vols.items()
+            },
+        }
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -94,7 +115,9 @@ class ReverseApplier:
                 await consumer._client.force_metadata_update()
                 parts = consumer.partitions_for_topic(self.topic) or set()
                 if not parts:
-                    await asyncio.sleep(0.5)  # MirrorMaker 2 creates it with the recovery tapper's first write
+                    await asyncio.sleep(
+                        0.5
+                    )  # MirrorMaker 2 creates it with the recovery tapper's first write
             tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
             consumer.assign(tps)
             for tp in tps:
@@ -124,7 +147,12 @@ class ReverseApplier:
                 try:
                     _, rec = self.codec.decode(msg.value)
                 except DecodeError as exc:
-                    log.error("undecodable record skipped", topic=tp.topic, offset=msg.offset, error=str(exc))
+                    log.error(
+                        "undecodable record skipped",
+                        topic=tp.topic,
+                        offset=msg.offset,
+                        error=str(exc),
+                    )
                     continue
                 v = self.vols.get(rec["volume"])
                 if v is None or rec["seq"] <= v.seq:
@@ -144,7 +172,19 @@ class ReverseApplier:
             self.vols[name].bitmap.sync()
         tmp = self.state_file.with_suffix(".tmp")
         tmp.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps({"offsets": self.offsets, "volumes": {
-            n: {"seq": v.seq, "checkpoints": v.checkpoints, "changed_bytes": v.changed_bytes}
-            for n, v in self.vols.items()}}))
+        tmp.write_text(
+            json.dumps(
+                {
+                    "offsets": self.offsets,
+                    "volumes": {
+                        n: {
+                            "seq": v.seq,
+                            "checkpoints": v.checkpoints,
+                            "changed_bytes": v.changed_bytes,
+                        }
+                        for n, v in self.vols.items()
+                    },
+                }
+            )
+        )
         os.replace(tmp, self.state_file)

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
+
 from tapstream.core.logging import get_logger
 from tapstream.site_manager import metrics
 from tapstream.site_manager.application import Application
@@ -52,24 +53,36 @@ class SiteManager:
 
         await self.projection.start(rebuild=self.s.site_manager_rebuild)
         if self.s.site_manager_rebuild:
-            log.warning("projection dropped; rebuilding from the topics", topics=[self.events.local, self.events.remote])
+            log.warning(
+                "projection dropped; rebuilding from the topics",
+                topics=[self.events.local, self.events.remote],
+            )
         await self.projection.load(self.ledger)
         await self.events.start()
         self.events.follow(await self.projection.offsets(), self._on_reads)
         await self.events.wait_caught_up()
         self.operations = Operations(self)
-        config = uvicorn.Config(make_api(self), host=self.s.site_manager_host, port=self.s.api_port,
-                                log_config=None, access_log=False, lifespan="off")
+        config = uvicorn.Config(
+            make_api(self),
+            host=self.s.site_manager_host,
+            port=self.s.api_port,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+        )
         self._server = _Server(config)
         self._server_task = asyncio.create_task(self._server.serve())
         while not self._server.started:
             if self._server_task.done():
                 await self._server_task
-                raise RuntimeError(f"the REST API could not listen on {self.s.site_manager_host}:"
-                                   f"{self.s.api_port}")
+                raise RuntimeError(
+                    f"the REST API could not listen on {self.s.site_manager_host}:{self.s.api_port}"
+                )
             await asyncio.sleep(0.05)
         self.port = self._server.servers[0].sockets[0].getsockname()[1]
-        await self.execute("site", self.site, c.RegisterSite(self.site, self.api_url, self.s.bootstrap))
+        await self.execute(
+            "site", self.site, c.RegisterSite(self.site, self.api_url, self.s.bootstrap)
+        )
         await self.operations.start()
         self.ready = True
         log.info("site manager ready", api=self.api_url, aggregates=len(self.ledger.entries))
@@ -89,8 +102,13 @@ class SiteManager:
         await self.projection.stop()
 
     # --- commands --------------------------------------------------------------------------------
-    async def execute(self, aggregate_type: str, aggregate_id: str, command: c.Command,
-                      expected_version: int | None = None) -> Aggregate:
+    async def execute(
+        self,
+        aggregate_type: str,
+        aggregate_id: str,
+        command: c.Command,
+        expected_version: int | None = None,
+    ) -> Aggregate:
         with metrics.COMMAND_SECONDS.labels(type(command).__name__).time():
             agg = await self.app.execute(aggregate_type, aggregate_id, command, expected_version)
         if self.operations is not None:
@@ -119,9 +137,13 @@ class SiteManager:
             elif outcome is Outcome.CONFLICT:
                 conflicts.append(r.record)
                 metrics.CONFLICTS.inc()
-                log.error("conflicting event kept aside (two sites changed one aggregate concurrently)",
-                          aggregate=f"{r.record.aggregate_type}/{r.record.aggregate_id}", version=r.record.version,
-                          site=r.record.site, type=r.record.type)
+                log.error(
+                    "conflicting event kept aside (two sites changed one aggregate concurrently)",
+                    aggregate=f"{r.record.aggregate_type}/{r.record.aggregate_id}",
+                    version=r.record.version,
+                    site=r.record.site,
+                    type=r.record.type,
+                )
         await self.projection.save(self.ledger, applied, conflicts, offsets, waiting)
         for rec in applied:
             metrics.EVENTS.labels(rec.aggregate_type, rec.type, "topic").inc()

@@ -6,33 +6,60 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import Field
+
 from tapstream.core.settings import TapstreamSettings
 
 
 class SiteManagerSettings(TapstreamSettings):
     site_manager_host: str = Field("127.0.0.1", description="Address the REST API listens on.")
     site_manager_port: int | None = Field(
-        None, ge=0, le=65535, description="Port of the REST API (0 picks one; default 8470 protected, 8471 recovery).")
-    site_manager_protected_url: str = Field("http://127.0.0.1:8470", description="The protected site's manager (CLI).")
-    site_manager_recovery_url: str = Field("http://127.0.0.1:8471", description="The recovery site's manager (CLI).")
-    site_manager_timeout_s: float = Field(30.0, gt=0, description="CLI: how long one REST request may take.")
+        None,
+        ge=0,
+        le=65535,
+        description="Port of the REST API (0 picks one; default 8470 protected, 8471 recovery).",
+    )
+    site_manager_protected_url: str = Field(
+        "http://127.0.0.1:8470", description="The protected site's manager (CLI)."
+    )
+    site_manager_recovery_url: str = Field(
+        "http://127.0.0.1:8471", description="The recovery site's manager (CLI)."
+    )
+    site_manager_timeout_s: float = Field(
+        30.0, gt=0, description="CLI: how long one REST request may take."
+    )
     site_manager_state_dir: Path = Field(
         Path(".tapstream/site-manager"),
-        description="This site's working files: promoted volumes, failover-test images, service logs.")
+        description="This site's working files: promoted volumes, failover-test images, service logs.",
+    )
     site_manager_rebuild: bool = Field(
-        False, description="At start, drop the Postgres projection and rebuild it from tapstream.events.")
-    site_manager_nbd_host: str = Field("127.0.0.1", description="Address NBD exports of this site listen on.")
+        False,
+        description="At start, drop the Postgres projection and rebuild it from tapstream.events.",
+    )
+    site_manager_nbd_host: str = Field(
+        "127.0.0.1", description="Address NBD exports of this site listen on."
+    )
     site_manager_run_services: bool = Field(
-        True, description="Run this site's tappers, VDSAs and journals for the groups (the local agent).")
+        True,
+        description="Run this site's tappers, VDSAs and journals for the groups (the local agent).",
+    )
     site_manager_only_groups: list[str] = Field(
-        default_factory=list, description='Run services only for these groups, JSON list (empty: every group).')
+        default_factory=list,
+        description="Run services only for these groups, JSON list (empty: every group).",
+    )
     site_manager_apply_delay_s: float = Field(
-        0.0, ge=0, description="Recovery site: journal history the VDSA keeps before applying to replicas "
-        "(0: a group's own journal_history_s).")
+        0.0,
+        ge=0,
+        description="Recovery site: journal history the VDSA keeps before applying to replicas "
+        "(0: a group's own journal_history_s).",
+    )
     site_manager_stop_services: bool = Field(
-        False, description="Stop this site's services when the site manager stops; false: they keep serving "
-        "(the data path outlives the control plane) and the next site manager adopts them.")
-    site_manager_stop_timeout_s: float = Field(30.0, gt=0, description="How long a child service may take to stop.")
+        False,
+        description="Stop this site's services when the site manager stops; false: they keep serving "
+        "(the data path outlives the control plane) and the next site manager adopts them.",
+    )
+    site_manager_stop_timeout_s: float = Field(
+        30.0, gt=0, description="How long a child service may take to stop."
+    )
 
     @property
     def api_port(self) -> int:
@@ -41,4 +68,8 @@ class SiteManagerSettings(TapstreamSettings):
         return 8470 if self.site == "protected" else 8471
 
     def url(self, site: str) -> str:
-        return self.site_manager_protected_url if site == "protected" else self.site_manager_recovery_url
+        return (
+            self.site_manager_protected_url
+            if site == "protected"
+            else self.site_manager_recovery_url
+        )

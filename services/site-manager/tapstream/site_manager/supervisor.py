@@ -57,7 +57,14 @@ class Supervisor:
         for record in sorted(self.run_dir.glob("*.json")) if self.run_dir.exists() else []:
             try:
                 info = json.loads(record.read_text())
-                child = Child(record.stem, info["argv"], info["env"], info["pid"], Path(info["log"]), ready=True)
+                child = Child(
+                    record.stem,
+                    info["argv"],
+                    info["env"],
+                    info["pid"],
+                    Path(info["log"]),
+                    ready=True,
+                )
             except (ValueError, KeyError, OSError):
                 record.unlink(missing_ok=True)
                 continue
@@ -78,8 +85,14 @@ class Supervisor:
         child = self.children.get(name)
         return child.pid if child is not None and child.alive() else None
 
-    async def ensure(self, name: str, argv: list[str], env: dict[str, str], ready_port: int | None = None,
-                     ready_timeout_s: float = 60.0) -> Child:
+    async def ensure(
+        self,
+        name: str,
+        argv: list[str],
+        env: dict[str, str],
+        ready_port: int | None = None,
+        ready_timeout_s: float = 60.0,
+    ) -> Child:
         child = self.children.get(name)
         if child is not None and child.alive() and child.argv == argv and child.env == env:
             return child
@@ -89,17 +102,21 @@ class Supervisor:
         path = self.log_dir / f"{name}.log"
         with open(path, "ab") as out:  # noqa: ASYNC230 - a log file, opened once
             proc = subprocess.Popen(  # noqa: ASYNC220 - fork/exec returns at once
-                argv, env={**os.environ, **env}, stdout=out, stderr=out, start_new_session=True)
+                argv, env={**os.environ, **env}, stdout=out, stderr=out, start_new_session=True
+            )
         child = self.children[name] = Child(name, argv, env, proc.pid, path, proc)
-        (self.run_dir / f"{name}.json").write_text(json.dumps(
-            {"pid": proc.pid, "argv": argv, "env": env, "log": str(path)}))
+        (self.run_dir / f"{name}.json").write_text(
+            json.dumps({"pid": proc.pid, "argv": argv, "env": env, "log": str(path)})
+        )
         log.info("started", child=name, pid=proc.pid, log=str(path))
         if ready_port is not None:
             await self._wait_listening(child, ready_port, ready_timeout_s)
         child.ready = True
         return child
 
-    async def python(self, name: str, module: str, env: dict[str, str], ready_port: int | None = None) -> Child:
+    async def python(
+        self, name: str, module: str, env: dict[str, str], ready_port: int | None = None
+    ) -> Child:
         return await self.ensure(name, [sys.executable, "-m", module], env, ready_port)
 
     async def _wait_listening(self, child: Child, port: int, within_s: float) -> None:
@@ -107,12 +124,16 @@ class Supervisor:
         while time.monotonic() < deadline:
             if not child.alive():
                 code = child.proc.returncode if child.proc else "?"
-                raise RuntimeError(f"{child.name} exited with {code}; see {child.log}:\n"
-                                   + child.log.read_text(errors="replace")[-2000:])
+                raise RuntimeError(
+                    f"{child.name} exited with {code}; see {child.log}:\n"
+                    + child.log.read_text(errors="replace")[-2000:]
+                )
             if await asyncio.to_thread(_nbd_answers, port):
                 return
             await asyncio.sleep(0.1)
-        raise RuntimeError(f"{child.name} did not listen on port {port} within {within_s:.0f}s; see {child.log}")
+        raise RuntimeError(
+            f"{child.name} did not listen on port {port} within {within_s:.0f}s; see {child.log}"
+        )
 
     async def stop(self, name: str) -> int | None:
         child = self.children.pop(name, None)
@@ -122,7 +143,9 @@ class Supervisor:
         with contextlib.suppress(ProcessLookupError):
             os.kill(child.pid, signal.SIGTERM)
         if not await _gone(child, self.stop_timeout_s):
-            log.error("child did not stop in time; killing it", child=name, timeout_s=self.stop_timeout_s)
+            log.error(
+                "child did not stop in time; killing it", child=name, timeout_s=self.stop_timeout_s
+            )
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child.pid, signal.SIGKILL)
             await _gone(child, 30)
@@ -161,5 +184,3 @@ def _nbd_answers(port: int) -> bool:
             return s.recv(8) == b"NBDMAGIC"
     except OSError:
         return False
-
-

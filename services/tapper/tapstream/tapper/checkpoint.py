@@ -60,18 +60,30 @@ class MarkedVolume(Protocol):
     group: str
 
     @property
-    def consistent(self) -> str | None: ...  # None, or why a marker now would not be a consistent cut
+    def consistent(
+        self,
+    ) -> str | None: ...  # None, or why a marker now would not be a consistent cut
 
-    def mark_checkpoint(self, checkpoint_id: str, ts: int, tag: str | None,
-                        volumes: list[str]) -> asyncio.Future[Any]: ...
+    def mark_checkpoint(
+        self, checkpoint_id: str, ts: int, tag: str | None, volumes: list[str]
+    ) -> asyncio.Future[Any]: ...
 
 
 class Checkpoints:
     """This tapper's part in checkpoints: local ones, and the coordinator's over tapstream.control."""
 
-    def __init__(self, settings: TapstreamSettings, codec: Codec, producer: AsyncProducer,
-                 volumes: Callable[[], Iterable[MarkedVolume]], gates: dict[str, GroupGate], sender: str,
-                 hold_timeout_s: float, publish_timeout_s: float, announce_interval_s: float) -> None:
+    def __init__(
+        self,
+        settings: TapstreamSettings,
+        codec: Codec,
+        producer: AsyncProducer,
+        volumes: Callable[[], Iterable[MarkedVolume]],
+        gates: dict[str, GroupGate],
+        sender: str,
+        hold_timeout_s: float,
+        publish_timeout_s: float,
+        announce_interval_s: float,
+    ) -> None:
         self.s = settings
         self.codec = codec
         self.producer = producer
@@ -85,7 +97,10 @@ class Checkpoints:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._control_loop()), asyncio.create_task(self._announce_loop())]
+        self._tasks = [
+            asyncio.create_task(self._control_loop()),
+            asyncio.create_task(self._announce_loop()),
+        ]
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -103,12 +118,18 @@ class Checkpoints:
             why = v.consistent
             if why is not None:
                 metrics.CHECKPOINTS_REFUSED.labels(group).inc()
-                log.warning("refusing a checkpoint: the cut would not be consistent", group=group, volume=v.name,
-                            reason=why)
+                log.warning(
+                    "refusing a checkpoint: the cut would not be consistent",
+                    group=group,
+                    volume=v.name,
+                    reason=why,
+                )
                 return f"{v.name}: {why}"
         return None
 
-    async def local(self, group: str, checkpoint_id: str | None = None, tag: str | None = None) -> str:
+    async def local(
+        self, group: str, checkpoint_id: str | None = None, tag: str | None = None
+    ) -> str:
         """Hold completions, write the marker on every volume of `group` served here, release."""
         checkpoint_id = checkpoint_id or str(uuid.uuid4())
         gate = self.gates[group]
@@ -123,7 +144,9 @@ class Checkpoints:
             gate.release(checkpoint_id)
         return checkpoint_id
 
-    async def _write_markers(self, group: str, checkpoint_id: str, tag: str | None, ts: int) -> None:
+    async def _write_markers(
+        self, group: str, checkpoint_id: str, tag: str | None, ts: int
+    ) -> None:
         volumes = self._group_volumes(group)
         names = sorted(v.name for v in volumes)
         futures = [v.mark_checkpoint(checkpoint_id, ts, tag, names) for v in volumes]
@@ -136,8 +159,13 @@ class Checkpoints:
 
     async def _control_loop(self) -> None:
         """PREPARE -> hold + PREPARED; COMMIT -> markers + release; ABORT -> release."""
-        consumer = make_consumer(self.s, self.s.topic("control"), group_id=None, auto_offset_reset="latest",
-                                 isolation_level="read_uncommitted")
+        consumer = make_consumer(
+            self.s,
+            self.s.topic("control"),
+            group_id=None,
+            auto_offset_reset="latest",
+            isolation_level="read_uncommitted",
+        )
         await consumer.start()
         try:
             async for msg in consumer:
@@ -167,7 +195,12 @@ class Checkpoints:
                 for a, b in ranges:
                     v.bitmap.set_dirty(a, b - a)  # type: ignore[attr-defined]
                 v.bitmap.sync()  # type: ignore[attr-defined]
-                log.warning("resync requested", group=group, volume=v.name, bytes=sum(b - a for a, b in ranges))
+                log.warning(
+                    "resync requested",
+                    group=group,
+                    volume=v.name,
+                    bytes=sum(b - a for a, b in ranges),
+                )
                 self._tasks.append(asyncio.create_task(v.sync_regions("DELTA", ranges)))  # type: ignore[attr-defined]
             return
         if kind in ("PAUSE", "RESUME") and gate is not None:
@@ -175,7 +208,9 @@ class Checkpoints:
             # checkpoint: commands are read in order, so the checkpoint's cut follows the fence.
             refuse = kind == "PAUSE" and (cmd.get("args") or {}).get("writes") == "refuse"
             for v in self._group_volumes(group or ""):
-                v.fenced = f"writes to group {group} are stopped by the site manager" if refuse else None  # type: ignore[attr-defined]
+                v.fenced = (
+                    f"writes to group {group} are stopped by the site manager" if refuse else None
+                )  # type: ignore[attr-defined]
             log.warning("writes refused" if refuse else "writes allowed", group=group, command=kind)
             return
         if gate is None or cp is None or group is None:
@@ -185,7 +220,8 @@ class Checkpoints:
                 return  # no PREPARED: the coordinator aborts after its timeout
             if gate.hold(cp):
                 self._timers[cp] = asyncio.get_running_loop().call_later(
-                    self.hold_timeout_s, self._hold_expired, group, cp)
+                    self.hold_timeout_s, self._hold_expired, group, cp
+                )
                 await self._send("CHECKPOINT_PREPARED", group, cp, cmd.get("tag"))
         elif kind == "CHECKPOINT_COMMIT" and gate.holder == cp:
             try:
@@ -199,7 +235,11 @@ class Checkpoints:
             self._release(group, cp)
 
     def _hold_expired(self, group: str, cp: str) -> None:
-        log.warning("checkpoint hold timed out; releasing completions without a marker", group=group, checkpoint=cp)
+        log.warning(
+            "checkpoint hold timed out; releasing completions without a marker",
+            group=group,
+            checkpoint=cp,
+        )
         metrics.CHECKPOINTS.labels(group, "timeout").inc()
         self._release(group, cp)
 
@@ -210,11 +250,23 @@ class Checkpoints:
                 timer.cancel()
         self.gates[group].release(cp)
 
-    async def _send(self, kind: str, group: str, cp: str | None = None, tag: str | None = None) -> None:
-        value = self.codec.encode("Command", {
-            "id": str(uuid.uuid4()), "group": group, "kind": kind, "sender": self.sender, "ts": now_us(),
-            "checkpoint_id": cp, "tag": tag, "volumes": sorted(v.name for v in self._group_volumes(group)),
-            "args": {}})
+    async def _send(
+        self, kind: str, group: str, cp: str | None = None, tag: str | None = None
+    ) -> None:
+        value = self.codec.encode(
+            "Command",
+            {
+                "id": str(uuid.uuid4()),
+                "group": group,
+                "kind": kind,
+                "sender": self.sender,
+                "ts": now_us(),
+                "checkpoint_id": cp,
+                "tag": tag,
+                "volumes": sorted(v.name for v in self._group_volumes(group)),
+                "args": {},
+            },
+        )
         await self.producer.produce(self.s.topic("control"), value, key=group.encode())
 
     async def _announce_loop(self) -> None:
@@ -224,5 +276,7 @@ class Checkpoints:
                 try:
                     await asyncio.wait_for(self._send("ANNOUNCE", group), self.publish_timeout_s)
                 except Exception as exc:
-                    log.warning("could not announce on tapstream.control", group=group, error=repr(exc))
+                    log.warning(
+                        "could not announce on tapstream.control", group=group, error=repr(exc)
+                    )
             await asyncio.sleep(self.announce_interval_s)

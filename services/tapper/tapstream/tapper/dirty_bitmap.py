@@ -21,8 +21,14 @@ from pathlib import Path
 
 
 class DirtyBitmap:
-    def __init__(self, path: Path, volume_size: int, granule: int = 64 * 1024, extent: int = 1 << 20,
-                 ahead: int = 0) -> None:
+    def __init__(
+        self,
+        path: Path,
+        volume_size: int,
+        granule: int = 64 * 1024,
+        extent: int = 1 << 20,
+        ahead: int = 0,
+    ) -> None:
         if granule <= 0 or granule & (granule - 1):
             raise ValueError(f"granule must be a power of two, not {granule}")
         if extent < granule or extent & (extent - 1):
@@ -71,7 +77,9 @@ class DirtyBitmap:
                 wait = True
         if new and (self._per_extent > 1 or self._ahead):
             k = self._per_extent
-            for r in range(regions.start // k * k, min(self.bits, (-(-regions.stop // k) + self._ahead) * k)):
+            for r in range(
+                regions.start // k * k, min(self.bits, (-(-regions.stop // k) + self._ahead) * k)
+            ):
                 byte, bit = r >> 3, 1 << (r & 7)
                 if not m[byte] & bit:
                     m[byte] |= bit

@@ -16,7 +16,15 @@ from typing import Any
 from tapstream.core.codec import Codec
 
 # Union branch indexes of DiskEvent.body, in schema order.
-BRANCH_INDEX = {"Write": 0, "Zero": 1, "Flush": 2, "Checkpoint": 3, "SyncStart": 4, "SyncBlock": 5, "SyncEnd": 6}
+BRANCH_INDEX = {
+    "Write": 0,
+    "Zero": 1,
+    "Flush": 2,
+    "Checkpoint": 3,
+    "SyncStart": 4,
+    "SyncBlock": 5,
+    "SyncEnd": 6,
+}
 
 
 class EncoderMismatch(RuntimeError):
@@ -54,29 +62,71 @@ class WriteEncoder:
             raise EncoderMismatch("the codec's DiskEvent layout is not the one this encoder writes")
         self._prefix = encoded[: len(encoded) - len(body)]
         self._head = self._prefix + avro_string(volume)
-        self._middle = {b: avro_string(host) + avro_string(group) + varint(i) for b, i in BRANCH_INDEX.items()}
+        self._middle = {
+            b: avro_string(host) + avro_string(group) + varint(i) for b, i in BRANCH_INDEX.items()
+        }
         for branch, extra in (("Write", {}), ("SyncBlock", {"sync_id": "probe"})):
             data = bytes(range(200))
-            fields = {"offset": 1 << 40, "length": len(data), "data": data, "checksum": 0xFFFFFFFF, **extra}
-            mine = self.encode_data(123456789, 1_700_000_000_000_000, branch, 1 << 40, data, 0xFFFFFFFF,
-                                    extra.get("sync_id"))
+            fields = {
+                "offset": 1 << 40,
+                "length": len(data),
+                "data": data,
+                "checksum": 0xFFFFFFFF,
+                **extra,
+            }
+            mine = self.encode_data(
+                123456789,
+                1_700_000_000_000_000,
+                branch,
+                1 << 40,
+                data,
+                0xFFFFFFFF,
+                extra.get("sync_id"),
+            )
             name, back = codec.decode(mine)
             if name != "DiskEvent" or back["seq"] != 123456789 or back["body"] != (branch, fields):
-                raise EncoderMismatch(f"the codec reads {branch} differently from what this encoder writes")
+                raise EncoderMismatch(
+                    f"the codec reads {branch} differently from what this encoder writes"
+                )
 
     def _record(self, seq: int, ts: int, branch: str, body: dict[str, Any]) -> dict[str, Any]:
-        return {"volume": self.volume, "seq": seq, "ts": ts, "host": self.host, "group": self.group,
-                "body": (branch, body)}
+        return {
+            "volume": self.volume,
+            "seq": seq,
+            "ts": ts,
+            "host": self.host,
+            "group": self.group,
+            "body": (branch, body),
+        }
 
     def _body(self, seq: int, ts: int, branch: str, body: dict[str, Any], prefix: bytes) -> bytes:
-        return b"".join([
-            prefix, avro_string(self.volume), varint(seq), varint(ts), avro_string(self.host),
-            avro_string(self.group), varint(BRANCH_INDEX[branch]),
-            varint(body["offset"]), varint(body["length"]), varint(len(body["data"])), body["data"],
-            varint(body["checksum"])])
+        return b"".join(
+            [
+                prefix,
+                avro_string(self.volume),
+                varint(seq),
+                varint(ts),
+                avro_string(self.host),
+                avro_string(self.group),
+                varint(BRANCH_INDEX[branch]),
+                varint(body["offset"]),
+                varint(body["length"]),
+                varint(len(body["data"])),
+                body["data"],
+                varint(body["checksum"]),
+            ]
+        )
 
-    def encode_data(self, seq: int, ts: int, branch: str, offset: int, data: bytes | memoryview, checksum: int,
-                    sync_id: str | None = None) -> bytes:
+    def encode_data(
+        self,
+        seq: int,
+        ts: int,
+        branch: str,
+        offset: int,
+        data: bytes | memoryview,
+        checksum: int,
+        sync_id: str | None = None,
+    ) -> bytes:
         """A Write (or, with `sync_id`, a SyncBlock) event carrying `data` at `offset`."""
         n = len(data)
         parts = [self._head, varint(seq), varint(ts), self._middle[branch]]

@@ -29,9 +29,17 @@ log = get_logger("tapstream.tapper.export")
 
 
 class Export:
-    def __init__(self, spec: VolumeSpec, volume: Volume, bitmap: DirtyBitmap, gate: GroupGate,
-                 publish_timeout_s: float, find_last_seq: Callable[[], int], seq_file: SeqFile,
-                 backlog_bytes: int = 64 << 20) -> None:
+    def __init__(
+        self,
+        spec: VolumeSpec,
+        volume: Volume,
+        bitmap: DirtyBitmap,
+        gate: GroupGate,
+        publish_timeout_s: float,
+        find_last_seq: Callable[[], int],
+        seq_file: SeqFile,
+        backlog_bytes: int = 64 << 20,
+    ) -> None:
         self.spec = spec
         self.name = spec.name
         self.group = spec.group
@@ -49,12 +57,17 @@ class Export:
         self._bitmap_dirty = False
         self._bitmap_syncing = False
         self._last_sweep = 0.0
-        self.fenced: str | None = None  # why writes are refused (a move or failback stopped this side)
+        self.fenced: str | None = (
+            None  # why writes are refused (a move or failback stopped this side)
+        )
 
     def attach(self, stream: VolumeStream) -> None:
         self.stream = stream
-        self.mode = (SyncMode(self, self.publish_timeout_s) if self.spec.mode == "sync"
-                     else AsyncMode(self, self.backlog_bytes))
+        self.mode = (
+            SyncMode(self, self.publish_timeout_s)
+            if self.spec.mode == "sync"
+            else AsyncMode(self, self.backlog_bytes)
+        )
 
     # --- requests (see modes.py) -----------------------------------------------------------------
     def read(self, offset: int, length: int) -> bytes:
@@ -66,7 +79,9 @@ class Export:
             return
         self.mode.write(offset, data, fua, reply)
 
-    def zero(self, offset: int, length: int, trim: bool, punch: bool, fua: bool, reply: Reply) -> None:
+    def zero(
+        self, offset: int, length: int, trim: bool, punch: bool, fua: bool, reply: Reply
+    ) -> None:
         if self.fenced:
             reply(Err.EPERM, self.fenced)
             return
@@ -77,6 +92,7 @@ class Export:
 
     def durable_locally(self, reply: Reply, bitmap: bool = False) -> None:
         """fdatasync the volume (and the bitmap) off the event loop, then reply."""
+
         def sync() -> None:
             self.volume.sync()
             if bitmap:
@@ -101,16 +117,24 @@ class Export:
         self.stream_failed(RuntimeError("event refused"))
 
     def timed_out(self, offset: int, length: int) -> None:
-        log.error("kafka did not ack in time; failing the request with EIO", volume=self.name,
-                  timeout_s=self.publish_timeout_s, hint="check the brokers (`make status`) and the network")
+        log.error(
+            "kafka did not ack in time; failing the request with EIO",
+            volume=self.name,
+            timeout_s=self.publish_timeout_s,
+            hint="check the brokers (`make status`) and the network",
+        )
         metrics.PUBLISH_TIMEOUTS.labels(self.name).inc()
         self.refused(offset, length)
 
     def stream_failed(self, exc: BaseException) -> None:
         """Called by the stream for every refused event: start (or re-run) the recovery."""
         if self.stream.healthy:
-            log.error("publishing failed; the stream recovers once Kafka answers", volume=self.name,
-                      error=repr(exc), seq=self.stream.seq)
+            log.error(
+                "publishing failed; the stream recovers once Kafka answers",
+                volume=self.name,
+                error=repr(exc),
+                seq=self.stream.seq,
+            )
         self.stream.healthy = False
         metrics.STREAM_HEALTHY.labels(self.name).set(0)
         if self._recovering is None or self._recovering.done():
@@ -127,13 +151,22 @@ class Export:
             try:
                 seq = await asyncio.to_thread(self._find_last_seq)
             except Exception as exc:
-                log.warning("kafka still unreachable; retrying", volume=self.name, error=repr(exc), in_s=delay)
+                log.warning(
+                    "kafka still unreachable; retrying",
+                    volume=self.name,
+                    error=repr(exc),
+                    in_s=delay,
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
                 continue
             if seq != self.stream.seq:
-                log.warning("continuing after the last seq kafka holds", volume=self.name, kafka_seq=seq,
-                            allocated_seq=self.stream.seq)
+                log.warning(
+                    "continuing after the last seq kafka holds",
+                    volume=self.name,
+                    kafka_seq=seq,
+                    allocated_seq=self.stream.seq,
+                )
             self.stream.restart_at(seq)
             self.stream.healthy = True
             metrics.STREAM_HEALTHY.labels(self.name).set(1)
@@ -164,9 +197,19 @@ class Export:
         asyncio.get_running_loop().create_task(run())
 
     # --- syncs and checkpoints -------------------------------------------------------------------
-    def mark_checkpoint(self, checkpoint_id: str, ts: int, tag: str | None, volumes: list[str]) -> asyncio.Future[Any]:
-        return self.stream.publish("Checkpoint", {"id": checkpoint_id, "ts": ts, "tag": tag, "volumes": volumes,
-                                                  "volume_size": self.volume.size})
+    def mark_checkpoint(
+        self, checkpoint_id: str, ts: int, tag: str | None, volumes: list[str]
+    ) -> asyncio.Future[Any]:
+        return self.stream.publish(
+            "Checkpoint",
+            {
+                "id": checkpoint_id,
+                "ts": ts,
+                "tag": tag,
+                "volumes": volumes,
+                "volume_size": self.volume.size,
+            },
+        )
 
     @property
     def consistent(self) -> str | None:
@@ -188,9 +231,20 @@ class Export:
         sync_id = str(uuid.uuid4())
         total = sum(b - a for a, b in ranges)
         stream = self.stream
-        step = max(self.bitmap.granule, stream.chunk_bytes // self.bitmap.granule * self.bitmap.granule)
-        ends = [stream.publish("SyncStart", {"sync_id": sync_id, "kind": kind, "volume_size": self.volume.size,
-                                             "bytes_total": total})]
+        step = max(
+            self.bitmap.granule, stream.chunk_bytes // self.bitmap.granule * self.bitmap.granule
+        )
+        ends = [
+            stream.publish(
+                "SyncStart",
+                {
+                    "sync_id": sync_id,
+                    "kind": kind,
+                    "volume_size": self.volume.size,
+                    "bytes_total": total,
+                },
+            )
+        ]
         sent = blocks = 0
         zero = bytes(step)
         last_log = time.monotonic()
@@ -199,7 +253,9 @@ class Export:
                 if stream.outstanding_bytes > self.backlog_bytes // 2:
                     await stream.backlog_below(self.backlog_bytes // 4)
                 if not stream.healthy:
-                    log.warning("sync interrupted by a publishing failure", volume=self.name, kind=kind)
+                    log.warning(
+                        "sync interrupted by a publishing failure", volume=self.name, kind=kind
+                    )
                     return sent
                 n = min(step, end - pos)
                 regions, _ = self.bitmap.mark(pos, n)
@@ -211,10 +267,18 @@ class Export:
                 sent += n
                 blocks += 1
                 if time.monotonic() - last_log > 2:
-                    log.info("sync progress", volume=self.name, kind=kind, sent_bytes=sent, total_bytes=total,
-                             percent=round(100 * sent / max(total, 1), 1))
+                    log.info(
+                        "sync progress",
+                        volume=self.name,
+                        kind=kind,
+                        sent_bytes=sent,
+                        total_bytes=total,
+                        percent=round(100 * sent / max(total, 1), 1),
+                    )
                     last_log = time.monotonic()
-        ends.append(stream.publish("SyncEnd", {"sync_id": sync_id, "blocks": blocks, "bytes": sent}))
+        ends.append(
+            stream.publish("SyncEnd", {"sync_id": sync_id, "blocks": blocks, "bytes": sent})
+        )
         await asyncio.gather(*ends, return_exceptions=True)
         metrics.SYNC_BYTES.labels(self.name, kind).inc(sent)
         log.info("sync done", volume=self.name, kind=kind, bytes=sent, blocks=blocks, ts=now_us())

@@ -1,28 +1,57 @@
 """The tapper's Prometheus metrics."""
 
 from prometheus_client import Counter, Gauge, Histogram
+
 from tapstream.core.metrics import NAMESPACE
 
-REQUESTS = Counter(f"{NAMESPACE}_tapper_requests", "NBD requests answered", ["volume", "op", "result"])
+REQUESTS = Counter(
+    f"{NAMESPACE}_tapper_requests", "NBD requests answered", ["volume", "op", "result"]
+)
 BYTES = Counter(f"{NAMESPACE}_tapper_bytes", "Bytes read or written through NBD", ["volume", "op"])
 PUBLISH_LATENCY = Histogram(
-    f"{NAMESPACE}_tapper_publish_seconds", "Time from publishing an event to Kafka's ack", ["mode"],
+    f"{NAMESPACE}_tapper_publish_seconds",
+    "Time from publishing an event to Kafka's ack",
+    ["mode"],
     buckets=(0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 15),
 )
-PUBLISH_ERRORS = Counter(f"{NAMESPACE}_tapper_publish_errors", "Events Kafka refused or timed out", ["volume"])
-PUBLISH_TIMEOUTS = Counter(f"{NAMESPACE}_tapper_publish_timeouts",
-                           "Sync-mode requests failed with EIO because Kafka did not ack in time", ["volume"])
-STREAM_HEALTHY = Gauge(f"{NAMESPACE}_tapper_stream_healthy",
-                       "1 while the volume's event stream publishes, 0 while it recovers from a Kafka failure",
-                       ["volume"])
-INFLIGHT = Gauge(f"{NAMESPACE}_tapper_inflight_requests", "NBD requests received and not yet answered")
-DIRTY_BYTES = Gauge(f"{NAMESPACE}_tapper_dirty_bytes", "Bytes marked dirty (events not yet acked)", ["volume"])
+PUBLISH_ERRORS = Counter(
+    f"{NAMESPACE}_tapper_publish_errors", "Events Kafka refused or timed out", ["volume"]
+)
+PUBLISH_TIMEOUTS = Counter(
+    f"{NAMESPACE}_tapper_publish_timeouts",
+    "Sync-mode requests failed with EIO because Kafka did not ack in time",
+    ["volume"],
+)
+STREAM_HEALTHY = Gauge(
+    f"{NAMESPACE}_tapper_stream_healthy",
+    "1 while the volume's event stream publishes, 0 while it recovers from a Kafka failure",
+    ["volume"],
+)
+INFLIGHT = Gauge(
+    f"{NAMESPACE}_tapper_inflight_requests", "NBD requests received and not yet answered"
+)
+DIRTY_BYTES = Gauge(
+    f"{NAMESPACE}_tapper_dirty_bytes", "Bytes marked dirty (events not yet acked)", ["volume"]
+)
 SEQ = Gauge(f"{NAMESPACE}_tapper_seq", "Last seq published per volume", ["volume"])
-SYNC_BYTES = Counter(f"{NAMESPACE}_tapper_sync_bytes", "Bytes sent by initial and delta syncs", ["volume", "kind"])
-CHECKPOINTS = Counter(f"{NAMESPACE}_tapper_checkpoints", "Checkpoint markers written", ["group", "result"])
-AHEAD = Gauge(f"{NAMESPACE}_tapper_async_ahead",
-              "1 while an async volume only marks its bitmap because Kafka is behind", ["volume"])
-CHECKPOINTS_REFUSED = Counter(f"{NAMESPACE}_tapper_checkpoints_refused",
-                              "Checkpoints refused because a volume's stream was not consistent", ["group"])
-BITMAP_SYNC = Histogram(f"{NAMESPACE}_tapper_bitmap_sync_seconds", "msync of the dirty bitmap before acks (async mode)",
-                        buckets=(0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5))
+SYNC_BYTES = Counter(
+    f"{NAMESPACE}_tapper_sync_bytes", "Bytes sent by initial and delta syncs", ["volume", "kind"]
+)
+CHECKPOINTS = Counter(
+    f"{NAMESPACE}_tapper_checkpoints", "Checkpoint markers written", ["group", "result"]
+)
+AHEAD = Gauge(
+    f"{NAMESPACE}_tapper_async_ahead",
+    "1 while an async volume only marks its bitmap because Kafka is behind",
+    ["volume"],
+)
+CHECKPOINTS_REFUSED = Counter(
+    f"{NAMESPACE}_tapper_checkpoints_refused",
+    "Checkpoints refused because a volume's stream was not consistent",
+    ["group"],
+)
+BITMAP_SYNC = Histogram(
+    f"{NAMESPACE}_tapper_bitmap_sync_seconds",
+    "msync of the dirty bitmap before acks (async mode)",
+    buckets=(0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5),
+)

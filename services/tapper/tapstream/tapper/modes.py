@@ -63,7 +63,9 @@ class SyncMode:
         self.x = export
         self.timeout_s = timeout_s
         self._pending: deque[_Pending] = deque()  # in publish order, so deadlines ascend
-        self._waiting: deque[tuple[float, Callable[[], None], Reply]] = deque()  # arrived while recovering
+        self._waiting: deque[tuple[float, Callable[[], None], Reply]] = (
+            deque()
+        )  # arrived while recovering
 
     # --- requests --------------------------------------------------------------------------------
     def write(self, offset: int, data: bytes, fua: bool, reply: Reply) -> None:
@@ -74,19 +76,25 @@ class SyncMode:
         p = self._track(reply, fua, offset, len(data))
         n = -(-len(data) // self.x.stream.chunk_bytes)
         try:
-            self.x.stream.publish_data(offset, data, p_done(self, p) if n == 1 else Countdown(n, p_done(self, p)))
+            self.x.stream.publish_data(
+                offset, data, p_done(self, p) if n == 1 else Countdown(n, p_done(self, p))
+            )
         except Exception:
             self._unpublished(p)
             raise
 
-    def zero(self, offset: int, length: int, trim: bool, punch: bool, fua: bool, reply: Reply) -> None:
+    def zero(
+        self, offset: int, length: int, trim: bool, punch: bool, fua: bool, reply: Reply
+    ) -> None:
         if not self.x.stream.healthy:
             self._wait_for_stream(lambda: self.zero(offset, length, trim, punch, fua, reply), reply)
             return
         self.x.volume.zero(offset, length, punch)
         p = self._track(reply, fua, offset, length)
         try:
-            self.x.stream.publish("Zero", {"offset": offset, "length": length, "trim": trim}, p_done(self, p))
+            self.x.stream.publish(
+                "Zero", {"offset": offset, "length": length, "trim": trim}, p_done(self, p)
+            )
         except Exception:
             self._unpublished(p)
             raise
@@ -175,8 +183,14 @@ class AsyncMode:
     # --- requests --------------------------------------------------------------------------------
     def write(self, offset: int, data: bytes, fua: bool, reply: Reply) -> None:
         regions, wait = self.bitmap.mark(offset, len(data))
-        self._admit(wait, lambda: self._write(offset, data, regions, fua, reply), offset, offset + len(data),
-                    regions, reply)
+        self._admit(
+            wait,
+            lambda: self._write(offset, data, regions, fua, reply),
+            offset,
+            offset + len(data),
+            regions,
+            reply,
+        )
 
     def _write(self, offset: int, data: bytes, regions: range, fua: bool, reply: Reply) -> None:
         self.x.volume.write(offset, data)
@@ -194,17 +208,34 @@ class AsyncMode:
         else:
             reply(0, "")
 
-    def zero(self, offset: int, length: int, trim: bool, punch: bool, fua: bool, reply: Reply) -> None:
+    def zero(
+        self, offset: int, length: int, trim: bool, punch: bool, fua: bool, reply: Reply
+    ) -> None:
         regions, wait = self.bitmap.mark(offset, length)
-        self._admit(wait, lambda: self._zero(offset, length, trim, punch, regions, fua, reply), offset,
-                    offset + length, regions, reply)
+        self._admit(
+            wait,
+            lambda: self._zero(offset, length, trim, punch, regions, fua, reply),
+            offset,
+            offset + length,
+            regions,
+            reply,
+        )
 
-    def _zero(self, offset: int, length: int, trim: bool, punch: bool, regions: range, fua: bool,
-              reply: Reply) -> None:
+    def _zero(
+        self,
+        offset: int,
+        length: int,
+        trim: bool,
+        punch: bool,
+        regions: range,
+        fua: bool,
+        reply: Reply,
+    ) -> None:
         self.x.volume.zero(offset, length, punch)
         if self.x.stream.healthy and not self.ahead:
-            self.x.stream.publish("Zero", {"offset": offset, "length": length, "trim": trim},
-                                  self._settler(regions))
+            self.x.stream.publish(
+                "Zero", {"offset": offset, "length": length, "trim": trim}, self._settler(regions)
+            )
         else:
             self.bitmap.fail(regions)
         if fua:
@@ -214,10 +245,12 @@ class AsyncMode:
 
     def flush(self, reply: Reply) -> None:
         """Durable locally (volume and bitmap); the Flush event goes to Kafka in the background."""
+
         def run() -> None:
             if self.x.stream.healthy and not self.ahead:
                 self.x.stream.publish("Flush", {"fua": False})
             self.x.durable_locally(reply, bitmap=True)
+
         if self._queue:
             self._queue.append((0, 0, run))  # after the requests that are waiting for the bitmap
         else:
@@ -228,10 +261,18 @@ class AsyncMode:
         bitmap = self.bitmap
         return lambda ok: bitmap.release(regions) if ok else bitmap.fail(regions)
 
-    def _admit(self, wait: bool, run: Callable[[], None], offset: int, end: int, regions: range,
-               reply: Reply) -> None:
+    def _admit(
+        self,
+        wait: bool,
+        run: Callable[[], None],
+        offset: int,
+        end: int,
+        regions: range,
+        reply: Reply,
+    ) -> None:
         """Run the request now, unless its bits are not durable yet or it overlaps a request that
         waits (overlapping writes keep their order; others may pass, as concurrent requests may)."""
+
         def guarded() -> None:
             try:
                 run()
@@ -239,6 +280,7 @@ class AsyncMode:
                 self.bitmap.fail(regions)
                 log.error("local write failed", volume=self.x.name, error=str(exc))
                 reply(os_error(exc), str(exc))
+
         if not wait and not (self._queue and self._overlaps(offset, end)):
             guarded()
             return
@@ -277,8 +319,11 @@ class AsyncMode:
         if not self.ahead:
             self.ahead = True
             metrics.AHEAD.labels(self.x.name).set(1)
-            log.warning("kafka is behind: writes only mark the dirty bitmap until it catches up",
-                        volume=self.x.name, backlog_bytes=self.x.stream.outstanding_bytes)
+            log.warning(
+                "kafka is behind: writes only mark the dirty bitmap until it catches up",
+                volume=self.x.name,
+                backlog_bytes=self.x.stream.outstanding_bytes,
+            )
         if self._catching_up is None or self._catching_up.done():
             self._catching_up = asyncio.get_running_loop().create_task(self._catch_up())
 

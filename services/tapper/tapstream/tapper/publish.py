@@ -19,6 +19,7 @@ from typing import Any
 
 import crc32c
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+
 from tapstream.core.codec import Codec, DecodeError
 from tapstream.core.kafka import AsyncProducer
 from tapstream.tapper import metrics
@@ -32,9 +33,19 @@ def now_us() -> int:
 
 
 class VolumeStream:
-    def __init__(self, volume: str, group: str, topic: str, host: str, producer: AsyncProducer,
-                 encoder: WriteEncoder, last_seq: int, chunk_bytes: int, mode: str,
-                 on_failure: Callable[[BaseException], None]) -> None:
+    def __init__(
+        self,
+        volume: str,
+        group: str,
+        topic: str,
+        host: str,
+        producer: AsyncProducer,
+        encoder: WriteEncoder,
+        last_seq: int,
+        chunk_bytes: int,
+        mode: str,
+        on_failure: Callable[[BaseException], None],
+    ) -> None:
         self.volume = volume
         self.group = group
         self.topic = topic
@@ -43,7 +54,9 @@ class VolumeStream:
         self.seq = last_seq
         self.acked_seq = last_seq
         self.outstanding = 0
-        self.outstanding_bytes = 0  # the backlog: encoded bytes handed to the producer, not yet acked
+        self.outstanding_bytes = (
+            0  # the backlog: encoded bytes handed to the producer, not yet acked
+        )
         self.healthy = True
         self.chunk_bytes = chunk_bytes
         self._producer = producer
@@ -54,29 +67,44 @@ class VolumeStream:
         self._latency = metrics.PUBLISH_LATENCY.labels(mode)
         self._errors = metrics.PUBLISH_ERRORS.labels(volume)
 
-    def publish(self, branch: str, body: dict[str, Any], done: Done | None = None) -> asyncio.Future[Any]:
+    def publish(
+        self, branch: str, body: dict[str, Any], done: Done | None = None
+    ) -> asyncio.Future[Any]:
         """An event other than Write/SyncBlock (Zero, Flush, Checkpoint, SyncStart, SyncEnd)."""
         self.seq += 1
         return self._send(self._encoder.encode(self.seq, now_us(), branch, body), done)
 
-    def publish_data(self, offset: int, data: bytes | memoryview, done: Done | None = None,
-                     sync_id: str | None = None) -> int:
+    def publish_data(
+        self,
+        offset: int,
+        data: bytes | memoryview,
+        done: Done | None = None,
+        sync_id: str | None = None,
+    ) -> int:
         """One Write (or, with `sync_id`, SyncBlock) per chunk of `data`; `done` runs once per chunk.
         Returns the number of events."""
         branch = "Write" if sync_id is None else "SyncBlock"
         n, step = len(data), self.chunk_bytes
         if n <= step:
             self.seq += 1
-            self._send(self._encoder.encode_data(self.seq, now_us(), branch, offset, data, crc32c.crc32c(data),
-                                                 sync_id), done)
+            self._send(
+                self._encoder.encode_data(
+                    self.seq, now_us(), branch, offset, data, crc32c.crc32c(data), sync_id
+                ),
+                done,
+            )
             return 1
         view = memoryview(data)
         count = 0
         for start in range(0, n, step):
             chunk = view[start : start + step]
             self.seq += 1
-            self._send(self._encoder.encode_data(self.seq, now_us(), branch, offset + start, chunk,
-                                                 crc32c.crc32c(chunk), sync_id), done)
+            self._send(
+                self._encoder.encode_data(
+                    self.seq, now_us(), branch, offset + start, chunk, crc32c.crc32c(chunk), sync_id
+                ),
+                done,
+            )
             count += 1
         return count
 
@@ -88,10 +116,14 @@ class VolumeStream:
             raise
         self.outstanding += 1
         self.outstanding_bytes += len(value)
-        fut.add_done_callback(partial(self._delivered, self.seq, len(value), time.perf_counter(), done))
+        fut.add_done_callback(
+            partial(self._delivered, self.seq, len(value), time.perf_counter(), done)
+        )
         return fut
 
-    def _delivered(self, seq: int, size: int, t0: float, done: Done | None, fut: asyncio.Future[Any]) -> None:
+    def _delivered(
+        self, seq: int, size: int, t0: float, done: Done | None, fut: asyncio.Future[Any]
+    ) -> None:
         self.outstanding -= 1
         self.outstanding_bytes -= size
         ok = not fut.cancelled() and fut.exception() is None
@@ -157,16 +189,28 @@ class Countdown:
             self.done(self.ok)
 
 
-def last_seq(conf: dict[str, Any], topic: str, volume: str, codec: Codec, window: int = 64,
-             timeout: float = 10.0) -> int:
+def last_seq(
+    conf: dict[str, Any],
+    topic: str,
+    volume: str,
+    codec: Codec,
+    window: int = 64,
+    timeout: float = 10.0,
+) -> int:
     """The highest seq of `volume` in `topic` (0 if none): a restarted tapper continues after it.
 
     Reads each partition backwards in windows from its end until it finds one of the volume's events.
     Raises TimeoutError if Kafka does not answer.
     """
     key = volume.encode()
-    consumer = Consumer({**conf, "group.id": f"tapstream-tapper-seq-{volume}", "enable.auto.commit": False,
-                         "enable.partition.eof": True})
+    consumer = Consumer(
+        {
+            **conf,
+            "group.id": f"tapstream-tapper-seq-{volume}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+        }
+    )
     best = 0
     try:
         try:
@@ -208,8 +252,12 @@ def last_seq(conf: dict[str, Any], topic: str, volume: str, codec: Codec, window
 
 
 # A topic created a moment ago may not have elected its partitions' leaders yet.
-_NOT_YET = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
-            KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._TIMED_OUT}
+_NOT_YET = {
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError._TIMED_OUT,
+}
 
 
 def _watermarks(consumer: Consumer, tp: TopicPartition, timeout: float) -> tuple[int, int]:
@@ -217,12 +265,16 @@ def _watermarks(consumer: Consumer, tp: TopicPartition, timeout: float) -> tuple
     deadline = time.monotonic() + timeout
     while True:
         try:
-            low, high = consumer.get_watermark_offsets(tp, timeout=max(0.5, deadline - time.monotonic()))
+            low, high = consumer.get_watermark_offsets(
+                tp, timeout=max(0.5, deadline - time.monotonic())
+            )
             return int(low), int(high)
         except KafkaException as exc:
             code = exc.args[0].code() if exc.args and isinstance(exc.args[0], KafkaError) else None
             if code not in _NOT_YET or time.monotonic() >= deadline:
-                raise TimeoutError(f"Kafka gave no offsets for {tp.topic}[{tp.partition}]: {exc}") from None
+                raise TimeoutError(
+                    f"Kafka gave no offsets for {tp.topic}[{tp.partition}]: {exc}"
+                ) from None
             time.sleep(0.1)  # back off between retries of a leader election, not a readiness guess
 
 
@@ -239,7 +291,9 @@ class SeqFile:
         except FileNotFoundError:
             return 0
         except (ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"{self.path} is corrupt ({exc}); remove it to start from Kafka's seq") from None
+            raise ValueError(
+                f"{self.path} is corrupt ({exc}); remove it to start from Kafka's seq"
+            ) from None
 
     def write(self, seq: int) -> None:
         tmp = self.path.with_suffix(".tmp")

@@ -41,16 +41,26 @@ log = get_logger("tapstream.tapper.server")
 BLOCKS = BlockSizes(minimum=512, preferred=4096, maximum=32 * 1024 * 1024)
 # All connections to an export share one volume fd and one ordered event stream, and FLUSH syncs the
 # file itself, so a flush on one connection covers writes completed on any: multi-conn is true.
-TRANSMISSION_FLAGS = (TF_HAS_FLAGS | TF_SEND_FLUSH | TF_SEND_FUA | TF_SEND_TRIM | TF_SEND_WRITE_ZEROES
-                      | TF_CAN_MULTI_CONN)
+TRANSMISSION_FLAGS = (
+    TF_HAS_FLAGS
+    | TF_SEND_FLUSH
+    | TF_SEND_FUA
+    | TF_SEND_TRIM
+    | TF_SEND_WRITE_ZEROES
+    | TF_CAN_MULTI_CONN
+)
 MAX_INFLIGHT = 256  # requests per connection before we stop reading (back-pressure)
 MAX_BUFFERED = 64 * 1024 * 1024
 OPS = {int(c): c.name.lower() for c in Cmd}
 
 
 def export_infos(exports: Mapping[str, Export]) -> dict[str, ExportInfo]:
-    return {name: ExportInfo(name, e.volume.size, TRANSMISSION_FLAGS, f"tapstream volume {name} ({e.spec.mode})")
-            for name, e in exports.items()}
+    return {
+        name: ExportInfo(
+            name, e.volume.size, TRANSMISSION_FLAGS, f"tapstream volume {name} ({e.spec.mode})"
+        )
+        for name, e in exports.items()
+    }
 
 
 class NbdConnection(asyncio.Protocol):
@@ -90,7 +100,9 @@ class NbdConnection(asyncio.Protocol):
         try:
             self._process()
         except ProtocolError as exc:
-            log.warning("closing connection after a protocol violation", peer=self.peer, error=str(exc))
+            log.warning(
+                "closing connection after a protocol violation", peer=self.peer, error=str(exc)
+            )
             self._close()
         except Exception:
             log.exception("closing connection after an internal error", peer=self.peer)
@@ -135,7 +147,13 @@ class NbdConnection(asyncio.Protocol):
                     if self.skip:
                         break
                     # answer only now: a client may not expect the reply before it sent the payload
-                    self._answer(self._skipped, Cmd.WRITE, 0, Err.EINVAL, "write larger than the maximum payload")
+                    self._answer(
+                        self._skipped,
+                        Cmd.WRITE,
+                        0,
+                        Err.EINVAL,
+                        "write larger than the maximum payload",
+                    )
                 if end - pos < 28:
                     break
                 magic, flags, typ, handle, offset, length = REQUEST.unpack_from(buf, pos)
@@ -145,7 +163,10 @@ class NbdConnection(asyncio.Protocol):
                 if typ == Cmd.WRITE:
                     if length > BLOCKS.maximum:
                         pos += 28
-                        self.skip, self._skipped = length, handle  # read past its payload, then refuse
+                        self.skip, self._skipped = (
+                            length,
+                            handle,
+                        )  # read past its payload, then refuse
                         self._begin()
                         continue
                     if end - pos < 28 + length:
@@ -159,7 +180,9 @@ class NbdConnection(asyncio.Protocol):
             del buf[:pos]
         self._update_reading()
 
-    def _dispatch(self, flags: int, typ: int, handle: int, offset: int, length: int, payload: bytes) -> None:
+    def _dispatch(
+        self, flags: int, typ: int, handle: int, offset: int, length: int, payload: bytes
+    ) -> None:
         export = self.export
         assert export is not None
         if typ == Cmd.DISC:
@@ -167,8 +190,12 @@ class NbdConnection(asyncio.Protocol):
             self._maybe_close()
             return
         self._begin()
-        error = check_request(frames.Request(flags, typ, handle, offset, length), export.volume.size,
-                              self.aligned, BLOCKS)
+        error = check_request(
+            frames.Request(flags, typ, handle, offset, length),
+            export.volume.size,
+            self.aligned,
+            BLOCKS,
+        )
         if error:
             self._answer(handle, typ, 0, error, "invalid request")
             return
@@ -183,13 +210,28 @@ class NbdConnection(asyncio.Protocol):
             elif typ == Cmd.TRIM:
                 export.zero(offset, length, True, True, bool(flags & CMD_FLAG_FUA), reply)
             elif typ == Cmd.WRITE_ZEROES:
-                export.zero(offset, length, False, not flags & CMD_FLAG_NO_HOLE, bool(flags & CMD_FLAG_FUA), reply)
+                export.zero(
+                    offset,
+                    length,
+                    False,
+                    not flags & CMD_FLAG_NO_HOLE,
+                    bool(flags & CMD_FLAG_FUA),
+                    reply,
+                )
         except OSError as exc:
-            log.error("request failed", volume=export.name, op=OPS.get(typ), offset=offset, length=length,
-                      error=str(exc))
+            log.error(
+                "request failed",
+                volume=export.name,
+                op=OPS.get(typ),
+                offset=offset,
+                length=length,
+                error=str(exc),
+            )
             reply(os_error(exc), str(exc))
         except Exception as exc:
-            log.exception("request failed", volume=export.name, op=OPS.get(typ), offset=offset, length=length)
+            log.exception(
+                "request failed", volume=export.name, op=OPS.get(typ), offset=offset, length=length
+            )
             reply(Err.EIO, repr(exc))
 
     # --- replies ---------------------------------------------------------------------------------
@@ -197,8 +239,16 @@ class NbdConnection(asyncio.Protocol):
         self.inflight += 1
         metrics.INFLIGHT.inc()
 
-    def _answer(self, handle: int, typ: int, nbytes: int, error: int, message: str, data: bytes | None = None,
-                offset: int = 0) -> None:
+    def _answer(
+        self,
+        handle: int,
+        typ: int,
+        nbytes: int,
+        error: int,
+        message: str,
+        data: bytes | None = None,
+        offset: int = 0,
+    ) -> None:
         """A request is done; its reply waits while a checkpoint holds the group's completions."""
         gate = self.export.gate if self.export is not None else None
         if gate is not None and gate.held:
@@ -206,16 +256,27 @@ class NbdConnection(asyncio.Protocol):
         else:
             self._reply(handle, typ, nbytes, error, message, data, offset)
 
-    def _reply(self, handle: int, typ: int, nbytes: int, error: int, message: str, data: bytes | None,
-               offset: int) -> None:
+    def _reply(
+        self,
+        handle: int,
+        typ: int,
+        nbytes: int,
+        error: int,
+        message: str,
+        data: bytes | None,
+        offset: int,
+    ) -> None:
         self.inflight -= 1
         metrics.INFLIGHT.dec()
         self._count(typ, nbytes, error)
         if not self.lost:
             if error == 0 and typ == Cmd.READ:
                 assert data is not None
-                self._queue(frames.structured_data(handle, offset, nbytes) if self.structured
-                            else frames.simple_reply(handle))
+                self._queue(
+                    frames.structured_data(handle, offset, nbytes)
+                    if self.structured
+                    else frames.simple_reply(handle)
+                )
                 self._queue(data)
             elif error and typ == Cmd.READ and self.structured:
                 self._queue(frames.structured_error(handle, error, message))
@@ -238,8 +299,10 @@ class NbdConnection(asyncio.Protocol):
         if counters is None:
             name = self.export.name if self.export else "?"
             op = OPS.get(typ, "unknown")
-            counters = self._counters[key] = (metrics.REQUESTS.labels(name, op, key[1]),
-                                              metrics.BYTES.labels(name, op))
+            counters = self._counters[key] = (
+                metrics.REQUESTS.labels(name, op, key[1]),
+                metrics.BYTES.labels(name, op),
+            )
         counters[0].inc()
         if not error and typ in (Cmd.READ, Cmd.WRITE):
             counters[1].inc(nbytes)
@@ -260,8 +323,12 @@ class NbdConnection(asyncio.Protocol):
     def _update_reading(self) -> None:
         if self.t is None or self.lost:
             return
-        want_pause = (self.inflight >= MAX_INFLIGHT or self._write_paused or len(self.buf) > MAX_BUFFERED
-                      or self.disconnecting)
+        want_pause = (
+            self.inflight >= MAX_INFLIGHT
+            or self._write_paused
+            or len(self.buf) > MAX_BUFFERED
+            or self.disconnecting
+        )
         if want_pause and not self._read_paused:
             self._read_paused = True
             self.t.pause_reading()
@@ -309,19 +376,25 @@ class NbdServer:
         return NbdConnection(self.exports, self.connections)
 
     async def listen_tcp(self, host: str, port: int) -> int:
-        server = await asyncio.get_running_loop().create_server(self._factory, host, port, reuse_address=True)
+        server = await asyncio.get_running_loop().create_server(
+            self._factory, host, port, reuse_address=True
+        )
         self.servers.append(server)
         self.port = int(server.sockets[0].getsockname()[1])
         return self.port
 
     async def listen_unix(self, path: str) -> None:
-        self.servers.append(await asyncio.get_running_loop().create_unix_server(self._factory, path))
+        self.servers.append(
+            await asyncio.get_running_loop().create_unix_server(self._factory, path)
+        )
 
     async def stop(self, grace_s: float = 60.0) -> None:
         for server in self.servers:
             server.close()
         if self.connections:
-            _, pending = await asyncio.wait([asyncio.ensure_future(c.shutdown()) for c in list(self.connections)],
-                                            timeout=grace_s)
+            _, pending = await asyncio.wait(
+                [asyncio.ensure_future(c.shutdown()) for c in list(self.connections)],
+                timeout=grace_s,
+            )
             if pending:
                 log.warning("connections still busy at shutdown", count=len(pending))

@@ -53,10 +53,16 @@ class Tapper:
     async def start(self) -> None:
         s = self.s
         if not s.tapper_volumes:
-            raise ValueError("no volumes to serve: set TAPSTREAM_TAPPER_VOLUMES (see `tapstream tapper --help`)")
-        conf = producer_config(s, linger_ms=s.tapper_linger_ms, compression=s.tapper_compression,
-                               delivery_timeout_ms=int(s.tapper_publish_timeout_s * 1000),
-                               max_message_bytes=s.tapper_chunk_bytes + 64 * 1024)
+            raise ValueError(
+                "no volumes to serve: set TAPSTREAM_TAPPER_VOLUMES (see `tapstream tapper --help`)"
+            )
+        conf = producer_config(
+            s,
+            linger_ms=s.tapper_linger_ms,
+            compression=s.tapper_compression,
+            delivery_timeout_ms=int(s.tapper_publish_timeout_s * 1000),
+            max_message_bytes=s.tapper_chunk_bytes + 64 * 1024,
+        )
         # Latency, not throughput, bounds sync mode: no Nagle delay on the broker connection.
         conf["socket.nagle.disable"] = True
         self.producer = AsyncProducer(conf)
@@ -64,14 +70,23 @@ class Tapper:
         groups: dict[str, list[str]] = {}
         for spec in s.tapper_volumes:
             groups.setdefault(spec.group, []).append(spec.name)
-        await ensure_topics(client_config(s), [
-            TopicSpec(self.topic(g), partitions=s.tapper_partitions or len(vols), config={
-                "retention.ms": str(s.tapper_retention_hours * 3600 * 1000),
-                "max.message.bytes": str(s.tapper_chunk_bytes + TOPIC_OVERHEAD),
-                "message.timestamp.type": "CreateTime",
-                "cleanup.policy": "delete",
-            }) for g, vols in groups.items()
-        ] + [TopicSpec(s.topic("control"), partitions=1)])
+        await ensure_topics(
+            client_config(s),
+            [
+                TopicSpec(
+                    self.topic(g),
+                    partitions=s.tapper_partitions or len(vols),
+                    config={
+                        "retention.ms": str(s.tapper_retention_hours * 3600 * 1000),
+                        "max.message.bytes": str(s.tapper_chunk_bytes + TOPIC_OVERHEAD),
+                        "message.timestamp.type": "CreateTime",
+                        "cleanup.policy": "delete",
+                    },
+                )
+                for g, vols in groups.items()
+            ]
+            + [TopicSpec(s.topic("control"), partitions=1)],
+        )
         for spec in s.tapper_volumes:
             await self._open_export(spec)
         if s.tapper_listen_host:
@@ -79,14 +94,34 @@ class Tapper:
         if s.tapper_unix_socket:
             s.tapper_unix_socket.unlink(missing_ok=True)
             await self.server.listen_unix(str(s.tapper_unix_socket))
-        self.checkpoints = Checkpoints(s, self.codec, self.producer, lambda: self.exports.values(), self.gates,
-                                       f"tapper@{s.tapper_host_id}", s.tapper_hold_timeout_s,
-                                       s.tapper_publish_timeout_s, s.tapper_announce_interval_s)
+        self.checkpoints = Checkpoints(
+            s,
+            self.codec,
+            self.producer,
+            lambda: self.exports.values(),
+            self.gates,
+            f"tapper@{s.tapper_host_id}",
+            s.tapper_hold_timeout_s,
+            s.tapper_publish_timeout_s,
+            s.tapper_announce_interval_s,
+        )
         await self.checkpoints.start()
         self._housekeeping = asyncio.create_task(self._housekeeping_loop())
-        log.info("serving", port=self.port, unix_socket=str(s.tapper_unix_socket or ""),
-                 exports=[{"name": e.name, "group": e.group, "mode": e.spec.mode, "size": e.volume.size,
-                           "seq": e.stream.seq} for e in self.exports.values()])
+        log.info(
+            "serving",
+            port=self.port,
+            unix_socket=str(s.tapper_unix_socket or ""),
+            exports=[
+                {
+                    "name": e.name,
+                    "group": e.group,
+                    "mode": e.spec.mode,
+                    "size": e.volume.size,
+                    "seq": e.stream.seq,
+                }
+                for e in self.exports.values()
+            ],
+        )
 
     async def _open_export(self, spec: VolumeSpec) -> None:
         assert self.producer is not None
@@ -100,16 +135,39 @@ class Tapper:
         floor = seq_file.read()
         seq = max(kafka_seq, floor)
         if floor > kafka_seq:
-            log.warning("kafka holds fewer of this volume's events than were acked (retention or a recreated "
-                        "topic): continuing the sequence and resending the volume", volume=spec.name,
-                        kafka_seq=kafka_seq, acked_seq=floor)
-        bitmap = DirtyBitmap(s.tapper_state_dir / f"{spec.name}.dirty", volume.size, s.tapper_bitmap_granule,
-                             max(s.tapper_bitmap_extent, s.tapper_bitmap_granule), s.tapper_bitmap_ahead)
+            log.warning(
+                "kafka holds fewer of this volume's events than were acked (retention or a recreated "
+                "topic): continuing the sequence and resending the volume",
+                volume=spec.name,
+                kafka_seq=kafka_seq,
+                acked_seq=floor,
+            )
+        bitmap = DirtyBitmap(
+            s.tapper_state_dir / f"{spec.name}.dirty",
+            volume.size,
+            s.tapper_bitmap_granule,
+            max(s.tapper_bitmap_extent, s.tapper_bitmap_granule),
+            s.tapper_bitmap_ahead,
+        )
         gate = self.gates.setdefault(spec.group, GroupGate())
-        export = Export(spec, volume, bitmap, gate, s.tapper_publish_timeout_s, find_last_seq, seq_file)
+        export = Export(
+            spec, volume, bitmap, gate, s.tapper_publish_timeout_s, find_last_seq, seq_file
+        )
         encoder = WriteEncoder(self.codec, spec.name, s.tapper_host_id, spec.group)
-        export.attach(VolumeStream(spec.name, spec.group, topic, s.tapper_host_id, self.producer, encoder, seq,
-                                   s.tapper_chunk_bytes, spec.mode, export.stream_failed))
+        export.attach(
+            VolumeStream(
+                spec.name,
+                spec.group,
+                topic,
+                s.tapper_host_id,
+                self.producer,
+                encoder,
+                seq,
+                s.tapper_chunk_bytes,
+                spec.mode,
+                export.stream_failed,
+            )
+        )
         self.exports[spec.name] = export
         metrics.STREAM_HEALTHY.labels(spec.name).set(1)
         metrics.SEQ.labels(spec.name).set_function(lambda st=export.stream: st.seq)
@@ -121,14 +179,21 @@ class Tapper:
                 for a, b in extents:
                     bitmap.set_dirty(a, b - a)
                 bitmap.sync()
-                log.info("initial sync of a volume that already holds data", volume=spec.name,
-                         bytes=sum(b - a for a, b in extents))
+                log.info(
+                    "initial sync of a volume that already holds data",
+                    volume=spec.name,
+                    bytes=sum(b - a for a, b in extents),
+                )
                 await export.sync_regions("INITIAL", extents)
         else:
             dirty = bitmap.dirty_ranges()
             if dirty:
-                log.warning("dirty regions left by an unclean stop or a Kafka failure: delta sync",
-                            volume=spec.name, regions=len(dirty), bytes=sum(b - a for a, b in dirty))
+                log.warning(
+                    "dirty regions left by an unclean stop or a Kafka failure: delta sync",
+                    volume=spec.name,
+                    regions=len(dirty),
+                    bytes=sum(b - a for a, b in dirty),
+                )
                 await export.sync_regions("DELTA", dirty)
         bitmap.sweep()
         bitmap.sync()
@@ -149,7 +214,9 @@ class Tapper:
                         await asyncio.to_thread(export.save_seq)
 
     # --- checkpoints -----------------------------------------------------------------------------
-    async def checkpoint(self, group: str, checkpoint_id: str | None = None, tag: str | None = None) -> str:
+    async def checkpoint(
+        self, group: str, checkpoint_id: str | None = None, tag: str | None = None
+    ) -> str:
         """Hold completions, write the marker on every volume of `group` served here, release."""
         assert self.checkpoints is not None, "start() first"
         return await self.checkpoints.local(group, checkpoint_id, tag)
@@ -165,8 +232,10 @@ class Tapper:
             try:
                 await asyncio.wait_for(export.drain(), self.s.tapper_publish_timeout_s + 5)
             except TimeoutError:
-                log.error("events still unacked at shutdown; their regions stay dirty for the next start",
-                          volume=export.name)
+                log.error(
+                    "events still unacked at shutdown; their regions stay dirty for the next start",
+                    volume=export.name,
+                )
         if self._housekeeping is not None:
             self._housekeeping.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import NoDecode
+
 from tapstream.core.settings import TapstreamSettings
 
 Mode = Literal["sync", "async"]
@@ -40,7 +41,9 @@ class VolumeSpec(BaseModel):
     @classmethod
     def _simple_name(cls, v: str) -> str:
         if not NAME.match(v):
-            raise ValueError(f"{v!r}: use letters, digits, '.', '_' or '-' (it becomes a Kafka key and topic name)")
+            raise ValueError(
+                f"{v!r}: use letters, digits, '.', '_' or '-' (it becomes a Kafka key and topic name)"
+            )
         return v
 
 
@@ -59,7 +62,14 @@ def parse_volumes(value: Any) -> Any:
         parts = rest.split(":")
         if not sep or len(parts) not in (2, 3):
             raise ValueError(f"{item!r}: expected name=path:group[:mode]")
-        out.append({"name": name, "path": parts[0], "group": parts[1], **({"mode": parts[2]} if len(parts) == 3 else {})})
+        out.append(
+            {
+                "name": name,
+                "path": parts[0],
+                "group": parts[1],
+                **({"mode": parts[2]} if len(parts) == 3 else {}),
+            }
+        )
     return out
 
 
@@ -70,32 +80,66 @@ class TapperSettings(TapstreamSettings):
         default_factory=list,
         description='Volumes to serve: JSON list [{"name","path","group","mode"}] or name=path:group[:mode],...',
     )
-    tapper_listen_host: str = Field("127.0.0.1", description="TCP address of the NBD server; empty for none.")
-    tapper_listen_port: int = Field(10809, ge=0, le=65535, description="TCP port (10809 is NBD's); 0 picks one.")
+    tapper_listen_host: str = Field(
+        "127.0.0.1", description="TCP address of the NBD server; empty for none."
+    )
+    tapper_listen_port: int = Field(
+        10809, ge=0, le=65535, description="TCP port (10809 is NBD's); 0 picks one."
+    )
     tapper_unix_socket: Path | None = Field(None, description="Also serve NBD on this Unix socket.")
-    tapper_host_id: str = Field(default_factory=socket.gethostname, description="Host name put in every event.")
-    tapper_state_dir: Path = Field(Path(".tapstream/tapper"), description="Dirty bitmaps and seq files.")
-    tapper_chunk_bytes: int = Field(1024 * 1024, ge=4096, le=8 * 1024 * 1024,
-                                    description="Largest Write event; larger NBD writes are split (measured: bench --sweep).")
+    tapper_host_id: str = Field(
+        default_factory=socket.gethostname, description="Host name put in every event."
+    )
+    tapper_state_dir: Path = Field(
+        Path(".tapstream/tapper"), description="Dirty bitmaps and seq files."
+    )
+    tapper_chunk_bytes: int = Field(
+        1024 * 1024,
+        ge=4096,
+        le=8 * 1024 * 1024,
+        description="Largest Write event; larger NBD writes are split (measured: bench --sweep).",
+    )
     tapper_publish_timeout_s: float = Field(
-        15.0, gt=0, description="Sync mode: a request whose events Kafka has not acked by then fails with EIO.")
-    tapper_hold_timeout_s: float = Field(2.0, gt=0, description="Longest a checkpoint may hold completions.")
-    tapper_bitmap_granule: int = Field(64 * 1024, ge=4096, description="Bytes per dirty-bitmap bit (a power of two).")
+        15.0,
+        gt=0,
+        description="Sync mode: a request whose events Kafka has not acked by then fails with EIO.",
+    )
+    tapper_hold_timeout_s: float = Field(
+        2.0, gt=0, description="Longest a checkpoint may hold completions."
+    )
+    tapper_bitmap_granule: int = Field(
+        64 * 1024, ge=4096, description="Bytes per dirty-bitmap bit (a power of two)."
+    )
     tapper_bitmap_extent: int = Field(
-        4 * 1024 * 1024, ge=4096,
+        4 * 1024 * 1024,
+        ge=4096,
         description="Async mode: a new dirty bit reserves its whole aligned extent in one msync (a power of two, "
-                    ">= the granule); larger means fewer msyncs and more to resend after a crash.")
+        ">= the granule); larger means fewer msyncs and more to resend after a crash.",
+    )
     tapper_bitmap_ahead: int = Field(
-        1, ge=0, le=16, description="Async mode: extents reserved after the one written, so sequential writers "
-                                    "do not wait for an msync at each extent boundary.")
+        1,
+        ge=0,
+        le=16,
+        description="Async mode: extents reserved after the one written, so sequential writers "
+        "do not wait for an msync at each extent boundary.",
+    )
     tapper_compression: Literal["none", "lz4", "zstd", "snappy", "gzip"] = Field(
-        "none", description="Producer compression of the write stream (measured: bench --sweep).")
+        "none", description="Producer compression of the write stream (measured: bench --sweep)."
+    )
     # 0: librdkafka still batches what queues behind in-flight requests; measured on 2 cores, 4 KiB
     # records, 16 in flight: 0 ms gives 10.9k acks/s (p50 0.7 ms) against 7.3k at 1 ms and 2.3k at 5 ms.
-    tapper_linger_ms: float = Field(0.0, ge=0, description="Producer batching delay (0: send at once).")
-    tapper_retention_hours: int = Field(168, ge=1, description="Retention of new write topics (≥ journal history + margin).")
-    tapper_partitions: int = Field(0, ge=0, description="Partitions of new write topics; 0 = one per volume of the group.")
-    tapper_announce_interval_s: float = Field(2.0, gt=0, description="How often the tapper announces its volumes on tapstream.control.")
+    tapper_linger_ms: float = Field(
+        0.0, ge=0, description="Producer batching delay (0: send at once)."
+    )
+    tapper_retention_hours: int = Field(
+        168, ge=1, description="Retention of new write topics (≥ journal history + margin)."
+    )
+    tapper_partitions: int = Field(
+        0, ge=0, description="Partitions of new write topics; 0 = one per volume of the group."
+    )
+    tapper_announce_interval_s: float = Field(
+        2.0, gt=0, description="How often the tapper announces its volumes on tapstream.control."
+    )
 
     @field_validator("tapper_volumes", mode="before")
     @classmethod

@@ -34,7 +34,9 @@ class Volume:
     def read(self, offset: int, length: int) -> bytes:
         data = os.pread(self.fd, length, offset)
         if len(data) != length:
-            raise OSError(5, f"short read on {self.path}: {len(data)} of {length} bytes at {offset}")
+            raise OSError(
+                5, f"short read on {self.path}: {len(data)} of {length} bytes at {offset}"
+            )
         return data
 
     def write(self, offset: int, data: bytes | memoryview) -> None:

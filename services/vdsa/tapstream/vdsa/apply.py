@@ -58,7 +58,9 @@ class Applier:
         self._task: asyncio.Task[None] | None = None
         self._producer: AsyncProducer | None = None
         self._stopping = False
-        self.holds = HoldFollower(settings, settings.vdsa_groups, self._on_keep_change, settings.replica_dir)
+        self.holds = HoldFollower(
+            settings, settings.vdsa_groups, self._on_keep_change, settings.replica_dir
+        )
         self._consumer: Any = None
         self._held_tps: dict[TopicPartition, set[tuple[str, str]]] = {}
         # (group, checkpoint) -> volume -> (marker seq, partition, offset), of markers the applier read.
@@ -104,11 +106,18 @@ class Applier:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.holds.caught_up.wait(), 30)
             if not self.holds.caught_up.is_set():
-                log.warning("still reading kept checkpoints from the control topic; nothing applied yet",
-                            topic=self.holds.topic)
+                log.warning(
+                    "still reading kept checkpoints from the control topic; nothing applied yet",
+                    topic=self.holds.topic,
+                )
         topics = {self.s.mirrored(self.s.topic(f"writes.{g}")): g for g in self.s.vdsa_groups}
-        consumer = make_consumer(self.s, *topics, group_id="tapstream-vdsa-apply",
-                                 metadata_max_age_ms=2000, max_poll_records=500)
+        consumer = make_consumer(
+            self.s,
+            *topics,
+            group_id="tapstream-vdsa-apply",
+            metadata_max_age_ms=2000,
+            max_poll_records=500,
+        )
         await consumer.start()
         self._consumer = consumer
         history_us = int(self.s.vdsa_journal_history_s * 1e6)
@@ -124,7 +133,12 @@ class Applier:
                         try:
                             _, rec = self.codec.decode(msg.value)
                         except DecodeError as exc:
-                            log.error("undecodable record skipped", topic=tp.topic, offset=msg.offset, error=str(exc))
+                            log.error(
+                                "undecodable record skipped",
+                                topic=tp.topic,
+                                offset=msg.offset,
+                                error=str(exc),
+                            )
                             applied[tp] = msg.offset + 1
                             continue
                         st = self._state(rec["group"], rec["volume"])
@@ -140,12 +154,16 @@ class Applier:
                             consumer.seek(tp, msg.offset)
                             consumer.pause(tp)
                             delay = (rec["ts"] + history_us - now) / 1e6
-                            asyncio.get_running_loop().call_later(max(0.05, delay), self._resume, tp)
+                            asyncio.get_running_loop().call_later(
+                                max(0.05, delay), self._resume, tp
+                            )
                             break
                         branch, body = rec["body"]
                         if branch == "Checkpoint":
                             self._remember_marker(rec, tp.partition, msg.offset)
-                        action = decide(branch, body, rec["seq"], st.pos.seq, self.holds.keeps, rec["group"])
+                        action = decide(
+                            branch, body, rec["seq"], st.pos.seq, self.holds.keeps, rec["group"]
+                        )
                         if action in ("apply", "apply-and-hold"):
                             self._apply(st, rec)
                             st.pos = Position(rec["seq"], tp.partition, msg.offset, rec["ts"])
@@ -172,7 +190,9 @@ class Applier:
     def _resume(self, tp: TopicPartition) -> None:
         """Resume after a young event aged, unless a hold stopped the partition meanwhile."""
         if tp not in self._held_tps and self._consumer is not None:
-            with contextlib.suppress(Exception):  # no longer assigned (rebalance): nothing to resume
+            with contextlib.suppress(
+                Exception
+            ):  # no longer assigned (rebalance): nothing to resume
                 self._consumer.resume(tp)
 
     def _remember_marker(self, rec: dict[str, Any], partition: int, offset: int) -> None:
@@ -181,14 +201,21 @@ class Applier:
         while len(self.markers) > MARKERS_REMEMBERED:
             del self.markers[next(iter(self.markers))]
 
-    def _hold(self, tp: TopicPartition, st: VolumeState, group: str, volume: str, checkpoint_id: str) -> None:
+    def _hold(
+        self, tp: TopicPartition, st: VolumeState, group: str, volume: str, checkpoint_id: str
+    ) -> None:
         self._held_tps.setdefault(tp, set()).add((group, volume))
         metrics.HELD.labels(group, volume).set(1)
         if st.held_at != checkpoint_id:
             st.held_at = checkpoint_id
-            log.warning("replica held at a kept checkpoint; nothing after it is applied until it is released",
-                        group=group, volume=volume, checkpoint=checkpoint_id, seq=st.pos.seq,
-                        release=f"tapstream checkpoint release {group} {checkpoint_id}")
+            log.warning(
+                "replica held at a kept checkpoint; nothing after it is applied until it is released",
+                group=group,
+                volume=volume,
+                checkpoint=checkpoint_id,
+                seq=st.pos.seq,
+                release=f"tapstream checkpoint release {group} {checkpoint_id}",
+            )
 
     def _on_keep_change(self, req: TagRequest, kept: bool) -> None:
         """A checkpoint became kept or released (called by the control topic follower)."""
@@ -199,27 +226,46 @@ class Applier:
                 if st is None or st.held_at == req.checkpoint_id:
                     continue
                 if st.pos.seq > seq:
-                    log.warning("kept checkpoint was already applied to the replica: it cannot be kept; restore "
-                                "it while the journal still holds it, or keep a newer one",
-                                group=req.group, volume=volume, checkpoint=req.checkpoint_id, marker_seq=seq,
-                                replica_seq=st.pos.seq, tag=req.tag, sender=req.sender)
+                    log.warning(
+                        "kept checkpoint was already applied to the replica: it cannot be kept; restore "
+                        "it while the journal still holds it, or keep a newer one",
+                        group=req.group,
+                        volume=volume,
+                        checkpoint=req.checkpoint_id,
+                        marker_seq=seq,
+                        replica_seq=st.pos.seq,
+                        tag=req.tag,
+                        sender=req.sender,
+                    )
                 elif st.pos.seq == seq and self._consumer is not None:
                     # The replica stands on the marker: read it again, so the hold engages there.
-                    tp = TopicPartition(self.s.mirrored(self.s.topic(f"writes.{req.group}")), partition)
+                    tp = TopicPartition(
+                        self.s.mirrored(self.s.topic(f"writes.{req.group}")), partition
+                    )
                     with contextlib.suppress(Exception):
                         self._consumer.seek(tp, offset)
             if not markers and self.holds.caught_up.is_set():
-                log.info("checkpoint kept: the replica will stop at its marker (if it has passed it already, "
-                         "this VDSA cannot tell since it did not read that marker)",
-                         group=req.group, checkpoint=req.checkpoint_id, tag=req.tag, sender=req.sender)
+                log.info(
+                    "checkpoint kept: the replica will stop at its marker (if it has passed it already, "
+                    "this VDSA cannot tell since it did not read that marker)",
+                    group=req.group,
+                    checkpoint=req.checkpoint_id,
+                    tag=req.tag,
+                    sender=req.sender,
+                )
             return
         for (group, volume), st in self.volumes.items():
             if group != req.group or st.held_at != req.checkpoint_id:
                 continue
             st.held_at = None
             metrics.HELD.labels(group, volume).set(0)
-            log.warning("kept checkpoint released; the replica moves on", group=group, volume=volume,
-                        checkpoint=req.checkpoint_id, sender=req.sender)
+            log.warning(
+                "kept checkpoint released; the replica moves on",
+                group=group,
+                volume=volume,
+                checkpoint=req.checkpoint_id,
+                sender=req.sender,
+            )
             for tp, held in list(self._held_tps.items()):
                 held.discard((group, volume))
                 if not held:
@@ -249,10 +295,21 @@ class Applier:
         now = time.time_ns() // 1000
         for (group, volume), st in self.volumes.items():
             rpo = max(0.0, (now - st.newest_ts) / 1e6) if st.newest_ts else 0.0
-            value = self.codec.encode("Progress", {
-                "group": group, "volume": volume, "site": "recovery", "source": "vdsa",
-                "applied_seq": st.pos.seq, "applied_ts": st.pos.ts, "applied_offset": st.pos.offset,
-                "newest_seq_seen": st.newest_seq, "rpo_seconds": rpo,
-                "lag_records": max(0, st.newest_seq - st.pos.seq), "ts": now})
+            value = self.codec.encode(
+                "Progress",
+                {
+                    "group": group,
+                    "volume": volume,
+                    "site": "recovery",
+                    "source": "vdsa",
+                    "applied_seq": st.pos.seq,
+                    "applied_ts": st.pos.ts,
+                    "applied_offset": st.pos.offset,
+                    "newest_seq_seen": st.newest_seq,
+                    "rpo_seconds": rpo,
+                    "lag_records": max(0, st.newest_seq - st.pos.seq),
+                    "ts": now,
+                },
+            )
             metrics.APPLIED_SEQ.labels(group, volume).set(st.pos.seq)
             self._producer.produce_nowait(self.s.topic("progress"), value, key=volume.encode())

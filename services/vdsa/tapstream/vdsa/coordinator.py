@@ -8,7 +8,14 @@ import uuid
 from typing import Any
 
 from tapstream.core.codec import DecodeError, make_codec
-from tapstream.core.kafka import AsyncProducer, TopicSpec, client_config, ensure_topics, make_consumer, producer_config
+from tapstream.core.kafka import (
+    AsyncProducer,
+    TopicSpec,
+    client_config,
+    ensure_topics,
+    make_consumer,
+    producer_config,
+)
 from tapstream.core.logging import get_logger
 from tapstream.core.settings import TapstreamSettings
 from tapstream.vdsa.cut import LiveTappers, Round
@@ -27,8 +34,12 @@ def _now_us() -> int:
 
 
 class Coordinator:
-    def __init__(self, settings: TapstreamSettings, prepare_timeout_s: float = 2.0,
-                 announce_window_s: float = 6.0) -> None:
+    def __init__(
+        self,
+        settings: TapstreamSettings,
+        prepare_timeout_s: float = 2.0,
+        announce_window_s: float = 6.0,
+    ) -> None:
         self.s = settings
         self.codec = make_codec(settings)
         self.prepare_timeout_s = prepare_timeout_s
@@ -91,12 +102,29 @@ class Coordinator:
                 if rnd.complete:
                     done.set()
 
-    async def _send(self, kind: str, group: str, checkpoint_id: str, tag: str | None,
-                    args: dict[str, str] | None = None) -> None:
+    async def _send(
+        self,
+        kind: str,
+        group: str,
+        checkpoint_id: str,
+        tag: str | None,
+        args: dict[str, str] | None = None,
+    ) -> None:
         assert self._producer is not None
-        value = self.codec.encode("Command", {
-            "id": str(uuid.uuid4()), "group": group, "kind": kind, "sender": "vdsa", "ts": _now_us(),
-            "checkpoint_id": checkpoint_id, "tag": tag, "volumes": [], "args": args or {}})
+        value = self.codec.encode(
+            "Command",
+            {
+                "id": str(uuid.uuid4()),
+                "group": group,
+                "kind": kind,
+                "sender": "vdsa",
+                "ts": _now_us(),
+                "checkpoint_id": checkpoint_id,
+                "tag": tag,
+                "volumes": [],
+                "args": args or {},
+            },
+        )
         await self._producer.produce(self.topic, value, key=group.encode())
 
     async def checkpoint(self, group: str, tag: str | None = None) -> str:
@@ -106,7 +134,8 @@ class Coordinator:
             if not expected:
                 raise CheckpointFailed(
                     f"no live tapper serves group {group!r} (none announced in the last "
-                    f"{self.live.window_us / 1e6:.0f}s): is the tapper running and protecting this group?")
+                    f"{self.live.window_us / 1e6:.0f}s): is the tapper running and protecting this group?"
+                )
             cp = str(uuid.uuid4())
             rnd = Round(cp, group, expected)
             done = asyncio.Event()
@@ -119,11 +148,18 @@ class Coordinator:
                     await self._send("CHECKPOINT_ABORT", group, cp, tag)
                     raise CheckpointFailed(
                         f"checkpoint of {group!r} aborted: {sorted(rnd.missing())} did not hold in "
-                        f"{self.prepare_timeout_s}s; no marker was written") from None
+                        f"{self.prepare_timeout_s}s; no marker was written"
+                    ) from None
                 await self._send("CHECKPOINT_COMMIT", group, cp, tag, {"cut_ts": str(_now_us())})
             finally:
                 self._rounds.pop(cp, None)
-            log.info("checkpoint committed", group=group, checkpoint=cp, tag=tag, tappers=sorted(expected))
+            log.info(
+                "checkpoint committed",
+                group=group,
+                checkpoint=cp,
+                tag=tag,
+                tappers=sorted(expected),
+            )
             return cp
 
 

@@ -15,7 +15,9 @@ class LiveTappers:
 
     window_us: int
     seen: dict[str, dict[str, int]] = field(default_factory=dict)  # group -> sender -> ts
-    volumes: dict[str, dict[str, list[str]]] = field(default_factory=dict)  # group -> sender -> volumes
+    volumes: dict[str, dict[str, list[str]]] = field(
+        default_factory=dict
+    )  # group -> sender -> volumes
 
     def announce(self, group: str, sender: str, ts: int, volumes: list[str]) -> None:
         self.seen.setdefault(group, {})[sender] = ts

@@ -31,8 +31,13 @@ OnChange = Callable[[TagRequest, bool], None]  # (request, kept now)
 class HoldFollower:
     """Keeps `self.keeps` up to date; `caught_up` is set once everything present at start was read."""
 
-    def __init__(self, settings: TapstreamSettings, groups: list[str], on_change: OnChange,
-                 state_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        settings: TapstreamSettings,
+        groups: list[str],
+        on_change: OnChange,
+        state_dir: Path | None = None,
+    ) -> None:
         self.s = settings
         self.groups = set(groups)
         self.state_dir = state_dir
@@ -51,7 +56,12 @@ class HoldFollower:
             path = self._saved(g)
             if path and path.exists():
                 self.keeps.load(g, json.loads(path.read_text()))
-                log.info("kept checkpoints loaded", group=g, kept=sorted(self.keeps.kept_ids(g)), file=str(path))
+                log.info(
+                    "kept checkpoints loaded",
+                    group=g,
+                    kept=sorted(self.keeps.kept_ids(g)),
+                    file=str(path),
+                )
 
     def _save(self, group: str) -> None:
         path = self._saved(group)
@@ -74,7 +84,10 @@ class HoldFollower:
 
     async def _partitions(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
         await consumer._client.force_metadata_update()
-        return [TopicPartition(self.topic, p) for p in sorted(consumer.partitions_for_topic(self.topic) or ())]
+        return [
+            TopicPartition(self.topic, p)
+            for p in sorted(consumer.partitions_for_topic(self.topic) or ())
+        ]
 
     async def _run(self) -> None:
         consumer = make_consumer(self.s, group_id=None, metadata_max_age_ms=2000)
@@ -91,9 +104,14 @@ class HoldFollower:
             await consumer.seek_to_beginning(*tps)
             end = await consumer.end_offsets(tps)
             while True:
-                if not self.caught_up.is_set() and all([await consumer.position(tp) >= end[tp] for tp in tps]):
-                    log.info("control topic read", topic=self.topic,
-                             kept={g: sorted(self.keeps.kept_ids(g)) for g in sorted(self.groups)})
+                if not self.caught_up.is_set() and all(
+                    [await consumer.position(tp) >= end[tp] for tp in tps]
+                ):
+                    log.info(
+                        "control topic read",
+                        topic=self.topic,
+                        kept={g: sorted(self.keeps.kept_ids(g)) for g in sorted(self.groups)},
+                    )
                     self.caught_up.set()
                 batch = await consumer.getmany(timeout_ms=500, max_records=1000)
                 for msgs in batch.values():
@@ -112,15 +130,24 @@ class HoldFollower:
             await consumer.stop()
 
 
-async def send_tag(settings: TapstreamSettings, group: str, checkpoint_id: str, tag: str | None, keep: bool,
-                   sender: str = "cli", reason: str = "") -> dict[str, object]:
+async def send_tag(
+    settings: TapstreamSettings,
+    group: str,
+    checkpoint_id: str,
+    tag: str | None,
+    keep: bool,
+    sender: str = "cli",
+    reason: str = "",
+) -> dict[str, object]:
     """Publish a CHECKPOINT_TAG command on the protected cluster's control topic; returns the command."""
     codec = make_codec(settings)
     command = tag_command(group, checkpoint_id, tag, keep, sender, time.time_ns() // 1000, reason)
     producer = AsyncProducer(producer_config(settings, settings.protected_bootstrap, linger_ms=0))
     await producer.start()
     try:
-        await producer.produce(settings.topic("control"), codec.encode("Command", command), key=group.encode())
+        await producer.produce(
+            settings.topic("control"), codec.encode("Command", command), key=group.encode()
+        )
     finally:
         await producer.stop()
     return command

@@ -4,7 +4,15 @@ from prometheus_client import Counter, Gauge
 
 from tapstream.core.metrics import NAMESPACE
 
-APPLIED = Counter(f"{NAMESPACE}_vdsa_applied_events", "Events applied to replicas", ["group", "volume"])
-APPLIED_SEQ = Gauge(f"{NAMESPACE}_vdsa_applied_seq", "Last seq applied to the replica", ["group", "volume"])
+APPLIED = Counter(
+    f"{NAMESPACE}_vdsa_applied_events", "Events applied to replicas", ["group", "volume"]
+)
+APPLIED_SEQ = Gauge(
+    f"{NAMESPACE}_vdsa_applied_seq", "Last seq applied to the replica", ["group", "volume"]
+)
 CHECKPOINTS = Counter(f"{NAMESPACE}_vdsa_checkpoints", "Checkpoint rounds", ["group", "result"])
-HELD = Gauge(f"{NAMESPACE}_vdsa_held", "1 while the replica is held at a kept checkpoint", ["group", "volume"])
+HELD = Gauge(
+    f"{NAMESPACE}_vdsa_held",
+    "1 while the replica is held at a kept checkpoint",
+    ["group", "volume"],
+)

@@ -27,7 +27,9 @@ class Vdsa:
         if not self.s.vdsa_groups:
             raise ValueError('no protection groups: set TAPSTREAM_VDSA_GROUPS, e.g. ["g1"]')
         if self.s.site == "protected":
-            self.coordinator = Coordinator(self.s, self.s.vdsa_prepare_timeout_s, self.s.vdsa_announce_window_s)
+            self.coordinator = Coordinator(
+                self.s, self.s.vdsa_prepare_timeout_s, self.s.vdsa_announce_window_s
+            )
             await self.coordinator.start()
             if self.s.vdsa_checkpoint_interval_s > 0:
                 self._tasks = [asyncio.create_task(self._every(g)) for g in self.s.vdsa_groups]

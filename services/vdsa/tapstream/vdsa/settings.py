@@ -8,9 +8,23 @@ from tapstream.core.settings import TapstreamSettings
 
 
 class VdsaSettings(TapstreamSettings):
-    vdsa_groups: list[str] = Field(default_factory=list, description='Protection groups, JSON list: ["g1"].')
-    vdsa_checkpoint_interval_s: float = Field(5.0, ge=0, description="Automatic checkpoints (protected site); 0 = off.")
-    vdsa_prepare_timeout_s: float = Field(2.0, gt=0, description="How long to wait for every tapper to hold.")
-    vdsa_announce_window_s: float = Field(6.0, gt=0, description="A tapper is live if it announced this recently.")
-    vdsa_journal_history_s: float = Field(3600.0, ge=0, description="Recovery site: writes younger than this stay in the journal only.")
-    vdsa_progress_interval_s: float = Field(2.0, gt=0, description="How often Progress records are published.")
+    vdsa_groups: list[str] = Field(
+        default_factory=list, description='Protection groups, JSON list: ["g1"].'
+    )
+    vdsa_checkpoint_interval_s: float = Field(
+        5.0, ge=0, description="Automatic checkpoints (protected site); 0 = off."
+    )
+    vdsa_prepare_timeout_s: float = Field(
+        2.0, gt=0, description="How long to wait for every tapper to hold."
+    )
+    vdsa_announce_window_s: float = Field(
+        6.0, gt=0, description="A tapper is live if it announced this recently."
+    )
+    vdsa_journal_history_s: float = Field(
+        3600.0,
+        ge=0,
+        description="Recovery site: writes younger than this stay in the journal only.",
+    )
+    vdsa_progress_interval_s: float = Field(
+        2.0, gt=0, description="How often Progress records are published."
+    )

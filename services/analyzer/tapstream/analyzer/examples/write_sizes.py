@@ -1,6 +1,6 @@
 """Example: a write-size histogram per volume, and an INFO alert when a volume's writes turn large.
 
-    python -m tapstream.analyzer run tapstream.analyzer.examples.write_sizes:WriteSizes
+python -m tapstream.analyzer run tapstream.analyzer.examples.write_sizes:WriteSizes
 """
 
 from __future__ import annotations
@@ -20,6 +20,14 @@ class WriteSizes(Analyzer):
         large = hist.get("1048576", 0) + hist.get("larger", 0)
         if large >= 100 and not ctx.state.get("told"):
             ctx.state["told"] = True
-            ctx.alert(AlertRequest(kind="write-sizes", volume=ev.volume, severity="INFO",
-                                   message=f"{ev.volume}: {large} writes of 256 KiB+ so far (bulk load?)",
-                                   onset_ts=ev.ts, detected_ts=ev.ts, details={"histogram": str(hist)}))
+            ctx.alert(
+                AlertRequest(
+                    kind="write-sizes",
+                    volume=ev.volume,
+                    severity="INFO",
+                    message=f"{ev.volume}: {large} writes of 256 KiB+ so far (bulk load?)",
+                    onset_ts=ev.ts,
+                    detected_ts=ev.ts,
+                    details={"histogram": str(hist)},
+                )
+            )

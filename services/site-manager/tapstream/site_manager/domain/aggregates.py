@@ -28,7 +28,9 @@ class NotFound(DomainError):
 
 def _name(kind: str, value: str) -> None:
     if not NAME.match(value):
-        raise DomainError(f"{kind} name {value!r}: use letters, digits, '.', '_' or '-' (it becomes a Kafka key)")
+        raise DomainError(
+            f"{kind} name {value!r}: use letters, digits, '.', '_' or '-' (it becomes a Kafka key)"
+        )
 
 
 class Aggregate:
@@ -79,8 +81,13 @@ class Site(Aggregate):
                 self.role, self.api_url, self.bootstrap = event.role, event.api_url, event.bootstrap
 
     def state(self) -> dict[str, Any]:
-        return {"name": self.id, "role": self.role, "api_url": self.api_url, "bootstrap": self.bootstrap,
-                "version": self.version}
+        return {
+            "name": self.id,
+            "role": self.role,
+            "api_url": self.api_url,
+            "bootstrap": self.bootstrap,
+            "version": self.version,
+        }
 
 
 # --- protection group ----------------------------------------------------------------------------
@@ -101,7 +108,14 @@ class Vm:
 
 # Group states. `active_site` says which site serves the volumes.
 PROTECTING, PAUSED, FAILING_OVER, FAILED_OVER, REVERSE_PROTECTING, FAILING_BACK, DELETED = (
-    "protecting", "paused", "failing_over", "failed_over", "reverse_protecting", "failing_back", "deleted")
+    "protecting",
+    "paused",
+    "failing_over",
+    "failed_over",
+    "reverse_protecting",
+    "failing_back",
+    "deleted",
+)
 FORWARD = (PROTECTING, PAUSED)
 
 
@@ -138,16 +152,30 @@ class ProtectionGroup(Aggregate):
         if isinstance(command, c.CreateGroup):
             return self._create(command)
         if self.version == 0 or self.status == DELETED:
-            raise NotFound(f"no protection group {self.id!r}; create it with `tapstream group create {self.id}`")
+            raise NotFound(
+                f"no protection group {self.id!r}; create it with `tapstream group create {self.id}`"
+            )
         match command:
             case c.ChangeGroupSettings():
                 s = command
-                new = (s.mode or self.mode, self._positive("rpo_target_s", s.rpo_target_s, self.rpo_target_s),
-                       self._positive("journal_history_s", s.journal_history_s, self.journal_history_s),
-                       self._positive("checkpoint_interval_s", s.checkpoint_interval_s, self.checkpoint_interval_s))
+                new = (
+                    s.mode or self.mode,
+                    self._positive("rpo_target_s", s.rpo_target_s, self.rpo_target_s),
+                    self._positive(
+                        "journal_history_s", s.journal_history_s, self.journal_history_s
+                    ),
+                    self._positive(
+                        "checkpoint_interval_s", s.checkpoint_interval_s, self.checkpoint_interval_s
+                    ),
+                )
                 if new[0] not in MODES:
                     raise DomainError(f"mode {new[0]!r}: sync or async")
-                if new == (self.mode, self.rpo_target_s, self.journal_history_s, self.checkpoint_interval_s):
+                if new == (
+                    self.mode,
+                    self.rpo_target_s,
+                    self.journal_history_s,
+                    self.checkpoint_interval_s,
+                ):
                     return []
                 return [e.GroupSettingsChanged(*new)]
             case c.AddVm(vm=vm, target_vm=target):
@@ -169,44 +197,62 @@ class ProtectionGroup(Aggregate):
                 self._vm(vm)
                 _name("volume", volume)
                 if volume in self.volumes():
-                    raise DomainError(f"volume {volume!r} is already in group {self.id!r} (VM "
-                                      f"{self.vm_of(volume)!r}); volume names are unique in a group")
+                    raise DomainError(
+                        f"volume {volume!r} is already in group {self.id!r} (VM "
+                        f"{self.vm_of(volume)!r}); volume names are unique in a group"
+                    )
                 if not path:
-                    raise DomainError(f"volume {volume!r} needs the path of its disk image at the protected site")
+                    raise DomainError(
+                        f"volume {volume!r} needs the path of its disk image at the protected site"
+                    )
                 if size < 0:
                     raise DomainError("size must be >= 0")
                 return [e.VolumeAdded(vm, volume, path, size, target_path)]
             case c.RemoveVolume(vm=vm, volume=volume):
                 self._membership_can_change()
                 if volume not in self._vm(vm).volumes:
-                    raise DomainError(f"VM {vm!r} has no volume {volume!r}; see `tapstream group show {self.id}`")
+                    raise DomainError(
+                        f"VM {vm!r} has no volume {volume!r}; see `tapstream group show {self.id}`"
+                    )
                 return [e.VolumeRemoved(vm, volume)]
             case c.PauseProtection(reason=reason):
                 if self.status != PROTECTING:
-                    raise DomainError(f"group {self.id!r} is {self.status}, not protecting: nothing to pause")
+                    raise DomainError(
+                        f"group {self.id!r} is {self.status}, not protecting: nothing to pause"
+                    )
                 return [e.ProtectionPaused(reason)]
             case c.ResumeProtection():
                 if self.status != PAUSED:
-                    raise DomainError(f"group {self.id!r} is {self.status}, not paused: nothing to resume")
+                    raise DomainError(
+                        f"group {self.id!r} is {self.status}, not paused: nothing to resume"
+                    )
                 return [e.ProtectionResumed()]
             case c.RecordCheckpoint(checkpoint_id=cp, tag=tag, site=site):
                 return [e.CheckpointTaken(cp, tag, site)]
             case c.StartFailoverTest(operation=op, checkpoint_id=cp, exports=exports):
                 if self.status not in FORWARD:
-                    raise DomainError(f"group {self.id!r} is {self.status}: a failover test needs a protected "
-                                      "group replicating to the recovery site")
+                    raise DomainError(
+                        f"group {self.id!r} is {self.status}: a failover test needs a protected "
+                        "group replicating to the recovery site"
+                    )
                 if self.test is not None:
-                    raise DomainError(f"a failover test of {self.id!r} is running (operation "
-                                      f"{self.test['operation']}); stop it with `tapstream failover-test stop {self.id}`")
+                    raise DomainError(
+                        f"a failover test of {self.id!r} is running (operation "
+                        f"{self.test['operation']}); stop it with `tapstream failover-test stop {self.id}`"
+                    )
                 if not self.volumes():
-                    raise DomainError(f"group {self.id!r} has no volumes to test; add one with "
-                                      f"`tapstream group add-volume {self.id} VM VOLUME PATH`")
+                    raise DomainError(
+                        f"group {self.id!r} has no volumes to test; add one with "
+                        f"`tapstream group add-volume {self.id} VM VOLUME PATH`"
+                    )
                 return [e.FailoverTestStarted(op, cp, dict(exports))]
             case c.StopFailoverTest(operation=op):
                 if self.test is None:
                     raise DomainError(f"no failover test of {self.id!r} is running")
                 if op and op != self.test["operation"]:
-                    raise DomainError(f"the running failover test is {self.test['operation']}, not {op}")
+                    raise DomainError(
+                        f"the running failover test is {self.test['operation']}, not {op}"
+                    )
                 return [e.FailoverTestStopped(self.test["operation"])]
             case c.BeginFailover(operation=op, kind=kind):
                 return [self._begin(op, kind)]
@@ -220,32 +266,50 @@ class ProtectionGroup(Aggregate):
                 return [e.FailoverAborted(op, error)]
             case c.StartReverse(operation=op, delta_bytes=delta):
                 if self.status != FAILED_OVER:
-                    raise DomainError(f"group {self.id!r} is {self.status}: reverse protection follows a failover "
-                                      f"or move (`tapstream failover {self.id}` / `tapstream move {self.id}`)")
+                    raise DomainError(
+                        f"group {self.id!r} is {self.status}: reverse protection follows a failover "
+                        f"or move (`tapstream failover {self.id}` / `tapstream move {self.id}`)"
+                    )
                 return [e.ReverseProtectionStarted(op, delta)]
             case c.DeleteGroup():
                 if self.status not in FORWARD or self.test is not None:
-                    raise DomainError(f"group {self.id!r} is {self.status}"
-                                      f"{' with a failover test running' if self.test else ''}; "
-                                      "stop the test / fail back before deleting it")
+                    raise DomainError(
+                        f"group {self.id!r} is {self.status}"
+                        f"{' with a failover test running' if self.test else ''}; "
+                        "stop the test / fail back before deleting it"
+                    )
                 return [e.GroupDeleted()]
         raise DomainError(f"a protection group does not take {type(command).__name__}")
 
     def _create(self, cmd: c.CreateGroup) -> list[e.Event]:
         if self.version and self.status != DELETED:
-            raise DomainError(f"protection group {self.id!r} exists; see `tapstream group show {self.id}`")
+            raise DomainError(
+                f"protection group {self.id!r} exists; see `tapstream group show {self.id}`"
+            )
         if self.version:
-            raise DomainError(f"protection group {self.id!r} was deleted; its name stays taken (its topics "
-                              "hold its history): choose another name")
+            raise DomainError(
+                f"protection group {self.id!r} was deleted; its name stays taken (its topics "
+                "hold its history): choose another name"
+            )
         _name("group", self.id)
         if cmd.mode not in MODES:
             raise DomainError(f"mode {cmd.mode!r}: sync or async")
-        for what, value in (("rpo_target_s", cmd.rpo_target_s), ("journal_history_s", cmd.journal_history_s),
-                            ("checkpoint_interval_s", cmd.checkpoint_interval_s)):
+        for what, value in (
+            ("rpo_target_s", cmd.rpo_target_s),
+            ("journal_history_s", cmd.journal_history_s),
+            ("checkpoint_interval_s", cmd.checkpoint_interval_s),
+        ):
             if value <= 0:
                 raise DomainError(f"{what} must be > 0 (got {value})")
-        return [e.GroupCreated(self.id, cmd.mode, cmd.rpo_target_s, cmd.journal_history_s,
-                               cmd.checkpoint_interval_s)]
+        return [
+            e.GroupCreated(
+                self.id,
+                cmd.mode,
+                cmd.rpo_target_s,
+                cmd.journal_history_s,
+                cmd.checkpoint_interval_s,
+            )
+        ]
 
     @staticmethod
     def _positive(what: str, value: float | None, current: float) -> float:
@@ -257,32 +321,47 @@ class ProtectionGroup(Aggregate):
 
     def _vm(self, vm: str) -> Vm:
         if vm not in self.vms:
-            raise DomainError(f"group {self.id!r} has no VM {vm!r}; add it with `tapstream group add-vm {self.id} {vm}`")
+            raise DomainError(
+                f"group {self.id!r} has no VM {vm!r}; add it with `tapstream group add-vm {self.id} {vm}`"
+            )
         return self.vms[vm]
 
     def _membership_can_change(self) -> None:
         if self.status not in FORWARD:
-            raise DomainError(f"group {self.id!r} is {self.status}: VMs and volumes change only while it is "
-                              "protected from its original site (fail back first)")
+            raise DomainError(
+                f"group {self.id!r} is {self.status}: VMs and volumes change only while it is "
+                "protected from its original site (fail back first)"
+            )
         if self.test is not None:
-            raise DomainError(f"a failover test of {self.id!r} is running; stop it first "
-                              f"(`tapstream failover-test stop {self.id}`)")
+            raise DomainError(
+                f"a failover test of {self.id!r} is running; stop it first "
+                f"(`tapstream failover-test stop {self.id}`)"
+            )
 
     def _begin(self, op: str, kind: str) -> e.Event:
         if self.operation is not None:
-            raise DomainError(f"operation {self.operation} is running on group {self.id!r}; wait for it "
-                              f"(`tapstream operation show {self.operation}`)")
+            raise DomainError(
+                f"operation {self.operation} is running on group {self.id!r}; wait for it "
+                f"(`tapstream operation show {self.operation}`)"
+            )
         if kind in ("failover", "move"):
             if self.status not in FORWARD:
-                raise DomainError(f"group {self.id!r} is {self.status}: it can fail over only while protected "
-                                  f"from {self.source_site}")
+                raise DomainError(
+                    f"group {self.id!r} is {self.status}: it can fail over only while protected "
+                    f"from {self.source_site}"
+                )
             if self.test is not None:
-                raise DomainError(f"a failover test of {self.id!r} is running; stop it first "
-                                  f"(`tapstream failover-test stop {self.id}`)")
+                raise DomainError(
+                    f"a failover test of {self.id!r} is running; stop it first "
+                    f"(`tapstream failover-test stop {self.id}`)"
+                )
         elif kind == "failback":
             if self.status != REVERSE_PROTECTING:
-                hint = (f"start reverse protection first (`tapstream reverse {self.id}`)" if self.status == FAILED_OVER
-                        else "fail over or move it first")
+                hint = (
+                    f"start reverse protection first (`tapstream reverse {self.id}`)"
+                    if self.status == FAILED_OVER
+                    else "fail over or move it first"
+                )
                 raise DomainError(f"group {self.id!r} is {self.status}: {hint}")
         else:
             raise DomainError(f"unknown failover kind {kind!r}: failover, move or failback")
@@ -292,20 +371,28 @@ class ProtectionGroup(Aggregate):
 
     def _running(self, op: str) -> None:
         if self.operation != op:
-            raise DomainError(f"operation {op} is not the one running on group {self.id!r} ({self.operation})")
+            raise DomainError(
+                f"operation {op} is not the one running on group {self.id!r} ({self.operation})"
+            )
 
     # --- apply -----------------------------------------------------------------------------------
     def _apply(self, event: e.Event) -> None:
         match event:
             case e.GroupCreated():
                 self.status, self.mode = PROTECTING, event.mode
-                self.rpo_target_s, self.journal_history_s = event.rpo_target_s, event.journal_history_s
+                self.rpo_target_s, self.journal_history_s = (
+                    event.rpo_target_s,
+                    event.journal_history_s,
+                )
                 self.checkpoint_interval_s = event.checkpoint_interval_s
                 self.source_site, self.target_site = event.source_site, event.target_site
                 self.active_site = event.source_site
             case e.GroupSettingsChanged():
                 self.mode, self.rpo_target_s = event.mode, event.rpo_target_s
-                self.journal_history_s, self.checkpoint_interval_s = event.journal_history_s, event.checkpoint_interval_s
+                self.journal_history_s, self.checkpoint_interval_s = (
+                    event.journal_history_s,
+                    event.checkpoint_interval_s,
+                )
             case e.VmAdded():
                 self.vms[event.vm] = Vm(event.vm, event.target_vm)
             case e.VmRemoved():
@@ -313,8 +400,9 @@ class ProtectionGroup(Aggregate):
             case e.TargetPaired():
                 self.vms[event.vm].target_vm = event.target_vm
             case e.VolumeAdded():
-                self.vms[event.vm].volumes[event.volume] = Volume(event.volume, event.path, event.size,
-                                                                  event.target_path)
+                self.vms[event.vm].volumes[event.volume] = Volume(
+                    event.volume, event.path, event.size, event.target_path
+                )
             case e.VolumeRemoved():
                 self.vms[event.vm].volumes.pop(event.volume, None)
             case e.ProtectionPaused():
@@ -322,11 +410,16 @@ class ProtectionGroup(Aggregate):
             case e.ProtectionResumed():
                 self.status = PROTECTING
             case e.CheckpointTaken():
-                self.checkpoints = [*self.checkpoints, {"id": event.checkpoint_id, "tag": event.tag,
-                                                         "site": event.site}][-100:]
+                self.checkpoints = [
+                    *self.checkpoints,
+                    {"id": event.checkpoint_id, "tag": event.tag, "site": event.site},
+                ][-100:]
             case e.FailoverTestStarted():
-                self.test = {"operation": event.operation, "checkpoint_id": event.checkpoint_id,
-                             "exports": dict(event.exports)}
+                self.test = {
+                    "operation": event.operation,
+                    "checkpoint_id": event.checkpoint_id,
+                    "exports": dict(event.exports),
+                }
             case e.FailoverTestStopped():
                 self.test = None
             case e.FailoverStarted():
@@ -336,8 +429,11 @@ class ProtectionGroup(Aggregate):
                 self.status, self.active_site = FAILED_OVER, self.target_site
                 self.operation = self.pending_kind = None
                 self.exports = dict(event.exports)
-                self.last_failover = {"operation": event.operation, "kind": event.kind,
-                                      "checkpoint_id": event.checkpoint_id}
+                self.last_failover = {
+                    "operation": event.operation,
+                    "kind": event.kind,
+                    "checkpoint_id": event.checkpoint_id,
+                }
             case e.FailoverAborted():
                 back = REVERSE_PROTECTING if self.pending_kind == "failback" else PROTECTING
                 self.status, self.operation, self.pending_kind = back, None, None
@@ -352,15 +448,37 @@ class ProtectionGroup(Aggregate):
 
     def state(self) -> dict[str, Any]:
         return {
-            "name": self.id, "version": self.version, "status": self.status, "mode": self.mode,
-            "rpo_target_s": self.rpo_target_s, "journal_history_s": self.journal_history_s,
-            "checkpoint_interval_s": self.checkpoint_interval_s, "source_site": self.source_site,
-            "target_site": self.target_site, "active_site": self.active_site,
-            "vms": [{"name": vm.name, "target_vm": vm.target_vm,
-                     "volumes": [{"name": v.name, "path": v.path, "size": v.size, "target_path": v.target_path}
-                                 for v in vm.volumes.values()]} for vm in self.vms.values()],
-            "checkpoints": list(self.checkpoints), "failover_test": self.test, "operation": self.operation,
-            "last_failover": self.last_failover, "exports": dict(self.exports),
+            "name": self.id,
+            "version": self.version,
+            "status": self.status,
+            "mode": self.mode,
+            "rpo_target_s": self.rpo_target_s,
+            "journal_history_s": self.journal_history_s,
+            "checkpoint_interval_s": self.checkpoint_interval_s,
+            "source_site": self.source_site,
+            "target_site": self.target_site,
+            "active_site": self.active_site,
+            "vms": [
+                {
+                    "name": vm.name,
+                    "target_vm": vm.target_vm,
+                    "volumes": [
+                        {
+                            "name": v.name,
+                            "path": v.path,
+                            "size": v.size,
+                            "target_path": v.target_path,
+                        }
+                        for v in vm.volumes.values()
+                    ],
+                }
+                for vm in self.vms.values()
+            ],
+            "checkpoints": list(self.checkpoints),
+            "failover_test": self.test,
+            "operation": self.operation,
+            "last_failover": self.last_failover,
+            "exports": dict(self.exports),
         }
 
 
@@ -406,19 +524,41 @@ class Operation(Aggregate):
     def _apply(self, event: e.Event) -> None:
         match event:
             case e.OperationStarted():
-                self.kind, self.group, self.params, self.status = event.kind, event.group, dict(event.params), RUNNING
+                self.kind, self.group, self.params, self.status = (
+                    event.kind,
+                    event.group,
+                    dict(event.params),
+                    RUNNING,
+                )
             case e.OperationProgressed():
-                self.steps = [*self.steps, {"step": event.step, "done": event.done, "total": event.total,
-                                            "message": event.message}]
+                self.steps = [
+                    *self.steps,
+                    {
+                        "step": event.step,
+                        "done": event.done,
+                        "total": event.total,
+                        "message": event.message,
+                    },
+                ]
             case e.OperationSucceeded():
                 self.status, self.result = SUCCEEDED, dict(event.result)
             case e.OperationFailed():
                 self.status, self.error = FAILED, event.error
 
     def state(self) -> dict[str, Any]:
-        return {"id": self.id, "version": self.version, "kind": self.kind, "group": self.group,
-                "params": dict(self.params), "status": self.status, "steps": list(self.steps),
-                "result": dict(self.result), "error": self.error}
+        return {
+            "id": self.id,
+            "version": self.version,
+            "kind": self.kind,
+            "group": self.group,
+            "params": dict(self.params),
+            "status": self.status,
+            "steps": list(self.steps),
+            "result": dict(self.result),
+            "error": self.error,
+        }
 
 
-AGGREGATES: dict[str, type[Aggregate]] = {a.type_name: a for a in (Site, ProtectionGroup, Operation)}
+AGGREGATES: dict[str, type[Aggregate]] = {
+    a.type_name: a for a in (Site, ProtectionGroup, Operation)
+}

@@ -224,7 +224,9 @@ def from_payload(type_name: str, payload: str) -> Event:
     """Rebuild an event; fields this version does not know are dropped, missing ones defaulted."""
     cls = EVENT_TYPES.get(type_name)
     if cls is None:
-        raise UnknownEvent(f"unknown event type {type_name!r}: written by a newer site manager? upgrade this one")
+        raise UnknownEvent(
+            f"unknown event type {type_name!r}: written by a newer site manager? upgrade this one"
+        )
     data: dict[str, Any] = json.loads(payload)
     names = {f.name for f in dataclasses.fields(cls)}
     return cls(**{k: v for k, v in data.items() if k in names})
@@ -241,7 +243,9 @@ class Recorded:
     ts: int  # microseconds
     site: str
     event: Event
-    prev: str = ""  # id of the event at version - 1: what this one was decided on ("" for the first)
+    prev: str = (
+        ""  # id of the event at version - 1: what this one was decided on ("" for the first)
+    )
 
     @property
     def type(self) -> str:
@@ -249,12 +253,27 @@ class Recorded:
 
     def to_record(self) -> dict[str, Any]:
         """The `DomainEvent` Avro record."""
-        return {"id": self.id, "aggregate_type": self.aggregate_type, "aggregate_id": self.aggregate_id,
-                "version": self.version, "type": self.type, "ts": self.ts, "site": self.site,
-                "payload_json": to_payload(self.event),
-                "meta": {"prev": self.prev} if self.prev else {}}
+        return {
+            "id": self.id,
+            "aggregate_type": self.aggregate_type,
+            "aggregate_id": self.aggregate_id,
+            "version": self.version,
+            "type": self.type,
+            "ts": self.ts,
+            "site": self.site,
+            "payload_json": to_payload(self.event),
+            "meta": {"prev": self.prev} if self.prev else {},
+        }
 
     @classmethod
     def from_record(cls, rec: dict[str, Any]) -> Recorded:
-        return cls(rec["id"], rec["aggregate_type"], rec["aggregate_id"], rec["version"], rec["ts"], rec["site"],
-                   from_payload(rec["type"], rec["payload_json"]), (rec.get("meta") or {}).get("prev", ""))
+        return cls(
+            rec["id"],
+            rec["aggregate_type"],
+            rec["aggregate_id"],
+            rec["version"],
+            rec["ts"],
+            rec["site"],
+            from_payload(rec["type"], rec["payload_json"]),
+            (rec.get("meta") or {}).get("prev", ""),
+        )

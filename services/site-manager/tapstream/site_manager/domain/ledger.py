@@ -22,7 +22,9 @@ class ConcurrencyError(RuntimeError):
 
 class Outcome(Enum):
     APPLIED = "applied"
-    DUPLICATE = "duplicate"  # the same event again (MirrorMaker 2 redelivery, our own write read back)
+    DUPLICATE = (
+        "duplicate"  # the same event again (MirrorMaker 2 redelivery, our own write read back)
+    )
     CONFLICT = "conflict"  # another event holds this version
     WAITING = "waiting"  # a predecessor is missing yet
 
@@ -47,7 +49,11 @@ class Ledger:
         return entry.aggregate
 
     def all(self, aggregate_type: str) -> list[Aggregate]:
-        return [e.aggregate for (t, _), e in sorted(self.entries.items()) if t == aggregate_type and e.aggregate.version]
+        return [
+            e.aggregate
+            for (t, _), e in sorted(self.entries.items())
+            if t == aggregate_type and e.aggregate.version
+        ]
 
     def accept(self, rec: Recorded) -> list[Recorded]:
         """Apply `rec` if it is the next version; returns every event applied (with any it released)."""
@@ -90,7 +96,11 @@ class Ledger:
             return Outcome.CONFLICT
         if rec.version > version + 1:
             held = entry.waiting.get(rec.version)
-            if held is not None and held.id != rec.id and all(c.id != rec.id for c in self.conflicts):
+            if (
+                held is not None
+                and held.id != rec.id
+                and all(c.id != rec.id for c in self.conflicts)
+            ):
                 self.conflicts.append(rec)
             else:
                 entry.waiting[rec.version] = rec
@@ -104,15 +114,22 @@ class Ledger:
     def holds(self, rec: Recorded) -> bool:
         """Whether `rec` is the event applied at its version."""
         entry = self.entries.get((rec.aggregate_type, rec.aggregate_id))
-        return entry is not None and len(entry.ids) >= rec.version and entry.ids[rec.version - 1] == rec.id
+        return (
+            entry is not None
+            and len(entry.ids) >= rec.version
+            and entry.ids[rec.version - 1] == rec.id
+        )
 
-    def expect(self, aggregate_type: str, aggregate_id: str, expected_version: int | None) -> Aggregate:
+    def expect(
+        self, aggregate_type: str, aggregate_id: str, expected_version: int | None
+    ) -> Aggregate:
         """The aggregate, after checking the caller's idea of its version."""
         agg = self.get(aggregate_type, aggregate_id)
         if expected_version is not None and agg.version != expected_version:
             raise ConcurrencyError(
                 f"{aggregate_type} {aggregate_id!r} is at version {agg.version}, not {expected_version}: it changed "
-                "since you read it; reload it and retry")
+                "since you read it; reload it and retry"
+            )
         return agg
 
     def _entry(self, rec: Recorded) -> Entry:

@@ -9,7 +9,13 @@ from __future__ import annotations
 
 from tapstream.site_manager.domain import aggregates as a
 
-TAPPER, CHECKPOINTS, JOURNAL, APPLY, REVERSE = "tapper", "checkpoints", "journal", "apply", "reverse"
+TAPPER, CHECKPOINTS, JOURNAL, APPLY, REVERSE = (
+    "tapper",
+    "checkpoints",
+    "journal",
+    "apply",
+    "reverse",
+)
 
 
 def desired_roles(g: a.ProtectionGroup, site: str) -> frozenset[str] | None:
@@ -19,7 +25,12 @@ def desired_roles(g: a.ProtectionGroup, site: str) -> frozenset[str] | None:
     if g.version == 0 or g.status == a.DELETED or not g.volumes():
         return frozenset()
     roles: set[str] = set()
-    if site == g.active_site and g.status in (a.PROTECTING, a.PAUSED, a.FAILED_OVER, a.REVERSE_PROTECTING):
+    if site == g.active_site and g.status in (
+        a.PROTECTING,
+        a.PAUSED,
+        a.FAILED_OVER,
+        a.REVERSE_PROTECTING,
+    ):
         roles.add(TAPPER)
         if g.status != a.PAUSED:
             roles.add(CHECKPOINTS)

@@ -58,7 +58,9 @@ def info_export(option: int, size: int, flags: int) -> bytes:
 
 
 def info_block_size(option: int, minimum: int, preferred: int, maximum: int) -> bytes:
-    return option_reply(option, Rep.INFO, struct.pack(">HIII", Info.BLOCK_SIZE, minimum, preferred, maximum))
+    return option_reply(
+        option, Rep.INFO, struct.pack(">HIII", Info.BLOCK_SIZE, minimum, preferred, maximum)
+    )
 
 
 def info_name(option: int, name: str) -> bytes:
@@ -66,7 +68,9 @@ def info_name(option: int, name: str) -> bytes:
 
 
 def info_description(option: int, text: str) -> bytes:
-    return option_reply(option, Rep.INFO, struct.pack(">H", Info.DESCRIPTION) + text.encode()[:4096])
+    return option_reply(
+        option, Rep.INFO, struct.pack(">H", Info.DESCRIPTION) + text.encode()[:4096]
+    )
 
 
 @dataclass(frozen=True)
@@ -124,6 +128,9 @@ def structured_data(handle: int, offset: int, length: int) -> bytes:
 def structured_error(handle: int, error: int, message: str = "") -> bytes:
     msg = message.encode()[:1024]
     payload = struct.pack(">IH", error, len(msg)) + msg
-    return STRUCTURED_HEADER.pack(
-        STRUCTURED_REPLY_MAGIC, REPLY_FLAG_DONE, ReplyType.ERROR, handle, len(payload)
-    ) + payload
+    return (
+        STRUCTURED_HEADER.pack(
+            STRUCTURED_REPLY_MAGIC, REPLY_FLAG_DONE, ReplyType.ERROR, handle, len(payload)
+        )
+        + payload
+    )

@@ -50,7 +50,9 @@ class Agreed:
 
 
 class Negotiation:
-    def __init__(self, exports: Mapping[str, ExportInfo], blocks: BlockSizes = BlockSizes()) -> None:
+    def __init__(
+        self, exports: Mapping[str, ExportInfo], blocks: BlockSizes = BlockSizes()
+    ) -> None:
         self.exports = exports
         self.blocks = blocks
         self.no_zeroes = False
@@ -106,21 +108,33 @@ class Negotiation:
         if option == Opt.LIST:
             if payload:
                 return frames.option_reply(option, Rep.ERR_INVALID, b"NBD_OPT_LIST takes no data")
-            return b"".join([*(frames.rep_server(option, n) for n in self.exports),
-                             frames.option_reply(option, Rep.ACK)])
+            return b"".join(
+                [
+                    *(frames.rep_server(option, n) for n in self.exports),
+                    frames.option_reply(option, Rep.ACK),
+                ]
+            )
         if option in (Opt.INFO, Opt.GO):
             return self._info(option, payload)
         if option == Opt.STRUCTURED_REPLY:
             if payload:
-                return frames.option_reply(option, Rep.ERR_INVALID, b"NBD_OPT_STRUCTURED_REPLY takes no data")
+                return frames.option_reply(
+                    option, Rep.ERR_INVALID, b"NBD_OPT_STRUCTURED_REPLY takes no data"
+                )
             self.structured = True
             return frames.option_reply(option, Rep.ACK)
         if option in (Opt.LIST_META_CONTEXT, Opt.SET_META_CONTEXT):
             if not self.structured:
-                return frames.option_reply(option, Rep.ERR_INVALID, b"negotiate structured replies first")
-            return frames.option_reply(option, Rep.ACK)  # no metadata contexts (yet): zero of them, then ACK
+                return frames.option_reply(
+                    option, Rep.ERR_INVALID, b"negotiate structured replies first"
+                )
+            return frames.option_reply(
+                option, Rep.ACK
+            )  # no metadata contexts (yet): zero of them, then ACK
         if option == Opt.STARTTLS:
-            return frames.option_reply(option, Rep.ERR_POLICY, b"TLS is not available on this server yet")
+            return frames.option_reply(
+                option, Rep.ERR_POLICY, b"TLS is not available on this server yet"
+            )
         return frames.option_reply(option, Rep.ERR_UNSUP)
 
     def _info(self, option: int, payload: bytes) -> bytes:
@@ -130,7 +144,9 @@ class Negotiation:
             return frames.option_reply(option, Rep.ERR_INVALID, str(exc).encode())
         export = self.exports.get(req.name or self._default())
         if export is None:
-            return frames.option_reply(option, Rep.ERR_UNKNOWN, f"no export named {req.name!r}".encode())
+            return frames.option_reply(
+                option, Rep.ERR_UNKNOWN, f"no export named {req.name!r}".encode()
+            )
         out = []
         if Info.NAME in req.infos:
             out.append(frames.info_name(option, export.name))

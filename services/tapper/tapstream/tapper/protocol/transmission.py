@@ -28,11 +28,15 @@ KNOWN_FLAGS = CMD_FLAG_FUA | CMD_FLAG_NO_HOLE | CMD_FLAG_DF | CMD_FLAG_REQ_ONE |
 DEFAULT_BLOCKS = BlockSizes()
 
 
-def check_request(req: Request, size: int, aligned: bool, blocks: BlockSizes = DEFAULT_BLOCKS) -> int:
+def check_request(
+    req: Request, size: int, aligned: bool, blocks: BlockSizes = DEFAULT_BLOCKS
+) -> int:
     """0 if the request may run, else the NBD error to answer it with (DISC is not checked here)."""
     typ, flags, offset, length = req.type, req.flags, req.offset, req.length
     if typ not in SERVED:
-        return Err.EINVAL  # unknown, or not offered (CACHE, BLOCK_STATUS without a metadata context)
+        return (
+            Err.EINVAL
+        )  # unknown, or not offered (CACHE, BLOCK_STATUS without a metadata context)
     # FUA is accepted on every command (clients are known to send it on any); the others only where
     # they mean something and were negotiated. We advertise neither DF nor FAST_ZERO.
     if flags & ~KNOWN_FLAGS or flags & (CMD_FLAG_DF | CMD_FLAG_REQ_ONE | CMD_FLAG_FAST_ZERO):
@@ -47,7 +51,11 @@ def check_request(req: Request, size: int, aligned: bool, blocks: BlockSizes = D
         return Err.EINVAL
     if length == 0:
         return Err.EINVAL
-    if aligned and typ in (Cmd.READ, Cmd.WRITE) and (offset % blocks.minimum or length % blocks.minimum):
+    if (
+        aligned
+        and typ in (Cmd.READ, Cmd.WRITE)
+        and (offset % blocks.minimum or length % blocks.minimum)
+    ):
         return Err.EINVAL
     if offset + length > size:
         return Err.ENOSPC if typ in (Cmd.WRITE, Cmd.WRITE_ZEROES) else Err.EINVAL
