@@ -108,3 +108,14 @@ def tapstream(
 
 def tapstream_json(env: dict[str, str], *args: str) -> Any:
     return json.loads(tapstream(env, *args, "--json").stdout)
+
+
+def site_converged(env: dict[str, str], group: str, site: str) -> Any:
+    """The group's status at `site` once that site knows the group (its events crossed MirrorMaker 2)
+    and runs every service it wants; None before (a 404 while the events are on their way)."""
+    res = tapstream(env, "group", "status", group, "--site", site, "--json", ok=False)
+    if res.returncode != 0:
+        assert "404" in res.stderr, f"group status at {site} failed:\n{res.stdout}\n{res.stderr}"
+        return None
+    s = json.loads(res.stdout)
+    return s["converged"] and all(s["services"].values()) and s

@@ -13,7 +13,13 @@ from pathlib import Path
 import pytest
 
 from .services_harness import wait_until
-from .site_manager_harness import cli_env, start_site_manager, tapstream, tapstream_json
+from .site_manager_harness import (
+    cli_env,
+    site_converged,
+    start_site_manager,
+    tapstream,
+    tapstream_json,
+)
 from .tapper_harness import run
 
 pytestmark = pytest.mark.integration
@@ -74,6 +80,12 @@ def test_protect_failover_test_move_reverse_failback(
             timeout=60,
         )
         assert status["group"]["vms"][0]["target_vm"] == "vm0-dr"
+        # The recovery site learns of the group through MirrorMaker 2, a moment later.
+        wait_until(
+            "the recovery site running the group",
+            lambda: site_converged(env, group, "recovery"),
+            timeout=60,
+        )
         prot = status["exports"]
         qemu_io(prot["disk0"], "write -P 0x11 0 4M")
         qemu_io(prot["disk1"], "write -P 0x22 4M 4M")
@@ -257,6 +269,11 @@ def test_unplanned_failover_then_reverse_sends_only_the_delta(
             )
             == pids
         ), "a service was restarted instead of adopted"
+        wait_until(
+            "the recovery site running the group",
+            lambda: site_converged(env, group, "recovery"),
+            timeout=60,
+        )
         cp = tapstream(env, "group", "checkpoint", group, "--tag", "good").stdout.strip()
         at_cp = shutil.copyfile(disk, tmp_path / "at-cp.img")
         qemu_io(

@@ -116,6 +116,8 @@ class Operations:
             op = agg.state()
             if op["status"] != a.RUNNING or op["id"] in self._running:
                 continue
+            if not self.acts_for(op["group"]):
+                continue  # another site manager's group (it fails its own)
             g = self.group(op["group"])
             runs_at = g.target_site if op["kind"] in RECOVERY_KINDS else g.source_site
             if runs_at != self.site:
@@ -146,6 +148,11 @@ class Operations:
             self._wake.set()
 
     # --- helpers ---------------------------------------------------------------------------------
+    def acts_for(self, group: str) -> bool:
+        """Whether this site manager runs services and recovers operations of `group`."""
+        only = self.s.site_manager_only_groups
+        return not only or group in only
+
     def settings_for(self, site: str) -> TapstreamSettings:
         return self.s.model_copy(update={"site": site})
 
@@ -305,7 +312,7 @@ class Operations:
         """Run exactly the services this site owes `g` in its current state."""
         if not self.s.site_manager_run_services or g.version == 0:
             return
-        if self.s.site_manager_only_groups and g.id not in self.s.site_manager_only_groups:
+        if not self.acts_for(g.id):
             return
         roles = desired_roles(g, self.site)
         if roles is None:

@@ -44,7 +44,10 @@ class SiteManagerSettings(TapstreamSettings):
     )
     site_manager_only_groups: list[str] = Field(
         default_factory=list,
-        description="Run services only for these groups, JSON list (empty: every group).",
+        description=(
+            "Run services and recover interrupted operations only for these groups, JSON list "
+            "(empty: every group)."
+        ),
     )
     site_manager_apply_delay_s: float = Field(
         0.0,
