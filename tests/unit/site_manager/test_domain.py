@@ -9,6 +9,7 @@ import pytest
 
 from tapstream.site_manager.application import Application
 from tapstream.site_manager.domain import (
+    CheckpointLog,
     ConcurrencyError,
     DomainError,
     Ledger,
@@ -290,3 +291,47 @@ def test_application_chains_prev_ids() -> None:
 
     asyncio.run(scenario())
     assert [r.prev for r in sunk] == ["", sunk[0].id, sunk[1].id, sunk[2].id, sunk[3].id]
+
+
+def test_checkpoints_taken_at_one_site_never_race_the_other_sites_change_of_the_group() -> None:
+    """The protected site records a checkpoint while the recovery site starts a failover test: each
+    lands in its own aggregate (one writer each), so both sites hold both, in either arrival order."""
+    sunk: dict[str, list[Recorded]] = {"protected": [], "recovery": []}
+
+    async def decide(site: str, agg_type: str, agg_id: str, cmd: c.Command, ledger: Ledger) -> None:
+        async def sink(recs: list[Recorded]) -> None:
+            sunk[site].extend(recs)
+
+        app = Application(site, ledger, sink)
+        await app.execute(agg_type, agg_id, cmd)
+
+    base = records(
+        "g1", "protected", e.GroupCreated("g1"), e.VmAdded("vm1"), e.VolumeAdded("vm1", "d", "/p")
+    )
+    ledgers = {"protected": Ledger(), "recovery": Ledger()}
+    for ledger in ledgers.values():
+        for r in base:
+            ledger.accept(r)
+    log_id = CheckpointLog.id_of("g1", "protected")
+    asyncio.run(
+        decide("protected", "checkpoints", log_id, c.RecordCheckpoint("cp1", "step2", "protected"),
+               ledgers["protected"])
+    )  # fmt: skip
+    asyncio.run(
+        decide("recovery", "group", "g1", c.StartFailoverTest("op1", "cp0"), ledgers["recovery"])
+    )
+    # Each site reads the other's event (mirrored) after its own: no conflict anywhere.
+    for site, other in (("protected", "recovery"), ("recovery", "protected")):
+        for r in sunk[other]:
+            ledgers[site].accept(r)
+        assert ledgers[site].conflicts == []
+        assert ledgers[site].get("group", "g1").test["checkpoint_id"] == "cp0"  # type: ignore[attr-defined]
+        assert ledgers[site].get("checkpoints", log_id).state()["checkpoints"] == [
+            {"id": "cp1", "tag": "step2", "site": "protected"}
+        ]
+    assert (
+        ledgers["protected"].get("group", "g1").state()
+        == ledgers["recovery"].get("group", "g1").state()
+    )
+    with pytest.raises(DomainError, match="does not take"):
+        CheckpointLog(log_id).decide(c.PauseProtection("x"))

@@ -436,6 +436,31 @@ def test_stop(group: str, wait: Wait = True, as_json: Json = False) -> None:
     follow("recovery", call("recovery", "DELETE", f"/groups/{group}/failover-test"), wait, as_json)
 
 
+def seen_by(site: str, op: dict[str, Any], timeout: float = 60) -> None:
+    """After an operation decided at one site: wait (briefly) until `site` sees its outcome through
+    MirrorMaker 2, so the next command sent there (`reverse` after `move`, `move` after `failback`)
+    finds the group in its new state. A site that does not answer is no error: it is probably the
+    one that failed, and it learns the outcome when it comes back."""
+    if op["status"] != "succeeded":
+        return
+    want = "recovery" if op["kind"] in ("failover", "move") else "protected"
+    url = f"{_settings().url(site)}/groups/{op['group']}"
+    deadline = time.monotonic() + timeout
+    with console.status(f"waiting for the {site} site to see the {op['kind']}", spinner="dots"):
+        while time.monotonic() < deadline:
+            try:
+                r = httpx.get(url, timeout=5)
+            except httpx.TransportError:
+                err.print(f"[yellow]the {site} site manager does not answer[/]: it learns of the "
+                          f"{op['kind']} through MirrorMaker 2 when it is back")  # fmt: skip
+                return
+            if r.status_code == 200 and r.json().get("active_site") == want:
+                return
+            time.sleep(0.3)
+    err.print(f"[yellow]the {site} site does not see the {op['kind']} yet[/]: check MirrorMaker 2 "
+              f"(`tapstream status`) before the next operation there")  # fmt: skip
+
+
 def failover(
     group: str,
     checkpoint: Annotated[str, typer.Option(help="id, tag or latest")] = "latest",
@@ -443,17 +468,21 @@ def failover(
     as_json: Json = False,
 ) -> None:
     """Promote a checkpoint of GROUP to the recovery volumes, served by a tapper at the recovery site."""
-    follow(
+    op = follow(
         "recovery",
         call("recovery", "POST", f"/groups/{group}/failover", {"checkpoint": checkpoint}),
         wait,
         as_json,
     )
+    seen_by("protected", op)
 
 
 def move(group: str, wait: Wait = True, as_json: Json = False) -> None:
     """Planned failover without data loss: stop writes, final checkpoint, wait until applied, fail over."""
-    follow("recovery", call("recovery", "POST", f"/groups/{group}/move"), wait, as_json)
+    seen_by(
+        "protected",
+        follow("recovery", call("recovery", "POST", f"/groups/{group}/move"), wait, as_json),
+    )
 
 
 def reverse(group: str, wait: Wait = True, as_json: Json = False) -> None:
@@ -463,7 +492,10 @@ def reverse(group: str, wait: Wait = True, as_json: Json = False) -> None:
 
 def failback(group: str, wait: Wait = True, as_json: Json = False) -> None:
     """Return GROUP to its original site with the data written at the recovery site."""
-    follow("protected", call("protected", "POST", f"/groups/{group}/failback"), wait, as_json)
+    seen_by(
+        "recovery",
+        follow("protected", call("protected", "POST", f"/groups/{group}/failback"), wait, as_json),
+    )
 
 
 @operation_app.command("list")

@@ -4,15 +4,16 @@ Errors are JSON `{"detail": ...}` whose text says what to do next."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, get_args
 
 from fastapi import FastAPI, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
 from prometheus_client import make_asgi_app
 from pydantic import BaseModel, Field
 
+from tapstream.core.settings import Site
 from tapstream.site_manager import metrics
-from tapstream.site_manager.domain import ConcurrencyError, DomainError, NotFound
+from tapstream.site_manager.domain import CheckpointLog, ConcurrencyError, DomainError, NotFound
 from tapstream.site_manager.domain import commands as c
 
 if TYPE_CHECKING:
@@ -151,7 +152,15 @@ def make_api(sm: SiteManager) -> FastAPI:
 
     @api.get("/groups/{name}/events")
     async def group_events(name: str) -> list[dict[str, Any]]:
-        return await sm.projection.events("group", name)
+        """The group's trail: its own events and the checkpoints each site recorded, by time."""
+        rows = [{**r, "aggregate": "group"} for r in await sm.projection.events("group", name)]
+        for site in get_args(Site):
+            log_id = CheckpointLog.id_of(name, site)
+            rows += [
+                {**r, "aggregate": log_id}
+                for r in await sm.projection.events("checkpoints", log_id)
+            ]
+        return sorted(rows, key=lambda r: r["ts"])
 
     @api.post("/groups/{name}/vms", status_code=201)
     async def add_vm(name: str, body: VmIn, if_match: IfMatch = None) -> dict[str, Any]:

@@ -227,13 +227,27 @@ class Operations:
             cp = await create_checkpoint(self.settings_for(site), group, tag)
         except CheckpointFailed as exc:
             raise DomainError(f"checkpoint of {group!r} failed: {exc}") from None
-        await self.sm.execute("group", group, c.RecordCheckpoint(cp, tag or "", site))
+        await self.record_checkpoint(group, cp, tag or "", site)
         return cp
+
+    async def record_checkpoint(self, group: str, cp: str, tag: str, site: str) -> None:
+        """In this site manager's own checkpoint log of the group: one writer, never a conflict."""
+        log_id = a.CheckpointLog.id_of(group, self.site)
+        await self.sm.execute("checkpoints", log_id, c.RecordCheckpoint(cp, tag, site))
+
+    def recorded_checkpoints(self, group: str) -> list[dict[str, Any]]:
+        """The checkpoints both site managers took of `group` through their APIs and operations."""
+        g = self.group(group)
+        logs = [
+            self.sm.ledger.get("checkpoints", a.CheckpointLog.id_of(group, site))
+            for site in (g.source_site, g.target_site)
+        ]
+        return [cp for log in logs for cp in log.state()["checkpoints"]]
 
     async def checkpoints(self, group: str) -> list[dict[str, Any]]:
         """The journal's checkpoints (recovery site); elsewhere the ones taken through a site manager."""
         if self.site != self.group(group).target_site:
-            return list(self.group(group).checkpoints)
+            return self.recorded_checkpoints(group)
         from tapstream.journal.store import JournalStore
 
         store = JournalStore(self.s.database_url)
@@ -675,7 +689,7 @@ class Operations:
         while True:
             try:
                 cp = await create_checkpoint(self.settings_for(site), group, tag)
-                await self.sm.execute("group", group, c.RecordCheckpoint(cp, tag, site))
+                await self.record_checkpoint(group, cp, tag, site)
                 return cp
             except CheckpointFailed as exc:
                 if time.monotonic() > deadline:

@@ -4,6 +4,7 @@ events, and the ledger that applies events in version order. Imports no I/O libr
 from tapstream.site_manager.domain.aggregates import (
     AGGREGATES,
     Aggregate,
+    CheckpointLog,
     DomainError,
     NotFound,
     Operation,
@@ -16,6 +17,7 @@ from tapstream.site_manager.domain.ledger import ConcurrencyError, Ledger, Outco
 __all__ = [
     "AGGREGATES",
     "Aggregate",
+    "CheckpointLog",
     "ConcurrencyError",
     "DomainError",
     "Ledger",

@@ -133,7 +133,6 @@ class ProtectionGroup(Aggregate):
         self.target_site = "recovery"
         self.active_site = "protected"
         self.vms: dict[str, Vm] = {}
-        self.checkpoints: list[dict[str, str]] = []  # on-demand (tagged) checkpoints, newest last
         self.test: dict[str, Any] | None = None  # running failover test
         self.operation: str | None = None  # running failover / move / failback
         self.pending_kind: str | None = None
@@ -227,8 +226,6 @@ class ProtectionGroup(Aggregate):
                         f"group {self.id!r} is {self.status}, not paused: nothing to resume"
                     )
                 return [e.ProtectionResumed()]
-            case c.RecordCheckpoint(checkpoint_id=cp, tag=tag, site=site):
-                return [e.CheckpointTaken(cp, tag, site)]
             case c.StartFailoverTest(operation=op, checkpoint_id=cp, exports=exports):
                 if self.status not in FORWARD:
                     raise DomainError(
@@ -409,11 +406,6 @@ class ProtectionGroup(Aggregate):
                 self.status = PAUSED
             case e.ProtectionResumed():
                 self.status = PROTECTING
-            case e.CheckpointTaken():
-                self.checkpoints = [
-                    *self.checkpoints,
-                    {"id": event.checkpoint_id, "tag": event.tag, "site": event.site},
-                ][-100:]
             case e.FailoverTestStarted():
                 self.test = {
                     "operation": event.operation,
@@ -474,7 +466,6 @@ class ProtectionGroup(Aggregate):
                 }
                 for vm in self.vms.values()
             ],
-            "checkpoints": list(self.checkpoints),
             "failover_test": self.test,
             "operation": self.operation,
             "last_failover": self.last_failover,
@@ -559,6 +550,49 @@ class Operation(Aggregate):
         }
 
 
+# --- checkpoint log --------------------------------------------------------------------------------
+class CheckpointLog(Aggregate):
+    """The checkpoints one site manager took of one group (id `GROUP@SITE`). A fact about the write
+    stream, not a decision on the group: kept apart so that each log has a single writer, and a
+    checkpoint taken at one site never races the other site's change of the group (a failover test
+    started at the recovery site while the protected site checkpoints) for the same version."""
+
+    type_name = "checkpoints"
+    KEEP = 100
+
+    def __init__(self, id: str) -> None:
+        super().__init__(id)
+        self.checkpoints: list[dict[str, str]] = []  # newest last
+
+    @staticmethod
+    def id_of(group: str, site: str) -> str:
+        return f"{group}@{site}"
+
+    def decide(self, command: c.Command) -> list[e.Event]:
+        match command:
+            case c.RecordCheckpoint(checkpoint_id=cp, tag=tag, site=site):
+                return [e.CheckpointTaken(cp, tag, site)]
+        raise DomainError(f"a checkpoint log does not take {type(command).__name__}")
+
+    def _apply(self, event: e.Event) -> None:
+        match event:
+            case e.CheckpointTaken():
+                self.checkpoints = [
+                    *self.checkpoints,
+                    {"id": event.checkpoint_id, "tag": event.tag, "site": event.site},
+                ][-self.KEEP :]
+
+    def state(self) -> dict[str, Any]:
+        group, _, site = self.id.rpartition("@")
+        return {
+            "name": self.id,
+            "group": group,
+            "recorded_by": site,
+            "version": self.version,
+            "checkpoints": list(self.checkpoints),
+        }
+
+
 AGGREGATES: dict[str, type[Aggregate]] = {
-    a.type_name: a for a in (Site, ProtectionGroup, Operation)
+    a.type_name: a for a in (Site, ProtectionGroup, Operation, CheckpointLog)
 }

@@ -102,7 +102,7 @@ class ProtectionResumed(Event):
 
 @dataclass(frozen=True)
 class CheckpointTaken(Event):
-    aggregate_type: ClassVar[str] = "group"
+    aggregate_type: ClassVar[str] = "checkpoints"
     checkpoint_id: str
     tag: str = ""
     site: str = "protected"
