@@ -109,6 +109,8 @@ def test_rest_concurrency_mirroring_and_rebuild(stack, tmp_path: Path, unique_na
         events = api.get(f"/groups/{group}/events").json()
         assert [e["type"] for e in events][:3] == ["GroupCreated", "VmAdded", "VolumeAdded"]
         assert "tapstream_site_manager_events_total" in api.get("/metrics/").text
+        # The refused writer above left no event behind: nothing of this group is kept aside.
+        assert all(c["aggregate_id"] != group for c in api.get("/conflicts").json())
 
         # The recovery site's manager sees the same group through MirrorMaker 2.
         rm = start_site_manager(stack, tmp_path, "recovery", [group], NO_SERVICES)

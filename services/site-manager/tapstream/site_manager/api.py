@@ -118,6 +118,12 @@ def make_api(sm: SiteManager) -> FastAPI:
             "conflicts": len(sm.ledger.conflicts),
         }
 
+    @api.get("/conflicts")
+    async def conflicts() -> list[dict[str, Any]]:
+        """Events kept aside: another event already held their version here (two sites decided
+        concurrently). Never merged; the operator re-issues the change that lost."""
+        return await sm.projection.conflicts()
+
     @api.get("/sites")
     async def sites() -> list[dict[str, Any]]:
         return await sm.projection.states("site")
