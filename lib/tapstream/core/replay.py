@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import crc32c
 from confluent_kafka import Consumer, TopicPartition
@@ -99,9 +99,10 @@ def read_stream(
                 raise TimeoutError(f"no record from {topic} in 10 s while replaying")
             if msg.error():
                 raise RuntimeError(str(msg.error()))
-            p, off = msg.partition(), msg.offset()
+            # A record without error has an offset; our topics carry no tombstones (value None).
+            p, off = msg.partition(), cast(int, msg.offset())
             if p in ends:
-                yield p, off, codec.decode(msg.value())[1]
+                yield p, off, codec.decode(cast(bytes, msg.value()))[1]
                 if off + 1 >= ends[p]:
                     del ends[p]
     finally:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-from typing import Protocol
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
 
 from tapstream.core import logging as tlog
 from tapstream.core import metrics
@@ -64,6 +65,7 @@ def run(service_factory: type | object, settings_cls: type[TapstreamSettings], n
     tlog.configure(settings.log_level, settings.log_format, service=name)
     metrics.serve(settings.metrics_port, settings.metrics_host)
     service = service_factory(settings)  # type: ignore[operator]
+    runner: Callable[[Coroutine[Any, Any, int]], int]
     try:
         import uvloop
 

@@ -17,7 +17,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -32,7 +34,7 @@ VOLUME_SIZE = 256 * 1024 * 1024
 FS_SIZE = 192 * 1024 * 1024  # the rest of the volume takes raw writes from fio
 
 
-def sh(*cmd: str, **kw) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
+def sh(*cmd: str, **kw: Any) -> subprocess.CompletedProcess[str]:
     res = subprocess.run(cmd, capture_output=True, text=True, **kw)
     if res.returncode != 0:
         raise SystemExit(
@@ -56,7 +58,9 @@ def step(msg: str) -> None:
     console.print(f"[bold cyan]▸[/] {msg}")
 
 
-def wait_for(what: str, check, timeout: float = 120, interval: float = 0.25):  # type: ignore[no-untyped-def]
+def wait_for(
+    what: str, check: Callable[[], Any], timeout: float = 120, interval: float = 0.25
+) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         result = check()
@@ -67,6 +71,8 @@ def wait_for(what: str, check, timeout: float = 120, interval: float = 0.25):  #
 
 
 class Services:
+    procs: dict[str, subprocess.Popen[bytes]]
+
     def __init__(self, env: dict[str, str], logs: Path) -> None:
         self.env, self.logs, self.procs = env, logs, {}
 
@@ -270,8 +276,8 @@ def main() -> None:
     table = Table(title=f"tapstream demo — group {group}")
     for col in ("checkpoint", "qemu-img compare", "e2fsck -fn", "restore s"):
         table.add_column(col)
-    for r in rows:
-        table.add_row(*r)
+    for row in rows:
+        table.add_row(*row)
     console.print(table)
     summary = Table(show_header=False, title="summary")
     summary.add_row("bytes written through the tapper", f"{stats['bytes']:,}")
@@ -316,10 +322,10 @@ def checkpoint(settings: TapstreamSettings, group: str, tag: str, vol: Path, wor
     return copy
 
 
-def _query(settings: TapstreamSettings, sql: str, *args):  # type: ignore[no-untyped-def]
+def _query(settings: TapstreamSettings, sql: str, *args: Any) -> list[Any]:
     import asyncpg
 
-    async def q():  # type: ignore[no-untyped-def]
+    async def q() -> list[Any]:
         conn = await asyncpg.connect(settings.recovery_database_url.get_secret_value())
         try:
             return await conn.fetch(sql, *args)

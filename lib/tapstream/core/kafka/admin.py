@@ -20,7 +20,7 @@ class TopicSpec:
 
 
 async def ensure_topics(
-    conf: dict[str, object], specs: list[TopicSpec], timeout: float = 30.0
+    conf: dict[str, str | int | float | bool], specs: list[TopicSpec], timeout: float = 30.0
 ) -> None:
     """Create the topics that do not exist yet; existing ones are left as they are."""
 

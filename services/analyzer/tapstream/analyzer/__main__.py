@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import sys
+from collections.abc import Callable
 
 from tapstream.analyzer.sdk import Analyzer
 from tapstream.analyzer.settings import AnalyzerSettings
@@ -26,10 +28,14 @@ def load_analyzer(ref: str, settings: AnalyzerSettings) -> Analyzer:
     cls = getattr(importlib.import_module(module), attr)
     if not (isinstance(cls, type) and issubclass(cls, Analyzer)):
         raise SystemExit(f"analyzer: {ref} is not an Analyzer subclass")
+    # A subclass's constructor may or may not take the settings (Analyzer's own takes nothing);
+    # asked of its signature, so a TypeError raised inside the constructor is not mistaken for it.
+    make: Callable[..., Analyzer] = cls
     try:
-        return cls(settings)
+        inspect.signature(cls).bind(settings)
     except TypeError:
-        return cls()
+        return make()
+    return make(settings)
 
 
 def main(argv: list[str] | None = None) -> None:

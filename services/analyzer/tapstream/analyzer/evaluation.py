@@ -18,6 +18,10 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO, cast
+
+if TYPE_CHECKING:
+    from tapstream.core.settings import TapstreamSettings
 
 REPO = Path(__file__).resolve().parents[4]
 SOURCES = (
@@ -193,6 +197,7 @@ def database_load(mnt: Path, seed: int = 0) -> None:
         return (b"PGPAGE%04d" % version + rows).ljust(8192, b"\x00")[:8192]
 
     pages = 3072
+    f: BinaryIO
     path = mnt / "pgdata" / "base" / "16384"
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as f:
@@ -301,7 +306,9 @@ CASES: dict[str, tuple[bool, Callable[..., None]]] = {
 # -- reading what the analyzers published -------------------------------------------------------------
 
 
-def read_topic(settings, topic: str, name: str, match: Callable[[dict], bool]) -> list[dict]:  # type: ignore[no-untyped-def]
+def read_topic(
+    settings: TapstreamSettings, topic: str, name: str, match: Callable[[dict], bool]
+) -> list[dict]:
     """Every record of `topic` (record type `name`) for which `match` holds, oldest first."""
     from confluent_kafka import Consumer, TopicPartition
 
@@ -329,12 +336,12 @@ def read_topic(settings, topic: str, name: str, match: Callable[[dict], bool]) -
             c.assign([TopicPartition(topic, p, low)])
             while True:
                 msg = c.poll(10)
-                if msg is None or (msg.error() and msg.error().code() == -191):  # _PARTITION_EOF
+                if msg is None or ((err := msg.error()) and err.code() == -191):  # _PARTITION_EOF
                     break
                 if msg.error():
                     continue
                 try:
-                    got, rec = codec.decode(msg.value())
+                    got, rec = codec.decode(cast(bytes, msg.value()))  # no tombstones in our topics
                 except DecodeError:
                     continue
                 if got == name and match(rec):
@@ -344,11 +351,11 @@ def read_topic(settings, topic: str, name: str, match: Callable[[dict], bool]) -
     return out
 
 
-def alerts_of(settings, group: str) -> list[dict]:  # type: ignore[no-untyped-def]
+def alerts_of(settings: TapstreamSettings, group: str) -> list[dict]:
     return read_topic(settings, settings.topic("alerts"), "Alert", lambda r: r["group"] == group)
 
 
-def committed_lag(settings, consumer_group: str, topic: str) -> int | None:  # type: ignore[no-untyped-def]
+def committed_lag(settings: TapstreamSettings, consumer_group: str, topic: str) -> int | None:
     """Records of `topic` not yet committed by `consumer_group` (None: nothing committed yet)."""
     from confluent_kafka import Consumer, TopicPartition
 

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import time
 
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from tapstream.core.codec import DecodeError, make_codec
 from tapstream.core.kafka import make_consumer
@@ -55,7 +55,7 @@ class Journal:
                 await t
         await self.store.stop()
 
-    async def _partitions(self, consumer, topic: str) -> list[TopicPartition]:  # type: ignore[no-untyped-def]
+    async def _partitions(self, consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
         # The mirrored topic appears once MirrorMaker 2 saw the first write of the group.
         while True:
             parts = consumer.partitions_for_topic(topic)

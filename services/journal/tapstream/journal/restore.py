@@ -14,6 +14,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from confluent_kafka import Consumer, TopicPartition
 
@@ -180,18 +181,18 @@ def _apply_from_kafka(
                     )
                 if msg.error():
                     raise RestoreError(f"reading {topic}[{partition}]: {msg.error()}")
-                if msg.offset() > offsets[i]:
+                # A record without error has an offset; the write topic carries no tombstones.
+                off = cast(int, msg.offset())
+                if off > offsets[i]:
                     raise RestoreError(
                         f"record {topic}[{partition}]@{offsets[i]} is gone (retention?)"
                     )
-                if msg.offset() < offsets[i]:
+                if off < offsets[i]:
                     continue
-                span = by_offset[msg.offset()]
-                _, rec = codec.decode(msg.value())
+                span = by_offset[off]
+                _, rec = codec.decode(cast(bytes, msg.value()))
                 if rec["seq"] != span.seq:
-                    raise RestoreError(
-                        f"index and topic disagree at {topic}[{partition}]@{msg.offset()}"
-                    )
+                    raise RestoreError(f"index and topic disagree at {topic}[{partition}]@{off}")
                 try:
                     apply_body(fd, rec["body"])
                 except StreamError as exc:
@@ -204,7 +205,7 @@ def _apply_from_kafka(
                     progress(applied, len(spans))
                 i += 1
                 # A long gap to the next wanted offset: seek instead of reading through it.
-                if i < len(offsets) and offsets[i] - msg.offset() > 64:
+                if i < len(offsets) and offsets[i] - off > 64:
                     break
         os.fsync(fd)
     finally:

@@ -8,7 +8,7 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import typer
 from rich.console import Console
@@ -181,12 +181,12 @@ def change_rate_rows(s: TapstreamSettings, group: str, since_us: int, window_s: 
             c.assign([tp])
             while True:
                 msg = c.poll(10)
-                if msg is None or (msg.error() and msg.error().code() == -191):
+                if msg is None or ((err := msg.error()) and err.code() == -191):
                     break
                 if msg.error():
                     continue
                 try:
-                    _, rec = codec.decode(msg.value())
+                    _, rec = codec.decode(cast(bytes, msg.value()))  # no tombstones in our topics
                 except DecodeError:
                     continue
                 kind, body = rec["body"]

@@ -8,7 +8,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, cast
 
 import typer
 from rich.console import Console
@@ -233,13 +233,14 @@ def _latest_progress(
                 pending = 1
                 while pending:
                     msg = c.poll(5)
-                    if msg is None or (msg.error() and msg.error().code() == -191):
+                    if msg is None or ((err := msg.error()) and err.code() == -191):
                         pending = 0
                         continue
                     if msg.error():
                         continue
                     try:
-                        _, rec = codec.decode(msg.value())
+                        # No tombstones (value None) in our topics.
+                        _, rec = codec.decode(cast(bytes, msg.value()))
                     except DecodeError:
                         continue
                     latest[(rec["source"], rec["group"], rec["volume"])] = rec

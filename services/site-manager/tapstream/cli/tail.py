@@ -55,16 +55,16 @@ def tail(
             msg = consumer.poll(1.0)
             if msg is None or msg.error():
                 continue
-            try:
-                name, record = decode_any(msg.value(), settings)
-                line = {
-                    "partition": msg.partition(),
-                    "offset": msg.offset(),
-                    "type": name,
-                    **_printable(record),
-                }
-            except DecodeError as exc:
-                line = {"partition": msg.partition(), "offset": msg.offset(), "error": str(exc)}
+            value = msg.value()
+            line: dict[str, object] = {"partition": msg.partition(), "offset": msg.offset()}
+            if value is None:  # a tombstone (compacted topics, e.g. an analyzer's changelog)
+                line["type"] = "tombstone"
+            else:
+                try:
+                    name, record = decode_any(value, settings)
+                    line |= {"type": name, **_printable(record)}
+                except DecodeError as exc:
+                    line["error"] = str(exc)
             typer.echo(json.dumps(line, default=str))
             seen += 1
     except KeyboardInterrupt:

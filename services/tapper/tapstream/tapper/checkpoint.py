@@ -58,6 +58,7 @@ class MarkedVolume(Protocol):
 
     name: str
     group: str
+    fenced: str | None  # why writes are refused (PAUSE with writes=refuse), None: allowed
 
     @property
     def consistent(
@@ -210,7 +211,7 @@ class Checkpoints:
             for v in self._group_volumes(group or ""):
                 v.fenced = (
                     f"writes to group {group} are stopped by the site manager" if refuse else None
-                )  # type: ignore[attr-defined]
+                )
             log.warning("writes refused" if refuse else "writes allowed", group=group, command=kind)
             return
         if gate is None or cp is None or group is None:

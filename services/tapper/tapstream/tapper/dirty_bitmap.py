@@ -136,7 +136,7 @@ class DirtyBitmap:
 
     def dirty(self) -> list[int]:
         """Regions whose bit is set."""
-        out = []
+        out: list[int] = []
         for i, byte in enumerate(bytes(self._map)):
             if byte:
                 out.extend(i * 8 + b for b in range(8) if byte >> b & 1 and i * 8 + b < self.bits)

@@ -129,7 +129,12 @@ class WriteEncoder:
     ) -> bytes:
         """A Write (or, with `sync_id`, a SyncBlock) event carrying `data` at `offset`."""
         n = len(data)
-        parts = [self._head, varint(seq), varint(ts), self._middle[branch]]
+        parts: list[bytes | memoryview] = [
+            self._head,
+            varint(seq),
+            varint(ts),
+            self._middle[branch],
+        ]
         if sync_id is not None:
             parts.append(avro_string(sync_id))
         parts += [varint(offset), varint(n), varint(n), data, varint(checksum)]

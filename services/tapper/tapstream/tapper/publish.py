@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import crc32c
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
@@ -136,7 +136,12 @@ class VolumeStream:
         if done is not None:
             done(ok)
         if not ok:
-            self._on_failure(fut.exception() if not fut.cancelled() else asyncio.CancelledError())
+            # not ok and not cancelled: the future holds an exception.
+            self._on_failure(
+                cast(BaseException, fut.exception())
+                if not fut.cancelled()
+                else asyncio.CancelledError()
+            )
         if self._below:
             self._wake_below()
         if not self.outstanding and self._idle:
@@ -231,14 +236,15 @@ def last_seq(
                     msg = consumer.poll(timeout)
                     if msg is None:
                         raise TimeoutError(f"reading {topic}[{p}] at {pos} timed out")
-                    if msg.error():
-                        if msg.error().code() == -191:  # partition EOF
+                    if err := msg.error():
+                        if err.code() == -191:  # partition EOF
                             break
-                        raise RuntimeError(str(msg.error()))
-                    pos = msg.offset() + 1
+                        raise RuntimeError(str(err))
+                    # A record without error has an offset; our topics carry no tombstones.
+                    pos = cast(int, msg.offset()) + 1
                     if msg.key() == key and pos <= end:
                         try:
-                            _, rec = codec.decode(msg.value())
+                            _, rec = codec.decode(cast(bytes, msg.value()))
                         except DecodeError:
                             continue
                         found = max(found, rec["seq"])

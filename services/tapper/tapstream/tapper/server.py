@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 from tapstream.core.logging import get_logger
 from tapstream.tapper import metrics
@@ -88,10 +88,12 @@ class NbdConnection(asyncio.Protocol):
 
     # --- asyncio protocol ------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.t = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio.Transport subclasses
+        # A stream protocol's transport is a read/write one; uvloop's are not asyncio.Transport
+        # subclasses, so this is a cast, not an isinstance check.
+        self.t = cast(asyncio.Transport, transport)
         self.peer = str(transport.get_extra_info("peername") or "unix")
         self.connections.add(self)
-        transport.write(Negotiation.greeting())
+        self.t.write(Negotiation.greeting())
 
     def data_received(self, data: bytes) -> None:
         if self.disconnecting:

@@ -170,7 +170,12 @@ class Tapper:
         )
         self.exports[spec.name] = export
         metrics.STREAM_HEALTHY.labels(spec.name).set(1)
-        metrics.SEQ.labels(spec.name).set_function(lambda st=export.stream: st.seq)
+
+        # A def, not a lambda, so mypy sees a zero-argument callable (the stream bound by default).
+        def current_seq(st: VolumeStream = export.stream) -> float:
+            return st.seq
+
+        metrics.SEQ.labels(spec.name).set_function(current_seq)
         if kafka_seq == 0 and spec.initial_sync:
             # Nothing of this volume in the stream: whatever it already holds goes out as an INITIAL sync.
             # Marked dirty (durably) first, so a crash mid-sync continues as a DELTA.
