@@ -14,6 +14,7 @@ answers), so the tests after it find the stack whole."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -222,3 +223,20 @@ def test_protected_broker_sigkill_fails_sync_writes_with_eio_then_repairs(
             local_stack.up()
         if tapper.proc.poll() is None:
             tapper.stop()
+
+
+def test_up_restarts_a_mirrormaker_that_no_longer_replicates(local_stack) -> None:
+    """A MirrorMaker 2 that runs but mirrors nothing (frozen here with SIGSTOP; after a cluster
+    outage its Connect workers can give up the same way) is found by `up` and restarted."""
+    frozen = local_stack.mirrormaker.pid()
+    assert frozen is not None
+    os.kill(frozen, signal.SIGSTOP)
+    try:
+        local_stack.up()  # waits for heartbeats crossing both ways again
+        now = local_stack.mirrormaker.pid()
+        assert now is not None and now != frozen
+        with pytest.raises(ProcessLookupError):
+            os.kill(frozen, 0)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(frozen, signal.SIGCONT)

@@ -98,6 +98,7 @@ def stop(pid_file: Path, marker: str | None = None, timeout_s: float = 30.0) -> 
         pids = find(marker)
     for pid in pids:
         _signal_group(pid, signal.SIGTERM)
+        _signal_group(pid, signal.SIGCONT)  # a stopped (frozen) process handles SIGTERM only then
     deadline = time.monotonic() + timeout_s
     while any(_group_alive(p) for p in pids) and time.monotonic() < deadline:
         for p in pids:

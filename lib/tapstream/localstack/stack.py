@@ -21,6 +21,8 @@ from tapstream.localstack.properties import log4j2_config
 from tapstream.localstack.settings import LocalStackSettings
 
 SITES = ("protected", "recovery")
+# A running MirrorMaker 2 whose heartbeats stop crossing for this long is restarted by `up`.
+STUCK_AFTER_S = 20.0
 
 
 @dataclass(frozen=True)
@@ -155,14 +157,29 @@ class Stack:
                 self.s.ready_timeout_s, self.logs / f"postgres-{site}.log",
             )  # fmt: skip
         say("mirrormaker 2")
-        t_start = time.time()
-        started = self.mirrormaker.start(self.client_settings(), cp, self.s.mirrormaker_heap)
-        # A heartbeat older than this start may be left over from an earlier run; a running
-        # MirrorMaker 2 mirrors one every second.
-        since = t_start if started else time.time() - 30
-        self.mirrormaker.wait_ready(self.client_settings(), since, self.s.ready_timeout_s, say)
+        self._mirrormaker_up(cp, say)
         env_file = self.root / "local.env"
         env_file.write_text("".join(f"{k}={v}\n" for k, v in self.env().items()))
+
+    def _mirrormaker_up(self, cp: str, say: Callable[[str], None]) -> None:
+        """Start MirrorMaker 2, or check that the running one still replicates both ways.
+
+        A running MirrorMaker 2 mirrors a heartbeat every second in each direction. One that no longer
+        does (a flow's Connect worker gave up while a cluster was down: its connectors 'failed to
+        properly shut down') is restarted; it resumes from its committed offsets."""
+        settings, mm = self.client_settings(), self.mirrormaker
+        t_start = time.time()
+        if not mm.start(settings, cp, self.s.mirrormaker_heap):
+            try:
+                mm.wait_ready(settings, t_start, STUCK_AFTER_S, say)  # one heartbeat a second
+                return
+            except readiness.NotReady:
+                say("mirrormaker 2 runs but does not replicate: restarting it")
+                mm.stop()
+                t_start = time.time()
+                mm.start(settings, cp, self.s.mirrormaker_heap)
+        # A heartbeat older than this start may be left over from an earlier run.
+        mm.wait_ready(settings, t_start, self.s.ready_timeout_s, say)
 
     def down(self) -> list[str]:
         """Stop MirrorMaker 2, both brokers and both Postgres (in that order); data stays."""
