@@ -97,3 +97,11 @@ def run(cmd: list[str], timeout: float = 300, **kw) -> subprocess.CompletedProce
 def images_equal(a: Path, b: Path) -> None:
     run(["qemu-img", "compare", "-f", "raw", "-F", "raw", str(a), str(b)])
     assert os.path.getsize(a) == os.path.getsize(b)
+
+
+def blank_volume(tmp: Path, name: str, size: int) -> Path:
+    """A sparse raw image of `size` bytes, `<tmp>/<name>.img`."""
+    p = tmp / f"{name}.img"
+    with open(p, "wb") as f:
+        f.truncate(size)
+    return p

@@ -33,18 +33,11 @@ from tapstream.journal.restore import restore
 from tapstream.vdsa.coordinator import create_checkpoint
 
 from .services_harness import groups_env, start_service, stop, wait_until
-from .tapper_harness import images_equal, replay, start_tapper
+from .tapper_harness import blank_volume, images_equal, replay, start_tapper
 
 pytestmark = pytest.mark.integration
 MIB = 1024 * 1024
 SIZE = 32 * MIB
-
-
-def blank(tmp: Path, name: str) -> Path:
-    p = tmp / f"{name}.img"
-    with open(p, "wb") as f:
-        f.truncate(SIZE)
-    return p
 
 
 def records_on(conf: dict, topic: str) -> int:
@@ -67,7 +60,7 @@ def test_mirrormaker_sigkill_mid_load_loses_nothing(
     stack, local_stack, tmp_path: Path, unique_name: str
 ) -> None:
     group = unique_name
-    vol = blank(tmp_path, "disk0")
+    vol = blank_volume(tmp_path, "disk0", SIZE)
     settings = stack.settings.model_copy(update={"replica_dir": tmp_path / "replicas"})
     env = {"TAPSTREAM_REPLICA_DIR": str(tmp_path / "replicas")}
     tapper = start_tapper(stack, tmp_path, group, {"disk0": vol})
@@ -167,7 +160,7 @@ def test_protected_broker_sigkill_fails_sync_writes_with_eio_then_repairs(
     stack, local_stack, tmp_path: Path, unique_name: str
 ) -> None:
     group = unique_name
-    vol = blank(tmp_path, "disk0")
+    vol = blank_volume(tmp_path, "disk0", SIZE)
     metrics_port = free_port()
     tapper = start_tapper(
         stack,

@@ -23,17 +23,10 @@ from tapstream.journal.store import JournalStore
 from tapstream.vdsa.coordinator import create_checkpoint
 
 from .services_harness import groups_env, start_service, stop, wait_until
-from .tapper_harness import images_equal, run, start_tapper
+from .tapper_harness import blank_volume, images_equal, run, start_tapper
 
 pytestmark = pytest.mark.integration
 SIZE = 32 * 1024 * 1024
-
-
-def volume(tmp: Path, name: str) -> Path:
-    p = tmp / f"{name}.img"
-    with open(p, "wb") as f:
-        f.truncate(SIZE)
-    return p
 
 
 def fio(uri: str, seed: int) -> None:
@@ -71,7 +64,7 @@ def test_restore_three_checkpoints_and_after_vdsa_sigkill(
     stack, tmp_path: Path, unique_name: str
 ) -> None:
     group = unique_name
-    vol = volume(tmp_path, "disk0")
+    vol = blank_volume(tmp_path, "disk0", SIZE)
     env = {**stack.env, "TAPSTREAM_REPLICA_DIR": str(tmp_path / "replicas")}
     stack.env.update({"TAPSTREAM_REPLICA_DIR": env["TAPSTREAM_REPLICA_DIR"]})
     settings = stack.settings.model_copy(update={"replica_dir": tmp_path / "replicas"})
@@ -163,7 +156,7 @@ def test_checkpoints_are_crash_consistent_across_two_volumes(
     stack, tmp_path: Path, unique_name: str
 ) -> None:
     group = unique_name
-    vols = {"a": volume(tmp_path, "a"), "b": volume(tmp_path, "b")}
+    vols = {"a": blank_volume(tmp_path, "a", SIZE), "b": blank_volume(tmp_path, "b", SIZE)}
     tapper = start_tapper(stack, tmp_path, group, vols)
     # A libnbd writer: counter i to volume a, wait for completion, then i to volume b.
     writer = subprocess.Popen(
