@@ -106,8 +106,6 @@ class EventLog:
             self.s, group_id=None, metadata_max_age_ms=2000, isolation_level="read_uncommitted"
         )
         await consumer.start()
-        consumer._client.add_topic(self.local)
-        consumer._client.add_topic(self.remote)
         assigned: set[TopicPartition] = set()
         targets: dict[TopicPartition, int] = {}
         looked = 0.0
@@ -118,6 +116,10 @@ class EventLog:
                     self.remote not in {tp.topic for tp in assigned} or not assigned
                 ) and now - looked > 1:
                     looked = now
+                    # Asked for again each time: assign() narrows the client's metadata to the
+                    # assigned topics, so a mirrored topic that appears later would never be seen.
+                    for topic in (self.local, self.remote):
+                        consumer._client.add_topic(topic)
                     await consumer._client.force_metadata_update()
                     found = {
                         TopicPartition(t, p)
