@@ -22,8 +22,8 @@ from tapstream.vdsa.coordinator import create_checkpoint
 from tapstream.vdsa.holds import send_tag
 
 from .services_harness import groups_env, start_service, stop, wait_until
-from .tapper_harness import images_equal, run, start_tapper
-from .test_recovery import checkpoints_indexed, fio, volume
+from .tapper_harness import blank_volume, images_equal, run, start_tapper
+from .test_recovery import SIZE, checkpoints_indexed, fio
 
 pytestmark = pytest.mark.integration
 HISTORY_S = 5.0
@@ -45,7 +45,7 @@ def test_kept_checkpoint_outlives_the_history_until_released(
     stack, tmp_path: Path, unique_name: str
 ) -> None:
     group = unique_name
-    vol = volume(tmp_path, "disk0")
+    vol = blank_volume(tmp_path, "disk0", SIZE)
     replicas = tmp_path / "replicas"
     env = {**stack.env, "TAPSTREAM_REPLICA_DIR": str(replicas)}
     settings = stack.settings.model_copy(update={"replica_dir": replicas})
