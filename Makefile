@@ -37,7 +37,8 @@ clean: down
 kafka-tools: setup
 	@$(PY) -m tapstream.localstack tool --site $(or $(SITE),protected) -- $(ARGS)
 
-test: setup system-deps
+# Lint and types first (seconds), then every test against the real stack.
+test: setup system-deps lint typecheck
 	$(PY) -m pytest tests
 
 test-unit: setup
