@@ -6,7 +6,7 @@ Nobody else sets `acks` or `enable.idempotence`. The write path produces with co
 
 from tapstream.core.kafka.admin import TopicSpec, ensure_topics
 from tapstream.core.kafka.config import client_config, producer_config
-from tapstream.core.kafka.consumer import make_consumer
+from tapstream.core.kafka.consumer import make_consumer, partitions_now, wait_for_partitions
 from tapstream.core.kafka.exceptions import KafkaUnavailable, PublishError
 from tapstream.core.kafka.producer import AsyncProducer
 
@@ -18,5 +18,7 @@ __all__ = [
     "client_config",
     "ensure_topics",
     "make_consumer",
+    "partitions_now",
     "producer_config",
+    "wait_for_partitions",
 ]

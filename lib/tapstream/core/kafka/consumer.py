@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from tapstream.core.kafka.config import aiokafka_config
 from tapstream.core.settings import TapstreamSettings
@@ -29,3 +30,29 @@ def make_consumer(
     )
     kwargs.update(overrides)
     return AIOKafkaConsumer(*topics, **kwargs)
+
+
+async def partitions_now(consumer: AIOKafkaConsumer, *topics: str) -> list[TopicPartition]:
+    """The partitions `topics` have now, asked of the broker (none for a topic that does not exist
+    yet). The topics are named again each time: aiokafka's assign() narrows the metadata it keeps
+    to the assigned topics, so a topic created later (a mirrored one, say) would never be seen."""
+    for topic in topics:
+        consumer._client.add_topic(topic)
+    await consumer._client.force_metadata_update()
+    return [
+        TopicPartition(topic, p)
+        for topic in topics
+        for p in sorted(consumer.partitions_for_topic(topic) or ())
+    ]
+
+
+async def wait_for_partitions(
+    consumer: AIOKafkaConsumer, topic: str, interval_s: float = 1.0
+) -> list[TopicPartition]:
+    """The partitions of `topic` once it exists (MirrorMaker 2 creates a mirrored topic with the
+    first record it carries)."""
+    while True:  # a broker question, not an event to wait on: ask again
+        tps = await partitions_now(consumer, topic)
+        if tps:
+            return tps
+        await asyncio.sleep(interval_s)

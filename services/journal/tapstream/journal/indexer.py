@@ -6,10 +6,8 @@ import asyncio
 import contextlib
 import time
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-
 from tapstream.core.codec import DecodeError, make_codec
-from tapstream.core.kafka import make_consumer
+from tapstream.core.kafka import make_consumer, wait_for_partitions
 from tapstream.core.keep import TagRequest, parse_tag_command
 from tapstream.core.logging import get_logger
 from tapstream.journal import metrics
@@ -55,22 +53,14 @@ class Journal:
                 await t
         await self.store.stop()
 
-    async def _partitions(self, consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
-        # The mirrored topic appears once MirrorMaker 2 saw the first write of the group.
-        while True:
-            parts = consumer.partitions_for_topic(topic)
-            if parts:
-                return [TopicPartition(topic, p) for p in sorted(parts)]
-            await consumer._client.force_metadata_update()
-            await asyncio.sleep(1)
-
     async def _index(self, group: str) -> None:
         topic = self.topic(group)
         consumer = make_consumer(self.s, group_id=None, metadata_max_age_ms=2000)
         await consumer.start()
         try:
-            consumer._client.add_topic(topic)
-            tps = await self._partitions(consumer, topic)
+            tps = await wait_for_partitions(
+                consumer, topic
+            )  # mirrored: appears with the first write
             consumer.assign(tps)
             stored = await self.store.offsets(topic)
             for tp in tps:
@@ -115,8 +105,9 @@ class Journal:
         consumer = make_consumer(self.s, group_id=None, metadata_max_age_ms=2000)
         await consumer.start()
         try:
-            consumer._client.add_topic(topic)
-            tps = await self._partitions(consumer, topic)
+            tps = await wait_for_partitions(
+                consumer, topic
+            )  # mirrored: appears with the first write
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
             while True:

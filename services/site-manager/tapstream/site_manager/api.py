@@ -4,14 +4,13 @@ Errors are JSON `{"detail": ...}` whose text says what to do next."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any, get_args
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import FastAPI, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
 from prometheus_client import make_asgi_app
 from pydantic import BaseModel, Field
 
-from tapstream.core.settings import Site
 from tapstream.site_manager import metrics
 from tapstream.site_manager.domain import CheckpointLog, ConcurrencyError, DomainError, NotFound
 from tapstream.site_manager.domain import commands as c
@@ -160,8 +159,7 @@ def make_api(sm: SiteManager) -> FastAPI:
     async def group_events(name: str) -> list[dict[str, Any]]:
         """The group's trail: its own events and the checkpoints each site recorded, by time."""
         rows = [{**r, "aggregate": "group"} for r in await sm.projection.events("group", name)]
-        for site in get_args(Site):
-            log_id = CheckpointLog.id_of(name, site)
+        for log_id in CheckpointLog.ids_of(name):
             rows += [
                 {**r, "aggregate": log_id}
                 for r in await sm.projection.events("checkpoints", log_id)

@@ -21,6 +21,7 @@ from tapstream.core.kafka import (
     client_config,
     ensure_topics,
     make_consumer,
+    partitions_now,
     producer_config,
 )
 from tapstream.core.logging import get_logger
@@ -116,16 +117,7 @@ class EventLog:
                     self.remote not in {tp.topic for tp in assigned} or not assigned
                 ) and now - looked > 1:
                     looked = now
-                    # Asked for again each time: assign() narrows the client's metadata to the
-                    # assigned topics, so a mirrored topic that appears later would never be seen.
-                    for topic in (self.local, self.remote):
-                        consumer._client.add_topic(topic)
-                    await consumer._client.force_metadata_update()
-                    found = {
-                        TopicPartition(t, p)
-                        for t in (self.local, self.remote)
-                        for p in (consumer.partitions_for_topic(t) or ())
-                    }
+                    found = set(await partitions_now(consumer, self.local, self.remote))
                     if found - assigned:
                         assigned = found
                         consumer.assign(sorted(assigned))

@@ -237,11 +237,7 @@ class Operations:
 
     def recorded_checkpoints(self, group: str) -> list[dict[str, Any]]:
         """The checkpoints both site managers took of `group` through their APIs and operations."""
-        g = self.group(group)
-        logs = [
-            self.sm.ledger.get("checkpoints", a.CheckpointLog.id_of(group, site))
-            for site in (g.source_site, g.target_site)
-        ]
+        logs = [self.sm.ledger.get("checkpoints", i) for i in a.CheckpointLog.ids_of(group)]
         return [cp for log in logs for cp in log.state()["checkpoints"]]
 
     async def checkpoints(self, group: str) -> list[dict[str, Any]]:

@@ -20,7 +20,7 @@ from typing import Any
 from aiokafka import TopicPartition
 
 from tapstream.core.codec import DecodeError, make_codec
-from tapstream.core.kafka import make_consumer
+from tapstream.core.kafka import make_consumer, wait_for_partitions
 from tapstream.core.logging import get_logger
 from tapstream.core.replay import apply_body
 from tapstream.core.settings import TapstreamSettings
@@ -108,17 +108,9 @@ class ReverseApplier:
     async def _run(self) -> None:
         consumer = make_consumer(self.s, group_id=None, metadata_max_age_ms=2000)
         await consumer.start()
-        consumer._client.add_topic(self.topic)
         try:
-            parts: set[int] = set()
-            while not parts:
-                await consumer._client.force_metadata_update()
-                parts = consumer.partitions_for_topic(self.topic) or set()
-                if not parts:
-                    await asyncio.sleep(
-                        0.5
-                    )  # MirrorMaker 2 creates it with the recovery tapper's first write
-            tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
+            # MirrorMaker 2 creates it with the recovery tapper's first write.
+            tps = await wait_for_partitions(consumer, self.topic, interval_s=0.5)
             consumer.assign(tps)
             for tp in tps:
                 if tp.partition in self.offsets:

@@ -15,10 +15,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-
 from tapstream.core.codec import DecodeError, make_codec
-from tapstream.core.kafka import AsyncProducer, make_consumer, producer_config
+from tapstream.core.kafka import AsyncProducer, make_consumer, partitions_now, producer_config
 from tapstream.core.keep import Keeps, TagRequest, parse_tag_command, tag_command
 from tapstream.core.logging import get_logger
 from tapstream.core.settings import TapstreamSettings
@@ -82,24 +80,16 @@ class HoldFollower:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
 
-    async def _partitions(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
-        await consumer._client.force_metadata_update()
-        return [
-            TopicPartition(self.topic, p)
-            for p in sorted(consumer.partitions_for_topic(self.topic) or ())
-        ]
-
     async def _run(self) -> None:
         consumer = make_consumer(self.s, group_id=None, metadata_max_age_ms=2000)
         await consumer.start()
         try:
-            consumer._client.add_topic(self.topic)
-            tps = await self._partitions(consumer)
+            tps = await partitions_now(consumer, self.topic)
             # No mirrored control topic yet: nothing was ever asked to be kept; it is read once it appears.
             while not tps:
                 self.caught_up.set()
                 await asyncio.sleep(2)
-                tps = await self._partitions(consumer)
+                tps = await partitions_now(consumer, self.topic)
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
             end = await consumer.end_offsets(tps)

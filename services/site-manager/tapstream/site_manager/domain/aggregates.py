@@ -568,6 +568,11 @@ class CheckpointLog(Aggregate):
     def id_of(group: str, site: str) -> str:
         return f"{group}@{site}"
 
+    @classmethod
+    def ids_of(cls, group: str) -> list[str]:
+        """Both sites' logs of `group`."""
+        return [cls.id_of(group, site) for site in ("protected", "recovery")]
+
     def decide(self, command: c.Command) -> list[e.Event]:
         match command:
             case c.RecordCheckpoint(checkpoint_id=cp, tag=tag, site=site):
