@@ -1,7 +1,8 @@
 """Replaying a volume's write stream: apply DiskEvents in seq order to an image file.
 
-The apply step is pure file I/O (no Kafka) so the VDSA, restore and tests share it; `read_stream`
-reads a topic from the beginning to its current end with a plain Kafka consumer.
+The apply step is plain file I/O (no Kafka) so the VDSA, reverse protection, restore and tests share
+it, each with a `contract.Cursor` deciding what may be applied; `read_stream` reads a topic from the
+beginning to its current end with a plain Kafka consumer.
 """
 
 from __future__ import annotations
@@ -11,45 +12,52 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-import crc32c
 from confluent_kafka import Consumer, TopicPartition
 
 from tapstream.core.codec import Codec
+from tapstream.core.contract import Cursor, Halt, StreamError, verify_body
 
-
-class StreamError(RuntimeError):
-    """The stream is broken: a seq gap or a checksum mismatch (data loss or corruption)."""
+__all__ = ["Halt", "StreamError", "VolumeReplay", "apply_body", "read_stream", "replay_volume"]
 
 
 @dataclass
 class VolumeReplay:
-    """Applies one volume's events to an open image fd, checking seq continuity and checksums."""
+    """Applies one volume's events to an open image fd under the stream contract: a gap, a bad
+    checksum or a broken sync bracket raises `Halt` (a StreamError) and applies nothing more."""
 
     fd: int
     volume: str
-    last_seq: int = 0
     events: int = 0
     checkpoints: list[str] = field(default_factory=list)
+    cursor: Cursor = field(default_factory=Cursor)
+
+    def __post_init__(self) -> None:
+        self.cursor.volume = self.volume
+
+    @property
+    def last_seq(self) -> int:
+        return self.cursor.seq
 
     def apply(self, record: dict[str, Any]) -> None:
-        seq = record["seq"]
-        if seq <= self.last_seq:
+        verdict = self.cursor.check(record)
+        if verdict == "duplicate":
             return  # already applied: idempotent
-        if seq != self.last_seq + 1:
-            raise StreamError(f"{self.volume}: seq gap, expected {self.last_seq + 1}, got {seq}")
-        apply_body(self.fd, record["body"])
-        self.last_seq = seq
+        if verdict == "halted":
+            raise Halt(**{k: self.cursor.halt[k] for k in ("reason", "detail", "seq")})  # type: ignore[index]
+        apply_body(self.fd, record["body"], verify=False)
+        self.cursor.advance(record)
         self.events += 1
         if record["body"][0] == "Checkpoint":
             self.checkpoints.append(record["body"][1]["id"])
 
 
-def apply_body(fd: int, body: tuple[str, dict[str, Any]]) -> None:
+def apply_body(fd: int, body: tuple[str, dict[str, Any]], verify: bool = True) -> None:
+    """Write one event's bytes to `fd` (after checking its CRC-32C unless the caller's cursor did)."""
     branch, b = body
+    if verify:
+        verify_body(branch, b)
     if branch in ("Write", "SyncBlock"):
         data = b["data"]
-        if crc32c.crc32c(data) != b["checksum"] or len(data) != b["length"]:
-            raise StreamError(f"checksum mismatch at offset {b['offset']}")
         if os.pwrite(fd, data, b["offset"]) != len(data):
             raise OSError(5, "short write while replaying")
     elif branch == "Zero":

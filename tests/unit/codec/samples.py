@@ -142,6 +142,7 @@ SAMPLES: dict[str, tuple[str, dict]] = {
             "rpo_seconds": 1.5,
             "lag_records": 2,
             "ts": 6,
+            "halted": "gap: expected seq 41, got 45",
         },
     ),
 }

@@ -119,6 +119,7 @@ progress = st.fixed_dictionaries(
         "rpo_seconds": floats,
         "lag_records": longs,
         "ts": micros,
+        "halted": st.none() | text,
     }
 )
 

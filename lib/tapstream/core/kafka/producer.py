@@ -49,7 +49,12 @@ class AsyncProducer:
             self._loop.call_soon_threadsafe(_settle_all, reports)
 
     def produce_nowait(
-        self, topic: str, value: bytes, key: bytes | None = None, partition: int | None = None
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None = None,
+        partition: int | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
     ) -> asyncio.Future[Message]:
         """Queue a record; the returned future resolves on Kafka's ack or fails with PublishError."""
         assert self._producer is not None and self._loop is not None, "start() first"
@@ -63,6 +68,8 @@ class AsyncProducer:
         kwargs: dict[str, Any] = {"value": value, "key": key, "on_delivery": delivered}
         if partition is not None:
             kwargs["partition"] = partition
+        if headers:
+            kwargs["headers"] = headers
         while True:
             try:
                 self._producer.produce(topic, **kwargs)
