@@ -2,7 +2,7 @@
 VDSA (which applies) and restore (which copies).
 
 Layout: `<replica_dir>/<group>/<volume>.img`, `<volume>.pos.json` ({"seq", "partition", "offset",
-"ts"}), `<volume>.lock`. The position is written (tmp, fsync, rename) only after the data it covers
+"ts", "open_syncs", "halt"}), `<volume>.lock`. The position is written (tmp, fsync, rename) only after the data it covers
 was fdatasync'ed, so after a crash the VDSA re-applies from an older position: applying an event
 twice gives the same bytes, so nothing is skipped and nothing is doubled.
 """
@@ -14,8 +14,9 @@ import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 @dataclass
@@ -24,6 +25,8 @@ class Position:
     partition: int = -1
     offset: int = -1
     ts: int = 0
+    open_syncs: list[str] = field(default_factory=list)  # syncs begun and not ended at `seq`
+    halt: dict[str, Any] | None = None  # why the replica stopped at `seq` (core.contract)
 
 
 class Replica:
@@ -35,9 +38,11 @@ class Replica:
 
     def position(self) -> Position:
         try:
-            return Position(**json.loads(self.pos_file.read_text()))
+            saved = json.loads(self.pos_file.read_text())
         except FileNotFoundError:
             return Position()
+        known = Position.__dataclass_fields__
+        return Position(**{k: v for k, v in saved.items() if k in known})
 
     def save_position(self, pos: Position) -> None:
         tmp = self.pos_file.with_suffix(".tmp")
@@ -46,11 +51,7 @@ class Replica:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.pos_file)
-        dirfd = os.open(self.pos_file.parent, os.O_RDONLY)
-        try:
-            os.fsync(dirfd)
-        finally:
-            os.close(dirfd)
+        fsync_dir(self.pos_file.parent)
 
     def open(self, size: int = 0) -> int:
         self.image.parent.mkdir(parents=True, exist_ok=True)
@@ -68,3 +69,12 @@ class Replica:
                 yield
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename inside `path` durable (the directory entry, not just the file)."""
+    dirfd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dirfd)
+    finally:
+        os.close(dirfd)

@@ -29,6 +29,10 @@ class AsyncProducer:
         self._reports_lock = threading.Lock()
 
     async def start(self) -> None:
+        self.start_now()
+
+    def start_now(self) -> None:
+        """start() from synchronous code running in the event loop."""
         self._loop = asyncio.get_running_loop()
         self._producer = Producer(self._config)
         self._running = True

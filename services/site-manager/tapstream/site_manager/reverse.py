@@ -5,6 +5,10 @@ Only what changed at the recovery site travels (its tapper starts without an ini
 promoted volume being the checkpoint the original already holds); every region applied is marked in
 the original tapper's dirty bitmap, so when the group fails back its tapper sends exactly those
 regions forward again as a DELTA sync and the recovery replica converges without a full copy.
+
+Each volume's events pass the stream contract (core.contract): a gap, a bad checksum or an
+undecodable record of a volume halts that volume at its last good event (status() says why; the
+other volumes go on), until a sync of the whole volume from the recovery site heals it.
 """
 
 from __future__ import annotations
@@ -19,10 +23,13 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
-from tapstream.core.codec import DecodeError, make_codec
+from tapstream.core.codec import make_codec
+from tapstream.core.contract import Cursor, Halt
+from tapstream.core.dlq import classify
 from tapstream.core.kafka import make_consumer, wait_for_partitions
 from tapstream.core.logging import get_logger
 from tapstream.core.replay import apply_body
+from tapstream.core.replica import fsync_dir
 from tapstream.core.settings import TapstreamSettings
 from tapstream.tapper.dirty_bitmap import DirtyBitmap
 
@@ -34,7 +41,7 @@ class _Vol:
     path: Path
     fd: int
     bitmap: DirtyBitmap
-    seq: int = 0
+    cursor: Cursor
     checkpoints: list[str] = field(default_factory=list)
     changed_bytes: int = 0
 
@@ -75,7 +82,7 @@ class ReverseApplier:
                 path,
                 fd,
                 DirtyBitmap(self.bitmap_dir / f"{name}.dirty", size, self.granule),
-                v.get("seq", 0),
+                Cursor.from_json(name, v),
                 v.get("checkpoints", []),
                 v.get("changed_bytes", 0),
             )
@@ -90,7 +97,12 @@ class ReverseApplier:
             "topic": self.topic,
             "error": repr(self.error) if self.error else None,
             "volumes": {
-                n: {"seq": v.seq, "changed_bytes": v.changed_bytes} for n, v in self.vols.items()
+                n: {
+                    "seq": v.cursor.seq,
+                    "changed_bytes": v.changed_bytes,
+                    "halted": v.cursor.halt,
+                }
+                for n, v in self.vols.items()
             },
         }
 
@@ -136,27 +148,48 @@ class ReverseApplier:
         for tp, msgs in batch.items():
             for msg in msgs:
                 self.offsets[tp.partition] = msg.offset + 1
-                try:
-                    _, rec = self.codec.decode(msg.value)
-                except DecodeError as exc:
+                rec, poison = classify(msg.value, self.codec, "DiskEvent")
+                key = msg.key.decode(errors="replace") if msg.key else None
+                if rec is None:
+                    assert poison is not None
                     log.error(
-                        "undecodable record skipped",
+                        "poison record in the reverse stream",
                         topic=tp.topic,
                         offset=msg.offset,
-                        error=str(exc),
+                        reason=poison.reason,
+                        error=poison.error,
                     )
+                    if poison.reason == "undecodable" and key in self.vols:
+                        hit = self.vols[key]
+                        where = f"{tp.topic}[{tp.partition}]@{msg.offset}: {poison.error}"
+                        self._halt(hit, Halt("undecodable", where, hit.cursor.seq + 1))
+                        touched.add(key)
                     continue
                 v = self.vols.get(rec["volume"])
-                if v is None or rec["seq"] <= v.seq:
+                if v is None:
+                    continue
+                try:
+                    verdict = v.cursor.check(rec)
+                except Halt as halt:
+                    self._halt(v, halt)
+                    touched.add(rec["volume"])
+                    continue
+                if verdict in ("duplicate", "halted"):
                     continue
                 branch, body = rec["body"]
-                apply_body(v.fd, rec["body"])
+                apply_body(v.fd, rec["body"], verify=False)
                 if branch in ("Write", "SyncBlock", "Zero"):
                     v.bitmap.set_dirty(body["offset"], body["length"])
                     v.changed_bytes += body["length"]
                 elif branch == "Checkpoint":
                     v.checkpoints = [*v.checkpoints, body["id"]][-200:]
-                v.seq = rec["seq"]
+                v.cursor.advance(rec)
+                if verdict == "heal":
+                    log.warning("reverse stream healed by a full sync", volume=rec["volume"])
+                    if isinstance(self.error, Halt) and not any(
+                        o.cursor.halt for o in self.vols.values()
+                    ):
+                        self.error = None
                 touched.add(rec["volume"])
         # Data, then the bitmap that lets it travel forward later, then the position that skips it.
         for name in touched:
@@ -170,7 +203,7 @@ class ReverseApplier:
                     "offsets": self.offsets,
                     "volumes": {
                         n: {
-                            "seq": v.seq,
+                            **v.cursor.to_json(),
                             "checkpoints": v.checkpoints,
                             "changed_bytes": v.changed_bytes,
                         }
@@ -180,3 +213,18 @@ class ReverseApplier:
             )
         )
         os.replace(tmp, self.state_file)
+        fsync_dir(self.state_file.parent)
+
+    def _halt(self, v: _Vol, halt: Halt) -> None:
+        if v.cursor.halt is not None:
+            return
+        v.cursor.stop(halt)
+        self.error = halt
+        log.error(
+            "reverse replication halted for a volume: the original stays at its last good event",
+            group=self.group,
+            volume=v.cursor.volume,
+            reason=halt.reason,
+            detail=halt.detail,
+            heal="resync the volume from the recovery site (RESYNC all)",
+        )

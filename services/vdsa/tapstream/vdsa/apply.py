@@ -1,8 +1,15 @@
 """Recovery VDSA: applies mirrored writes older than the journal history to the replica volumes.
 
-Events are applied in order per volume; a batch is fdatasync'ed, then each touched replica's
-position is saved, then the consumer offsets are committed. A young event pauses its partition
-until it has aged past the history window.
+Every record goes through the stream contract (core.contract): per volume, consecutive seq,
+checksums and sync brackets. A gap, a bad checksum, a broken bracket or an undecodable record of a
+volume halts that volume at its last good event (halts.py says so and asks for a resync); poison
+that belongs to no volume goes to tapstream.dlq. Nothing is skipped silently, nothing crash-loops.
+
+Per batch and per volume, the events are applied, fdatasync'ed and the position (with the
+contract's cursor) saved under the replica's lock in one go, so a restore, which copies the replica
+under the same lock, never sees bytes past the saved position; then the offsets are committed. A
+young event pauses its partition until it has aged past the history window. An I/O error (a full
+disk) leaves that volume at its saved position and retries its partitions later; others go on.
 
 A kept checkpoint (CHECKPOINT_TAG with keep, on the mirrored control topic) stops its volume at the
 checkpoint's marker until it is released: the replica then is the checkpoint, restorable however old.
@@ -21,13 +28,17 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
-from tapstream.core.codec import DecodeError, make_codec
+from tapstream.core.codec import make_codec
+from tapstream.core.contract import Cursor, Halt
+from tapstream.core.dlq import DeadLetters, Poison, classify
 from tapstream.core.kafka import AsyncProducer, make_consumer, producer_config
 from tapstream.core.keep import TagRequest, decide
 from tapstream.core.logging import get_logger
+from tapstream.core.names import valid_name
 from tapstream.core.replay import apply_body
 from tapstream.core.replica import Position, Replica
 from tapstream.vdsa import metrics
+from tapstream.vdsa.halts import HaltReporter
 from tapstream.vdsa.holds import HoldFollower
 from tapstream.vdsa.settings import VdsaSettings
 
@@ -38,13 +49,14 @@ log = get_logger("tapstream.vdsa.apply")
 class VolumeState:
     replica: Replica
     pos: Position
+    cursor: Cursor
     fd: int = -1
-    dirty: bool = False
     newest_seq: int = 0
     newest_ts: int = 0
     group: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
     held_at: str | None = None  # id of the kept checkpoint this volume stopped at
+    pending: list[dict[str, Any]] = field(default_factory=list)  # records to apply this batch
 
 
 MARKERS_REMEMBERED = 10_000
@@ -61,6 +73,8 @@ class Applier:
         self.holds = HoldFollower(
             settings, settings.vdsa_groups, self._on_keep_change, settings.replica_dir
         )
+        self.dlq = DeadLetters(settings, "vdsa")
+        self.halts: HaltReporter | None = None
         self._consumer: Any = None
         self._held_tps: dict[TopicPartition, set[tuple[str, str]]] = {}
         # (group, checkpoint) -> volume -> (marker seq, partition, offset), of markers the applier read.
@@ -69,6 +83,9 @@ class Applier:
     async def start(self) -> None:
         self._producer = AsyncProducer(producer_config(self.s, linger_ms=5))
         await self._producer.start()
+        await self.dlq.start()
+        self.halts = HaltReporter(self.s, self.codec, self._producer)
+        self._load_halted()
         self.holds.start()
         self._task = asyncio.create_task(self._run())
 
@@ -86,6 +103,9 @@ class Applier:
             if st.fd >= 0:
                 os.close(st.fd)
         await self.holds.stop()
+        await self.dlq.stop()
+        if self.halts:
+            await self.halts.stop()
         if self._producer:
             await self._producer.stop()
 
@@ -94,10 +114,24 @@ class Applier:
         st = self.volumes.get(key)
         if st is None:
             replica = Replica(self.s.replica_dir, group, volume)
-            st = VolumeState(replica, replica.position(), group=group)
+            pos = replica.position()
+            cursor = Cursor(volume, pos.seq, list(pos.open_syncs), pos.halt)
+            st = VolumeState(replica, pos, cursor, group=group)
             st.fd = replica.open()
             self.volumes[key] = st
         return st
+
+    def _load_halted(self) -> None:
+        """Volumes halted before a restart are known (gauge, status, resync) before any record."""
+        for group in self.s.vdsa_groups:
+            base = self.s.replica_dir / group
+            for pos_file in sorted(base.glob("*.pos.json")) if base.is_dir() else []:
+                volume = pos_file.name.removesuffix(".pos.json")
+                if (
+                    valid_name(volume)
+                    and Replica(self.s.replica_dir, group, volume).position().halt
+                ):
+                    self._state(group, volume)
 
     async def _run(self) -> None:
         # Every hold asked for so far must be known before anything is applied, or a restart could
@@ -120,64 +154,26 @@ class Applier:
         )
         await consumer.start()
         self._consumer = consumer
-        history_us = int(self.s.vdsa_journal_history_s * 1e6)
         last_progress = 0.0
         try:
             while True:
                 batch = await consumer.getmany(timeout_ms=500, max_records=500)
                 applied: dict[TopicPartition, int] = {}
+                first: dict[TopicPartition, int] = {}
                 touched: set[tuple[str, str]] = set()
                 now = time.time_ns() // 1000
                 for tp, msgs in batch.items():
+                    if msgs:
+                        first[tp] = msgs[0].offset
                     for msg in msgs:
-                        try:
-                            _, rec = self.codec.decode(msg.value)
-                        except DecodeError as exc:
-                            log.error(
-                                "undecodable record skipped",
-                                topic=tp.topic,
-                                offset=msg.offset,
-                                error=str(exc),
-                            )
-                            applied[tp] = msg.offset + 1
-                            continue
-                        st = self._state(rec["group"], rec["volume"])
-                        st.newest_seq = max(st.newest_seq, rec["seq"])
-                        st.newest_ts = max(st.newest_ts, rec["ts"])
-                        if st.held_at is not None or tp in self._held_tps:
-                            # Fetched before the partition was paused for a hold: read again on release.
-                            consumer.seek(tp, msg.offset)
-                            consumer.pause(tp)
+                        done = self._one(consumer, tp, topics[tp.topic], msg, now, touched)
+                        if done is None:
                             break
-                        if rec["ts"] > now - history_us:
-                            # Too young: stays in the journal only. Re-read it once it has aged.
-                            consumer.seek(tp, msg.offset)
-                            consumer.pause(tp)
-                            delay = (rec["ts"] + history_us - now) / 1e6
-                            asyncio.get_running_loop().call_later(
-                                max(0.05, delay), self._resume, tp
-                            )
-                            break
-                        branch, body = rec["body"]
-                        if branch == "Checkpoint":
-                            self._remember_marker(rec, tp.partition, msg.offset)
-                        action = decide(
-                            branch, body, rec["seq"], st.pos.seq, self.holds.keeps, rec["group"]
-                        )
-                        if action in ("apply", "apply-and-hold"):
-                            self._apply(st, rec)
-                            st.pos = Position(rec["seq"], tp.partition, msg.offset, rec["ts"])
-                            touched.add((rec["group"], rec["volume"]))
-                        if action in ("hold", "apply-and-hold"):
-                            self._hold(tp, st, rec["group"], rec["volume"], body["id"])
-                            # Commit up to the marker, not past it: after a restart it is read, and held, again.
-                            applied[tp] = msg.offset
-                            consumer.seek(tp, msg.offset)
-                            consumer.pause(tp)
-                            break
-                        applied[tp] = msg.offset + 1
+                        applied[tp] = done
                 if touched:
-                    await asyncio.to_thread(self._persist, touched)
+                    failed = await asyncio.to_thread(self._persist, touched)
+                    for tp in self._retry_later(consumer, failed, first):
+                        applied.pop(tp, None)
                 if applied:
                     await consumer.commit({tp: off for tp, off in applied.items()})
                 if time.monotonic() - last_progress > self.s.vdsa_progress_interval_s:
@@ -186,6 +182,100 @@ class Applier:
         finally:
             with contextlib.suppress(Exception):
                 await consumer.stop()
+
+    def _one(
+        self,
+        consumer: Any,
+        tp: TopicPartition,
+        group: str,
+        msg: Any,
+        now: int,
+        touched: set[tuple[str, str]],
+    ) -> int | None:
+        """Decide on one record; returns the offset to commit after it, or None to stop reading
+        this partition in this batch (paused: young, or held)."""
+        rec, poison = classify(msg.value, self.codec, "DiskEvent")
+        if rec is not None and (rec["group"] != group or not valid_name(rec["volume"])):
+            where = f"volume {rec['volume']!r} of group {rec['group']!r} in {tp.topic}"
+            rec, poison = None, Poison("invalid", where)
+        if rec is None:
+            assert poison is not None
+            self.dlq.send(tp.topic, tp.partition, msg.offset, msg.key, msg.value, poison)
+            volume = _key(msg.key)
+            if poison.reason == "undecodable" and volume is not None:
+                # Its volume's next event may be in it: stop that volume rather than guess.
+                st = self._state(group, volume)
+                where = f"{tp.topic}[{tp.partition}]@{msg.offset}"
+                self._halt(st, Halt("undecodable", f"{where}: {poison.error}", st.cursor.seq + 1))
+                touched.add((group, volume))
+            return int(msg.offset) + 1
+        st = self._state(group, rec["volume"])
+        st.newest_seq = max(st.newest_seq, rec["seq"])
+        st.newest_ts = max(st.newest_ts, rec["ts"])
+        if st.held_at is not None or tp in self._held_tps:
+            # Fetched before the partition was paused for a hold: read again on release.
+            consumer.seek(tp, msg.offset)
+            consumer.pause(tp)
+            return None
+        history_us = int(self.s.vdsa_journal_history_s * 1e6)
+        if rec["ts"] > now - history_us:
+            # Too young: stays in the journal only. Re-read it once it has aged.
+            consumer.seek(tp, msg.offset)
+            consumer.pause(tp)
+            delay = (rec["ts"] + history_us - now) / 1e6
+            asyncio.get_running_loop().call_later(max(0.05, delay), self._resume, tp)
+            return None
+        try:
+            verdict = st.cursor.check(rec)
+        except Halt as halt:
+            self._halt(st, halt)
+            touched.add((group, rec["volume"]))
+            return int(msg.offset) + 1
+        if verdict == "halted":
+            return int(msg.offset) + 1
+        branch, body = rec["body"]
+        if branch == "Checkpoint":
+            self._remember_marker(rec, tp.partition, msg.offset)
+        action = decide(branch, body, rec["seq"], st.cursor.seq, self.holds.keeps, group)
+        if action in ("apply", "apply-and-hold"):
+            reason = (st.cursor.halt or {}).get("reason")
+            st.cursor.advance(rec)
+            if verdict == "heal" and reason is not None and self.halts:
+                self.halts.healed(group, rec["volume"], reason)
+            st.pending.append(rec)
+            st.pos = Position(rec["seq"], tp.partition, msg.offset, rec["ts"])
+            touched.add((group, rec["volume"]))
+        if action in ("hold", "apply-and-hold"):
+            self._hold(tp, st, group, rec["volume"], body["id"])
+            # Commit up to the marker, not past it: after a restart it is read, and held, again.
+            consumer.seek(tp, msg.offset)
+            consumer.pause(tp)
+            return int(msg.offset)
+        return int(msg.offset) + 1
+
+    def _halt(self, st: VolumeState, halt: Halt) -> None:
+        if st.cursor.halt is not None:
+            return  # already halted: the first cause is the one to report
+        st.cursor.stop(halt)
+        assert self.halts is not None
+        self.halts.halted(st.group, st.cursor.volume, st.cursor.halt or {}, st.pos.offset)
+
+    def _retry_later(
+        self, consumer: Any, failed: set[tuple[str, str]], first: dict[TopicPartition, int]
+    ) -> list[TopicPartition]:
+        """Volumes whose batch could not be written go back to their saved state; their partitions
+        are read again from this batch's start (others' events there are then redeliveries)."""
+        tps: list[TopicPartition] = []
+        for key in failed:
+            st = self.volumes.pop(key)
+            os.close(st.fd)
+            for tp, offset in first.items():
+                if self.s.mirrored(self.s.topic(f"writes.{key[0]}")) == tp.topic:
+                    consumer.seek(tp, offset)
+                    consumer.pause(tp)
+                    asyncio.get_running_loop().call_later(self.s.vdsa_retry_io_s, self._resume, tp)
+                    tps.append(tp)
+        return tps
 
     def _resume(self, tp: TopicPartition) -> None:
         """Resume after a young event aged, unless a hold stopped the partition meanwhile."""
@@ -272,28 +362,56 @@ class Applier:
                     del self._held_tps[tp]
                     self._resume(tp)
 
+    def _persist(self, touched: set[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Apply each touched volume's pending records, fdatasync, save the position: all under the
+        replica's lock. Returns the volumes that failed with an I/O error (e.g. ENOSPC)."""
+        failed: set[tuple[str, str]] = set()
+        for key in touched:
+            st = self.volumes[key]
+            records, st.pending = st.pending, []
+            try:
+                with st.replica.lock():
+                    for rec in records:
+                        self._apply(st, rec)
+                    os.fdatasync(st.fd)
+                    st.replica.save_position(
+                        Position(
+                            st.cursor.seq,
+                            st.pos.partition,
+                            st.pos.offset,
+                            st.pos.ts,
+                            list(st.cursor.open_syncs),
+                            st.cursor.halt,
+                        )
+                    )
+            except OSError as exc:
+                log.error(
+                    "replica write failed; the volume stays at its saved position and is retried",
+                    group=key[0],
+                    volume=key[1],
+                    error=repr(exc),
+                    retry_in_s=self.s.vdsa_retry_io_s,
+                    hint="free space under TAPSTREAM_REPLICA_DIR" if exc.errno == 28 else None,
+                )
+                metrics.IO_ERRORS.labels(key[0], key[1]).inc()
+                failed.add(key)
+        return failed
+
     def _apply(self, st: VolumeState, rec: dict[str, Any]) -> None:
         branch, body = rec["body"]
-        with st.replica.lock():
-            apply_body(st.fd, rec["body"])
+        apply_body(st.fd, rec["body"], verify=False)  # the cursor verified it
         if branch == "Checkpoint" and body.get("volume_size"):
             if os.fstat(st.fd).st_size < body["volume_size"]:
                 os.ftruncate(st.fd, body["volume_size"])
-        st.dirty = True
         metrics.APPLIED.labels(rec["group"], rec["volume"]).inc()
-
-    def _persist(self, touched: set[tuple[str, str]]) -> None:
-        for key in touched:
-            st = self.volumes[key]
-            with st.replica.lock():
-                os.fdatasync(st.fd)
-                st.replica.save_position(st.pos)
-            st.dirty = False
 
     async def _publish_progress(self) -> None:
         assert self._producer is not None
         now = time.time_ns() // 1000
         for (group, volume), st in self.volumes.items():
+            halt = st.cursor.halt
+            if halt is not None and self.halts is not None:
+                self.halts.still_halted(group, volume, halt)
             rpo = max(0.0, (now - st.newest_ts) / 1e6) if st.newest_ts else 0.0
             value = self.codec.encode(
                 "Progress",
@@ -309,7 +427,17 @@ class Applier:
                     "rpo_seconds": rpo,
                     "lag_records": max(0, st.newest_seq - st.pos.seq),
                     "ts": now,
+                    "halted": f"{halt['reason']}: {halt['detail']}" if halt else None,
                 },
             )
             metrics.APPLIED_SEQ.labels(group, volume).set(st.pos.seq)
             self._producer.produce_nowait(self.s.topic("progress"), value, key=volume.encode())
+
+
+def _key(key: bytes | None) -> str | None:
+    """The volume a record's key names, if it is a valid volume name."""
+    try:
+        name = key.decode() if key is not None else None
+    except UnicodeDecodeError:
+        return None
+    return name if valid_name(name) else None

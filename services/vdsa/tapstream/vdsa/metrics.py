@@ -16,3 +16,12 @@ HELD = Gauge(
     "1 while the replica is held at a kept checkpoint",
     ["group", "volume"],
 )
+HALTED = Gauge(
+    f"{NAMESPACE}_volume_halted",
+    "1 while the volume's replica is halted at its last good event (gap, checksum, bracket, "
+    "undecodable) waiting for a resync",
+    ["group", "volume", "reason"],
+)
+IO_ERRORS = Counter(
+    f"{NAMESPACE}_vdsa_io_errors", "Replica writes that failed (retried later)", ["group", "volume"]
+)

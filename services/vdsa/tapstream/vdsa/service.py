@@ -34,7 +34,10 @@ class Vdsa:
             if self.s.vdsa_checkpoint_interval_s > 0:
                 self._tasks = [asyncio.create_task(self._every(g)) for g in self.s.vdsa_groups]
         else:
-            await ensure_topics(client_config(self.s), [TopicSpec(self.s.topic("progress"))])
+            await ensure_topics(
+                client_config(self.s),
+                [TopicSpec(self.s.topic("progress")), TopicSpec(self.s.topic("alerts"))],
+            )
             self.applier = Applier(self.s)
             await self.applier.start()
 

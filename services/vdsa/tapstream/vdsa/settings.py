@@ -28,3 +28,16 @@ class VdsaSettings(TapstreamSettings):
     vdsa_progress_interval_s: float = Field(
         2.0, gt=0, description="How often Progress records are published."
     )
+    vdsa_auto_resync: bool = Field(
+        True,
+        description="Recovery site: when a volume halts, ask its tapper for a sync of the whole "
+        "volume (RESYNC on the protected site's tapstream.control).",
+    )
+    vdsa_resync_retry_s: float = Field(
+        300.0, gt=0, description="Ask again this often while a volume stays halted."
+    )
+    vdsa_retry_io_s: float = Field(
+        5.0,
+        gt=0,
+        description="After an I/O error on a replica (e.g. a full disk), retry this late.",
+    )
