@@ -140,7 +140,7 @@ class Operations:
         if kind in ("move", "failback"):
             fenced = g.source_site if kind == "move" else g.target_site
             with contextlib.suppress(Exception):
-                await self.control(g.id, "RESUME", {"writes": "allow"}, site=fenced)
+                await self.control(g.id, "RESUME", {"writes": "allow", "owner": op}, site=fenced)
 
     def changed(self, aggregate_type: str, aggregate_id: str) -> None:
         if aggregate_type == "group":
@@ -639,11 +639,31 @@ class Operations:
         return {}
 
     # failover / move -----------------------------------------------------------------------------
+    async def _fence_source(self, op: str, group: str) -> None:
+        """Unplanned failover: fence the protected site's tappers (persisted there, so a tapper that
+        comes back later still refuses writes: no split brain) if its Kafka answers now."""
+        g = self.group(group)
+        try:
+            await asyncio.wait_for(
+                self.control(group, "PAUSE", {"writes": "refuse", "owner": op}, site=g.source_site),
+                15,
+            )
+            await self.progress(op, "writes fenced at the protected site")
+        except Exception as exc:
+            log.warning(
+                "could not fence the protected site: its tappers may take writes when they come "
+                "back; stop them before they do",
+                group=group,
+                error=repr(exc),
+            )
+            await self.progress(op, "protected site unreachable: not fenced", message=repr(exc))
+
     async def _failover(
         self, op: str, group: str, ref: str, kind: str = "failover"
     ) -> dict[str, str]:
         if kind == "failover":
             await self.sm.execute("group", group, c.BeginFailover(op, "failover"))
+            await self._fence_source(op, group)
         cp = await self._resolve(group, ref)
         await self.progress(op, "checkpoint chosen", message=cp)
         # The replica must not move while it is promoted: stop applying first.
@@ -652,6 +672,8 @@ class Operations:
         await self._restore_all(op, group, cp, None)
         g = self.group(group)
         await self.progress(op, "starting the recovery tapper")
+        # A failback fenced this site's tapper; the promoted volume takes writes again.
+        await self.control(group, "RESUME", {"writes": "allow"}, site=self.site)
         # The tapper's checks read the group's state: serve as the failed-over group will be.
         await self.ensure_tapper_as(g, a.FAILED_OVER)
         exports = self.exports(g)
@@ -670,7 +692,7 @@ class Operations:
     async def _move(self, op: str, group: str, _: str) -> dict[str, str]:
         await self.sm.execute("group", group, c.BeginFailover(op, "move"))
         g = self.group(group)
-        await self.control(group, "PAUSE", {"writes": "refuse"}, site=g.source_site)
+        await self.control(group, "PAUSE", {"writes": "refuse", "owner": op}, site=g.source_site)
         await self.progress(op, "writes stopped at the protected site")
         cp = await self._final_checkpoint(group, f"move-{op[:8]}", g.source_site)
         await self.progress(op, "final checkpoint", message=cp)
@@ -778,7 +800,7 @@ class Operations:
     async def _failback(self, op: str, group: str, _: str) -> dict[str, str]:
         await self.sm.execute("group", group, c.BeginFailover(op, "failback"))
         g = self.group(group)
-        await self.control(group, "PAUSE", {"writes": "refuse"}, site=g.target_site)
+        await self.control(group, "PAUSE", {"writes": "refuse", "owner": op}, site=g.target_site)
         await self.progress(op, "writes stopped at the recovery site")
         cp = await self._final_checkpoint(group, f"failback-{op[:8]}", g.target_site)
         await self.progress(op, "final checkpoint at the recovery site", message=cp)
@@ -800,6 +822,8 @@ class Operations:
         )
         await applier.stop()
         self.reverse.pop(group, None)
+        # The move (or failover) fenced the original tapper; it is the writer again.
+        await self.control(group, "RESUME", {"writes": "allow"}, site=g.source_site)
         await self.ensure_tapper_as(g, a.PROTECTING)
         exports = self.exports(g)
         await self.sm.execute("group", group, c.CompleteFailover(op, cp, exports))

@@ -13,11 +13,14 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
-from tapstream.core.codec import Codec, DecodeError
-from tapstream.core.kafka import AsyncProducer, make_consumer
+from aiokafka import AIOKafkaConsumer
+
+from tapstream.core.codec import Codec
+from tapstream.core.kafka import AsyncProducer
 from tapstream.core.logging import get_logger
 from tapstream.core.settings import TapstreamSettings
 from tapstream.tapper import metrics
+from tapstream.tapper.fencing import Fences, decode_command
 from tapstream.tapper.publish import now_us
 
 log = get_logger("tapstream.tapper.checkpoint")
@@ -53,6 +56,14 @@ class GroupGate:
             send()
 
 
+def resync_ranges(spec: str, size: int) -> list[tuple[int, int]]:
+    """A RESYNC's "start-end,start-end" (bytes, end exclusive) or "all", clipped to the volume."""
+    if spec.strip() == "all":
+        return [(0, size)] if size else []
+    ranges = [(int(a), int(b)) for a, b in (r.split("-") for r in spec.split(","))]
+    return [(a, min(b, size)) for a, b in ranges if 0 <= a < min(b, size)]
+
+
 class MarkedVolume(Protocol):
     """What a checkpoint needs of an export."""
 
@@ -84,6 +95,7 @@ class Checkpoints:
         hold_timeout_s: float,
         publish_timeout_s: float,
         announce_interval_s: float,
+        fences: Fences,
     ) -> None:
         self.s = settings
         self.codec = codec
@@ -94,12 +106,14 @@ class Checkpoints:
         self.hold_timeout_s = hold_timeout_s
         self.publish_timeout_s = publish_timeout_s
         self.announce_interval_s = announce_interval_s
+        self.fences = fences
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
-    async def start(self) -> None:
+    async def start(self, consumer: AIOKafkaConsumer) -> None:
+        """`consumer`: on tapstream.control, past what `Fences.catch_up` replayed."""
         self._tasks = [
-            asyncio.create_task(self._control_loop()),
+            asyncio.create_task(self._control_loop(consumer)),
             asyncio.create_task(self._announce_loop()),
         ]
 
@@ -108,6 +122,8 @@ class Checkpoints:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        with contextlib.suppress(OSError):
+            await asyncio.to_thread(self.fences.save_all)  # the next start replays less
         for group in list(self.gates):
             self._release(group, None)
 
@@ -158,23 +174,16 @@ class Checkpoints:
             metrics.CHECKPOINTS.labels(group, "failed").inc()
             raise
 
-    async def _control_loop(self) -> None:
-        """PREPARE -> hold + PREPARED; COMMIT -> markers + release; ABORT -> release."""
-        consumer = make_consumer(
-            self.s,
-            self.s.topic("control"),
-            group_id=None,
-            auto_offset_reset="latest",
-            isolation_level="read_uncommitted",
-        )
-        await consumer.start()
+    async def _control_loop(self, consumer: AIOKafkaConsumer) -> None:
+        """PAUSE/RESUME -> fence; PREPARE -> hold + PREPARED; COMMIT -> markers + release; ABORT -> release."""
         try:
             async for msg in consumer:
-                try:
-                    _, cmd = self.codec.decode(msg.value)
-                except DecodeError:
+                cmd = decode_command(self.codec, msg.value)
+                if cmd is None:
                     continue
                 try:
+                    # The fence first and in order: a move's final checkpoint cut follows it.
+                    await self.fences.on_command(cmd, msg.partition, msg.offset)
                     await self._on_command(cmd)
                 except Exception as exc:  # one bad command must not end checkpoint participation
                     log.error("control command failed", kind=cmd.get("kind"), error=repr(exc))
@@ -187,12 +196,13 @@ class Checkpoints:
         if kind == "RESYNC" and gate is not None:
             # The site manager asks for regions to be sent again (reverse protection after an
             # unplanned failover: what the other side wrote after the checkpoint is undone from here).
-            # args: {volume: "start-end,start-end"}; marked first, so a crash resumes it as a DELTA.
+            # args: {volume: "start-end,start-end" or "all"}; "all" when the recovery side halted
+            # the volume on a gap. Marked first, so a crash resumes it as a DELTA.
             for v in self._group_volumes(group or ""):
                 spec = (cmd.get("args") or {}).get(v.name)
                 if not spec:
                     continue
-                ranges = [(int(a), int(b)) for a, b in (r.split("-") for r in spec.split(","))]
+                ranges = resync_ranges(spec, v.volume.size)  # type: ignore[attr-defined]
                 for a, b in ranges:
                     v.bitmap.set_dirty(a, b - a)  # type: ignore[attr-defined]
                 v.bitmap.sync()  # type: ignore[attr-defined]
@@ -203,16 +213,6 @@ class Checkpoints:
                     bytes=sum(b - a for a, b in ranges),
                 )
                 self._tasks.append(asyncio.create_task(v.sync_regions("DELTA", ranges)))  # type: ignore[attr-defined]
-            return
-        if kind in ("PAUSE", "RESUME") and gate is not None:
-            # The site manager stops this side's writes before a move's or failback's final
-            # checkpoint: commands are read in order, so the checkpoint's cut follows the fence.
-            refuse = kind == "PAUSE" and (cmd.get("args") or {}).get("writes") == "refuse"
-            for v in self._group_volumes(group or ""):
-                v.fenced = (
-                    f"writes to group {group} are stopped by the site manager" if refuse else None
-                )
-            log.warning("writes refused" if refuse else "writes allowed", group=group, command=kind)
             return
         if gate is None or cp is None or group is None:
             return

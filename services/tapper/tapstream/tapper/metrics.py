@@ -55,3 +55,8 @@ BITMAP_SYNC = Histogram(
     "msync of the dirty bitmap before acks (async mode)",
     buckets=(0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5),
 )
+FENCED = Gauge(
+    f"{NAMESPACE}_tapper_fenced",
+    "1 while the group's writes are refused (fenced by a site manager operation)",
+    ["group"],
+)

@@ -23,6 +23,7 @@ from tapstream.tapper.checkpoint import Checkpoints, GroupGate
 from tapstream.tapper.dirty_bitmap import DirtyBitmap
 from tapstream.tapper.event_encoder import WriteEncoder
 from tapstream.tapper.export import Export
+from tapstream.tapper.fencing import Fences
 from tapstream.tapper.publish import SeqFile, VolumeStream, last_seq
 from tapstream.tapper.server import NbdServer
 from tapstream.tapper.settings import TapperSettings, VolumeSpec
@@ -89,6 +90,10 @@ class Tapper:
         )
         for spec in s.tapper_volumes:
             await self._open_export(spec)
+        # The fence before the first writer: a restarted tapper of a fenced group refuses at once.
+        fences = Fences(s.tapper_state_dir, self.gates, lambda: self.exports.values())
+        fences.load()
+        control = await fences.catch_up(s, self.codec)
         if s.tapper_listen_host:
             await self.server.listen_tcp(s.tapper_listen_host, s.tapper_listen_port)
         if s.tapper_unix_socket:
@@ -104,8 +109,9 @@ class Tapper:
             s.tapper_hold_timeout_s,
             s.tapper_publish_timeout_s,
             s.tapper_announce_interval_s,
+            fences,
         )
-        await self.checkpoints.start()
+        await self.checkpoints.start(control)
         self._housekeeping = asyncio.create_task(self._housekeeping_loop())
         log.info(
             "serving",
