@@ -25,7 +25,8 @@ from tapstream.analyzer import metrics
 from tapstream.analyzer.sdk import AlertRequest, Analyzer, Dispatcher, Event, VolumeMeta
 from tapstream.analyzer.settings import AnalyzerSettings
 from tapstream.core import logging as tlog
-from tapstream.core.codec import DecodeError, make_codec
+from tapstream.core.codec import make_codec
+from tapstream.core.dlq import DeadLetters, Poison, classify
 from tapstream.core.kafka import TopicSpec, client_config, ensure_topics
 
 log = tlog.get_logger("tapstream.analyzer")
@@ -147,6 +148,8 @@ def build_app(analyzer: Analyzer, settings: AnalyzerSettings, partitions: int) -
         t: BytesTable(app.Table(t, default=None, partitions=partitions)) for t in analyzer.tables
     }
     dispatcher = Dispatcher(analyzer)
+    # On the cluster the analyzer reads, whatever TAPSTREAM_SITE says.
+    dead = DeadLetters(settings, f"analyzer.{name}", settings.protected_bootstrap)
 
     async def publish(req: AlertRequest) -> None:
         alert_id = str(uuid.uuid5(ALERT_NS, f"{name}:{group}:{req.dedupe_key or req.onset_ts}"))
@@ -202,44 +205,49 @@ def build_app(analyzer: Analyzer, settings: AnalyzerSettings, partitions: int) -
 
     @app.agent(source, name=f"analyze-{name}")
     async def analyze(stream: Any) -> None:
-        async for event in stream.events():
-            try:
-                kind, rec = codec.decode(event.message.value)
-            except DecodeError as exc:
-                log.error(
-                    "undecodable record skipped",
-                    partition=event.message.partition,
-                    offset=event.message.offset,
-                    error=str(exc),
-                )
-                metrics.EVENTS.labels(name, group, "?", "undecodable").inc()
-                continue
-            if kind != "DiskEvent":
-                continue
-            branch, body = rec["body"]
-            ev = Event(
-                group=rec["group"],
-                volume=rec["volume"],
-                seq=rec["seq"],
-                ts=rec["ts"],
-                host=rec["host"],
-                kind=branch,
-                body=body,
-                partition=event.message.partition,
-                offset=event.message.offset,
-            )
-            meta = VolumeMeta.from_dict(volumes.get(ev.volume))
-            requests: list[AlertRequest] = []
-            result = dispatcher.handle(ev, meta, tables, requests.append)  # type: ignore[arg-type]
-            metrics.EVENTS.labels(name, group, ev.volume, result).inc()
-            if result == "skipped":
-                continue
-            if result == "gap":
-                log.warning("seq gap: events missing from the stream", volume=ev.volume, seq=ev.seq)
-            volumes[ev.volume] = meta.to_dict()
-            metrics.SEQ.labels(name, group, ev.volume).set(ev.seq)
-            for req in requests:
-                await publish(req)
+        # The dead-letter producer lives as long as the agent (the app's only consumer).
+        await dead.start()
+        try:
+            async for event in stream.events():
+                await handle(event)
+        finally:
+            await dead.stop()
+
+    async def handle(event: Any) -> None:
+        msg = event.message
+        rec, poison = classify(msg.value, codec, "DiskEvent")
+        if rec is not None and rec["group"] != group:
+            why = f"group {rec['group']!r} in the write topic of group {group!r}"
+            rec, poison = None, Poison("invalid", why)
+        if rec is None:
+            assert poison is not None
+            dead.send(msg.topic, msg.partition, msg.offset, msg.key, msg.value, poison)
+            metrics.EVENTS.labels(name, group, "?", poison.reason).inc()
+            return
+        branch, body = rec["body"]
+        ev = Event(
+            group=rec["group"],
+            volume=rec["volume"],
+            seq=rec["seq"],
+            ts=rec["ts"],
+            host=rec["host"],
+            kind=branch,
+            body=body,
+            partition=event.message.partition,
+            offset=event.message.offset,
+        )
+        meta = VolumeMeta.from_dict(volumes.get(ev.volume))
+        requests: list[AlertRequest] = []
+        result = dispatcher.handle(ev, meta, tables, requests.append)  # type: ignore[arg-type]
+        metrics.EVENTS.labels(name, group, ev.volume, result).inc()
+        if result == "skipped":
+            return
+        if result == "gap":
+            log.warning("seq gap: events missing from the stream", volume=ev.volume, seq=ev.seq)
+        volumes[ev.volume] = meta.to_dict()
+        metrics.SEQ.labels(name, group, ev.volume).set(ev.seq)
+        for req in requests:
+            await publish(req)
 
     return app
 

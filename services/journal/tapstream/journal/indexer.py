@@ -5,13 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from asyncio import Future
+from typing import Any
 
-from tapstream.core.codec import DecodeError, make_codec
+from aiokafka import ConsumerRecord
+
+from tapstream.core.codec import make_codec
+from tapstream.core.dlq import DeadLetters, Poison, classify
 from tapstream.core.kafka import make_consumer, wait_for_partitions
 from tapstream.core.keep import TagRequest, parse_tag_command
 from tapstream.core.logging import get_logger
 from tapstream.journal import metrics
-from tapstream.journal.rows import to_rows
+from tapstream.journal.rows import to_rows, unusable
 from tapstream.journal.settings import JournalSettings
 from tapstream.journal.store import JournalStore
 
@@ -23,6 +28,7 @@ class Journal:
         self.s = settings
         self.codec = make_codec(settings)
         self.store = JournalStore(settings.database_url)
+        self.dead = DeadLetters(settings, "journal")
         self._tasks: list[asyncio.Task[None]] = []
 
     def topic(self, group: str) -> str:
@@ -32,6 +38,7 @@ class Journal:
         if not self.s.journal_groups:
             raise ValueError('no protection groups: set TAPSTREAM_JOURNAL_GROUPS, e.g. ["g1"]')
         await self.store.start()
+        await self.dead.start()
         if self.s.journal_rebuild:
             for g in self.s.journal_groups:
                 await self.store.reset(self.topic(g), g)
@@ -51,6 +58,7 @@ class Journal:
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
+        await self.dead.stop()
         await self.store.stop()
 
     async def _index(self, group: str) -> None:
@@ -73,24 +81,24 @@ class Journal:
                 if not batch:
                     continue
                 t0 = time.perf_counter()
-                events, cps, offsets = [], [], {}
+                events, cps, offsets, dead = [], [], {}, []
                 for tp, msgs in batch.items():
                     for msg in msgs:
                         offsets[(tp.topic, tp.partition)] = msg.offset + 1
-                        try:
-                            _, rec = self.codec.decode(msg.value)
-                        except DecodeError as exc:
-                            log.error(
-                                "undecodable record not indexed",
-                                topic=topic,
-                                offset=msg.offset,
-                                error=str(exc),
-                            )
+                        rec, poison = classify(msg.value, self.codec, "DiskEvent")
+                        if rec is not None and (why := unusable(rec, group)):
+                            rec, poison = None, Poison("invalid", why)
+                        if rec is None:
+                            # No row: the offset still advances; restore sees the missing seq.
+                            assert poison is not None
+                            dead.append(self._dead_letter(msg, poison))
                             continue
                         ev, cp = to_rows(rec, tp.topic, tp.partition, msg.offset)
                         events.append(ev)
                         if cp:
                             cps.append(cp)
+                # The copies are on the dead-letter topic before the offset moves past them.
+                await asyncio.gather(*(f for f in dead if f is not None), return_exceptions=True)
                 await self.store.write(events, cps, offsets)
                 metrics.INDEXED.labels(group).inc(len(events))
                 metrics.INDEX_SECONDS.observe(time.perf_counter() - t0)
@@ -115,9 +123,10 @@ class Journal:
                 requests: list[TagRequest] = []
                 for msgs in batch.values():
                     for msg in msgs:
-                        try:
-                            _, cmd = self.codec.decode(msg.value)
-                        except DecodeError:
+                        cmd, poison = classify(msg.value, self.codec, "Command")
+                        if cmd is None:
+                            assert poison is not None
+                            self._dead_letter(msg, poison)
                             continue
                         req = parse_tag_command(cmd)
                         if req and req.group in self.s.journal_groups:
@@ -146,9 +155,10 @@ class Journal:
         last_trim = 0.0
         try:
             async for msg in consumer:
-                try:
-                    _, p = self.codec.decode(msg.value)
-                except DecodeError:
+                p, poison = classify(msg.value, self.codec, "Progress")
+                if p is None:
+                    assert poison is not None
+                    self._dead_letter(msg, poison)
                     continue
                 if p["source"] == "vdsa" and p["group"] in self.s.journal_groups:
                     await self.store.set_applied(p["group"], p["volume"], p["applied_seq"])
@@ -158,3 +168,6 @@ class Journal:
                     last_trim = time.monotonic()
         finally:
             await consumer.stop()
+
+    def _dead_letter(self, msg: ConsumerRecord[bytes, bytes], poison: Poison) -> Future[Any] | None:
+        return self.dead.send(msg.topic, msg.partition, msg.offset, msg.key, msg.value, poison)

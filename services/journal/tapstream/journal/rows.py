@@ -62,3 +62,21 @@ def to_rows(
             list(body.get("volumes", [])),
         )
     return event, cp
+
+
+def unusable(record: dict[str, Any], group: str) -> str | None:
+    """Why a decoded DiskEvent of `group`'s write topic cannot be indexed, or None when it can.
+
+    Avro guarantees the types; these are the values the index (and restore after it) relies on."""
+    if record["group"] != group:
+        return f"group {record['group']!r} in the write topic of group {group!r}"
+    if not record["volume"]:
+        return "no volume"
+    if record["seq"] < 1:
+        return f"seq {record['seq']} (seqs start at 1)"
+    kind, body = record["body"]
+    if kind in ("Write", "Zero", "SyncBlock") and (body["offset"] < 0 or body["length"] < 0):
+        return f"{kind} at offset {body['offset']} of length {body['length']}"
+    if kind == "Checkpoint" and not body["id"]:
+        return "a Checkpoint without an id"
+    return None

@@ -11,10 +11,12 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
-from aiokafka import TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
 
-from tapstream.core.codec import DecodeError, make_codec
+from tapstream.core.codec import make_codec
+from tapstream.core.dlq import DeadLetters, Poison, classify
 from tapstream.core.kafka import (
     AsyncProducer,
     TopicSpec,
@@ -24,12 +26,9 @@ from tapstream.core.kafka import (
     partitions_now,
     producer_config,
 )
-from tapstream.core.logging import get_logger
 from tapstream.core.settings import Site, TapstreamSettings
 from tapstream.site_manager.domain import Recorded
 from tapstream.site_manager.domain.events import UnknownEvent
-
-log = get_logger("tapstream.site_manager.events")
 
 
 @dataclass
@@ -37,7 +36,7 @@ class Read:
     topic: str
     partition: int
     offset: int
-    record: Recorded | None  # None: not one of ours (undecodable); skipped, offset still advances
+    record: Recorded | None  # None: poison (on tapstream.dlq); skipped, offset still advances
 
 
 Handler = Callable[[list[Read]], Awaitable[None]]
@@ -51,6 +50,7 @@ class EventLog:
         other: Site = "recovery" if settings.site == "protected" else "protected"
         self.remote = settings.mirrored(self.local, source=other)
         self._producer: AsyncProducer | None = None
+        self.dead = DeadLetters(settings, "site-manager")
         self._task: asyncio.Task[None] | None = None
         self.caught_up = asyncio.Event()
 
@@ -58,6 +58,7 @@ class EventLog:
         await ensure_topics(client_config(self.s), [TopicSpec(self.local, partitions=1)])
         self._producer = AsyncProducer(producer_config(self.s, linger_ms=0))
         await self._producer.start()
+        await self.dead.start()
 
     async def append(self, records: list[Recorded]) -> None:
         assert self._producer is not None
@@ -101,6 +102,7 @@ class EventLog:
                 await self._task
         if self._producer is not None:
             await self._producer.stop()
+        await self.dead.stop()
 
     async def _follow(self, offsets: dict[tuple[str, int], int], handler: Handler) -> None:
         consumer = make_consumer(
@@ -131,11 +133,14 @@ class EventLog:
                             targets.setdefault(tp, ends[tp])
                 batch = await consumer.getmany(timeout_ms=300, max_records=500)
                 reads: list[Read] = []
+                dead: list[asyncio.Future[Any]] = []
                 for tp, msgs in batch.items():
                     for msg in msgs:
                         reads.append(
-                            Read(tp.topic, tp.partition, msg.offset, self._decode(msg.value))
+                            Read(tp.topic, tp.partition, msg.offset, self._decode(msg, dead))
                         )
+                # The copies are on the dead-letter topic before the projection stores offsets.
+                await asyncio.gather(*dead, return_exceptions=True)
                 if reads:
                     await handler(reads)
                 if not self.caught_up.is_set() and assigned:
@@ -146,9 +151,18 @@ class EventLog:
             with contextlib.suppress(Exception):
                 await consumer.stop()
 
-    def _decode(self, value: bytes) -> Recorded | None:
-        try:
-            return Recorded.from_record(self.codec.decode_as(value, "DomainEvent"))
-        except (DecodeError, UnknownEvent, KeyError, ValueError, TypeError) as exc:
-            log.error("event skipped: not readable by this site manager", error=str(exc))
-            return None
+    def _decode(
+        self, msg: ConsumerRecord[bytes, bytes], dead: list[asyncio.Future[Any]]
+    ) -> Recorded | None:
+        """The event, or None for poison, which goes to the dead-letter topic (future in `dead`)."""
+        record, poison = classify(msg.value, self.codec, "DomainEvent")
+        if record is not None:
+            try:
+                return Recorded.from_record(record)
+            except (UnknownEvent, KeyError, ValueError, TypeError) as exc:
+                poison = Poison("invalid", f"not readable by this site manager: {exc!r}")
+        assert poison is not None
+        fut = self.dead.send(msg.topic, msg.partition, msg.offset, msg.key, msg.value, poison)
+        if fut is not None:
+            dead.append(fut)
+        return None
