@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from tapstream.cli import analyze, groups, recovery, replicator, tail, tapper
+from tapstream.cli import analyze, groups, recovery, replicator, tail, tapper, volume
 
 app = typer.Typer(no_args_is_help=True, help="tapstream: continuous data protection on Kafka.")
 app.add_typer(tapper.app, name="tapper")
@@ -21,6 +21,7 @@ app.command("move")(groups.move)
 app.command("reverse")(groups.reverse)
 app.command("failback")(groups.failback)
 app.add_typer(groups.operation_app, name="operation")
+app.add_typer(volume.app, name="volume")
 
 
 def main() -> None:

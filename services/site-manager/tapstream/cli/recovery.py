@@ -236,10 +236,9 @@ def _latest_progress(
                     if msg is None or ((err := msg.error()) and err.code() == -191):
                         pending = 0
                         continue
-                    if msg.error():
+                    if msg.error() or msg.value() is None:
                         continue
                     try:
-                        # No tombstones (value None) in our topics.
                         _, rec = codec.decode(cast(bytes, msg.value()))
                     except DecodeError:
                         continue
@@ -300,6 +299,14 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
                             _time(stats.get("newest_ts")),
                         ],
                         "applied_seq": {r["volume"]: r["seq"] for r in applied},
+                        "halted": {
+                            vol: {
+                                "reason": rec["halted"],
+                                "heal": f"tapstream volume resync {g} {vol}",
+                            }
+                            for (src, grp, vol), rec in progress.items()
+                            if src == "vdsa" and grp == g and rec.get("halted")
+                        },
                         "analyzers": {
                             a["analyzer"]: a["lag"] for a in analyzers if a["group"] == g
                         },
@@ -324,6 +331,7 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         "journal window",
         "applied seq",
         "analyzers (lag)",
+        "halted (heal with)",
     )
     for g in groups:
         lc = g["last_checkpoint"]
@@ -338,5 +346,7 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
             " .. ".join(g["journal_window"]),
             ", ".join(f"{v}={s}" for v, s in g["applied_seq"].items()) or "-",
             ", ".join(f"{a}={lag}" for a, lag in g["analyzers"].items()) or "-",
+            "\n".join(f"[red]{v}: {h['reason']}[/] ({h['heal']})" for v, h in g["halted"].items())
+            or "-",
         )
     console.print(table)

@@ -28,9 +28,19 @@ def heal_command(group: str, volume: str) -> str:
     return f"tapstream volume resync {group} {volume}"
 
 
-def resync_args(volume: str, reason: str) -> dict[str, str]:
-    """RESYNC args: the whole volume ("all"), and why (the tapper logs it)."""
-    return {volume: "all", "reason": reason}
+def resync_command(group: str, volume: str, sender: str, reason: str) -> dict[str, Any]:
+    """A RESYNC Command asking the tappers of `group` to send all of `volume` again."""
+    return {
+        "id": str(uuid.uuid4()),
+        "group": group,
+        "kind": "RESYNC",
+        "sender": sender,
+        "ts": time.time_ns() // 1000,
+        "checkpoint_id": None,
+        "tag": None,
+        "volumes": [volume],
+        "args": {volume: "all", "reason": reason},
+    }
 
 
 class HaltReporter:
@@ -102,18 +112,7 @@ class HaltReporter:
             )
             self._protected.start_now()
         value = self.codec.encode(
-            "Command",
-            {
-                "id": str(uuid.uuid4()),
-                "group": group,
-                "kind": "RESYNC",
-                "sender": f"vdsa@{self.s.site}",
-                "ts": time.time_ns() // 1000,
-                "checkpoint_id": None,
-                "tag": None,
-                "volumes": [volume],
-                "args": resync_args(volume, reason),
-            },
+            "Command", resync_command(group, volume, f"vdsa@{self.s.site}", reason)
         )
         log.warning("resync of the whole volume requested", group=group, volume=volume)
         self._protected.produce_nowait(
