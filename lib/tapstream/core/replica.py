@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tapstream.core.durable import atomic_write
+
 
 @dataclass
 class Position:
@@ -45,13 +47,7 @@ class Replica:
         return Position(**{k: v for k, v in saved.items() if k in known})
 
     def save_position(self, pos: Position) -> None:
-        tmp = self.pos_file.with_suffix(".tmp")
-        with open(tmp, "w") as f:
-            json.dump(asdict(pos), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.pos_file)
-        fsync_dir(self.pos_file.parent)
+        atomic_write(self.pos_file, json.dumps(asdict(pos)))
 
     def open(self, size: int = 0) -> int:
         self.image.parent.mkdir(parents=True, exist_ok=True)
@@ -69,12 +65,3 @@ class Replica:
                 yield
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename inside `path` durable (the directory entry, not just the file)."""
-    dirfd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dirfd)
-    finally:
-        os.close(dirfd)

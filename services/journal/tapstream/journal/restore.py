@@ -19,6 +19,7 @@ from typing import cast
 from confluent_kafka import Consumer, TopicPartition
 
 from tapstream.core.codec import make_codec
+from tapstream.core.durable import fsync_dir
 from tapstream.core.kafka import client_config
 from tapstream.core.replay import StreamError, apply_body
 from tapstream.core.replica import Replica
@@ -212,4 +213,5 @@ def _apply_from_kafka(
         os.close(fd)
         consumer.close()
     os.replace(image, image.with_name(image.name.removesuffix(".partial")))
+    fsync_dir(image.parent)  # the restored image's name survives a crash too
     return applied, nbytes

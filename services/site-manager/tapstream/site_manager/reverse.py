@@ -26,10 +26,10 @@ from aiokafka import TopicPartition
 from tapstream.core.codec import make_codec
 from tapstream.core.contract import Cursor, Halt
 from tapstream.core.dlq import classify
+from tapstream.core.durable import atomic_write
 from tapstream.core.kafka import make_consumer, wait_for_partitions
 from tapstream.core.logging import get_logger
 from tapstream.core.replay import apply_body
-from tapstream.core.replica import fsync_dir
 from tapstream.core.settings import TapstreamSettings
 from tapstream.tapper.dirty_bitmap import DirtyBitmap
 
@@ -195,9 +195,9 @@ class ReverseApplier:
         for name in touched:
             os.fdatasync(self.vols[name].fd)
             self.vols[name].bitmap.sync()
-        tmp = self.state_file.with_suffix(".tmp")
-        tmp.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(
+            self.state_file,
             json.dumps(
                 {
                     "offsets": self.offsets,
@@ -210,10 +210,8 @@ class ReverseApplier:
                         for n, v in self.vols.items()
                     },
                 }
-            )
+            ),
         )
-        os.replace(tmp, self.state_file)
-        fsync_dir(self.state_file.parent)
 
     def _halt(self, v: _Vol, halt: Halt) -> None:
         if v.cursor.halt is not None:

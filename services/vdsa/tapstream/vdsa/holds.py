@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from tapstream.core.codec import DecodeError, make_codec
+from tapstream.core.durable import atomic_write
 from tapstream.core.kafka import AsyncProducer, make_consumer, partitions_now, producer_config
 from tapstream.core.keep import Keeps, TagRequest, parse_tag_command, tag_command
 from tapstream.core.logging import get_logger
@@ -66,9 +66,7 @@ class HoldFollower:
         if path is None:
             return
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.keeps.dump(group)))
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps(self.keeps.dump(group)))
 
     def start(self) -> None:
         self._load()

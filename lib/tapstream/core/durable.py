@@ -1,0 +1,27 @@
+"""Small files that must survive a host crash whole: write a temp file, fsync it, rename it over
+the old one, fsync the directory (without the last step the rename itself may be lost)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename inside `path` durable (the directory entry, not just the file)."""
+    dirfd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dirfd)
+    finally:
+        os.close(dirfd)
+
+
+def atomic_write(path: Path, data: str | bytes) -> None:
+    """Replace `path` by `data`: readers see the old content or the new one, never a mix."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data.encode() if isinstance(data, str) else data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
