@@ -193,6 +193,10 @@ class Checkpoints:
     async def _on_command(self, cmd: dict[str, Any]) -> None:
         group, kind, cp = cmd.get("group"), cmd.get("kind"), cmd.get("checkpoint_id")
         gate = self.gates.get(group or "")
+        if kind == "RESUME":
+            # Also the operator's word that a failed disk is fixed: probe it now (the probe decides).
+            for v in self._group_volumes(group or ""):
+                v.probe_now()  # type: ignore[attr-defined]
         if kind == "RESYNC" and gate is not None:
             # The site manager asks for regions to be sent again (reverse protection after an
             # unplanned failover: what the other side wrote after the checkpoint is undone from here).

@@ -4,7 +4,8 @@ its group's checkpoint gate and its mode (modes.py holds the two write paths).
 Also what keeps the stream whole: initial and delta syncs (SyncStart/SyncBlock/SyncEnd), and the
 recovery after Kafka refused or timed out an event: wait until nothing is in flight, ask Kafka for
 the volume's last seq (the truth: an ambiguous timeout may or may not have landed), continue after
-it, and resend the dirty regions as a DELTA sync.
+it, and resend the dirty regions as a DELTA sync. Likewise after a local I/O error: the volume
+refuses writes until a probe re-wrote and fdatasynced the failed ranges, then resends them.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from tapstream.core.logging import get_logger
 from tapstream.tapper import metrics
 from tapstream.tapper.checkpoint import GroupGate
 from tapstream.tapper.dirty_bitmap import DirtyBitmap
+from tapstream.tapper.local_health import LocalHealth, Range, merge
 from tapstream.tapper.modes import AsyncMode, Reply, SyncMode, os_error
 from tapstream.tapper.protocol.constants import Err
-from tapstream.tapper.publish import SeqFile, VolumeStream, now_us
+from tapstream.tapper.publish import SeqFile, VolumeStream, continue_after, now_us
 from tapstream.tapper.settings import VolumeSpec
 from tapstream.tapper.volume import Volume
 
@@ -60,6 +62,10 @@ class Export:
         self.fenced: str | None = (
             None  # why writes are refused (a move or failback stopped this side)
         )
+        self.health = LocalHealth()  # local I/O errors: refuse writes until a probe succeeds
+        self._unsynced: set[int] = set()  # bitmap regions written since the last fdatasync began
+        self._probe: asyncio.Task[None] | None = None
+        metrics.VOLUME_FAILED.labels(self.name).set(0)
 
     def attach(self, stream: VolumeStream) -> None:
         self.stream = stream
@@ -93,6 +99,8 @@ class Export:
     def durable_locally(self, reply: Reply, bitmap: bool = False) -> None:
         """fdatasync the volume (and the bitmap) off the event loop, then reply."""
 
+        covered, self._unsynced = self._unsynced, set()
+
         def sync() -> None:
             self.volume.sync()
             if bitmap:
@@ -102,11 +110,100 @@ class Export:
             exc = fut.exception()
             if exc is None:
                 reply(0, "")
+            elif isinstance(exc, OSError):
+                self._unsynced |= covered  # their pages may be gone: the probe re-writes them
+                reply(*self.io_failed("flush", exc, 0, 0))
             else:
-                log.error("fdatasync failed", volume=self.name, error=str(exc))
+                log.error("fdatasync failed", volume=self.name, error=repr(exc))
                 reply(os_error(exc), str(exc))
 
         asyncio.get_running_loop().run_in_executor(None, sync).add_done_callback(done)
+
+    # --- local I/O faults (local_health.py) -------------------------------------------------------
+    def refuse_if_failed(self, reply: Reply) -> bool:
+        """Answer a write or flush with the volume's error while its disk is failed."""
+        refusal = self.health.refusal()
+        if refusal is None:
+            return False
+        reply(Err.ENOSPC if refusal[0] == Err.ENOSPC else Err.EIO, refusal[1])
+        return True
+
+    def wrote(self, offset: int, length: int) -> None:
+        """A local write or zero succeeded: until an fdatasync covers it, a failed one may lose it."""
+        self._unsynced.update(self.bitmap.regions(offset, length))
+
+    def io_failed(self, op: str, exc: OSError, offset: int, length: int) -> tuple[int, str]:
+        """A local write, zero or fdatasync failed: mark what the disk may now disagree with dirty
+        (durably), stop taking writes, and return the NBD error for the request."""
+        g = self.bitmap.granule
+        ranges = [(offset, offset + length)] + [(r * g, (r + 1) * g) for r in self._unsynced]
+        ranges = [(a, min(b, self.volume.size)) for a, b in merge(ranges)]
+        for a, b in ranges:
+            self.bitmap.set_dirty(a, b - a)
+        self._persist_bitmap()
+        metrics.IO_ERRORS.labels(self.name, op).inc()
+        err = exc.errno or 5
+        if self.health.fail(time.monotonic(), op, err, str(exc), ranges):
+            metrics.VOLUME_FAILED.labels(self.name).set(1)
+            log.error(
+                "local I/O error on the protected volume: it refuses writes until its disk works "
+                "again; the failed regions are resent to Kafka then",
+                volume=self.name,
+                op=op,
+                offset=offset,
+                length=length,
+                error=str(exc),
+                errno=err,
+                hint=f"check the disk under {self.volume.path} (dmesg, free space); the tapper "
+                f"probes it every {self.health.interval_s:g}-{self.health.max_interval_s:g} s and "
+                "resumes by itself; a RESUME for the group probes at once",
+            )
+        else:
+            log.warning("local I/O error while failed", volume=self.name, op=op, error=str(exc))
+        return os_error(exc), f"local {op} failed: {exc}"
+
+    def probe_now(self) -> None:
+        if self.health.failed:
+            log.info("probing the failed volume at once (RESUME)", volume=self.name)
+            self.health.probe_now()
+
+    async def _probe_disk(self) -> None:
+        """Re-write the failed ranges' current content and fdatasync: success means the disk
+        holds what the volume reads, so a DELTA of those ranges makes the stream equal it again."""
+        ranges = self.health.probe_started()
+        try:
+            await asyncio.to_thread(_rewrite_and_sync, self.volume, ranges)
+            ok, error = True, ""
+        except Exception as exc:  # any failure keeps the volume failed; never a stuck `probing`
+            ok, error = False, repr(exc)
+            metrics.IO_ERRORS.labels(self.name, "probe").inc()
+        failed_for = time.monotonic() - self.health.since
+        resend = self.health.probe_done(time.monotonic(), ok)
+        if resend is None:
+            if self.health.failed:
+                log.warning(
+                    "the protected volume still fails; writes stay refused",
+                    volume=self.name,
+                    error=error,
+                    failed_for_s=round(failed_for, 1),
+                    next_probe_in_s=round(self.health.next_probe - time.monotonic(), 1),
+                )
+            return
+        self._unsynced.clear()  # the probe's fdatasync covered every earlier write
+        for a, b in resend:
+            self.bitmap.set_dirty(a, b - a)  # again: an ack in between may have cleared a bit
+        await asyncio.to_thread(self.bitmap.sync)
+        metrics.VOLUME_FAILED.labels(self.name).set(0)
+        ranges = self.bitmap.dirty_ranges(only_orphans=True)
+        log.warning(
+            "the protected volume works again: taking writes, resending its dirty regions",
+            volume=self.name,
+            failed_for_s=round(failed_for, 1),
+            regions=len(ranges),
+            bytes=sum(b - a for a, b in ranges),
+        )
+        if ranges and self.stream.healthy:  # else the stream's own recovery resends them
+            await self.sync_regions("DELTA", ranges)
 
     # --- failures --------------------------------------------------------------------------------
     def refused(self, offset: int, length: int) -> None:
@@ -160,7 +257,18 @@ class Export:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
                 continue
-            if seq != self.stream.seq:
+            seq, lost = continue_after(seq, self.stream.acked_seq)
+            if lost:
+                log.error(
+                    "kafka lost events it had acknowledged: continuing after them and resending "
+                    "the whole volume",
+                    volume=self.name,
+                    acked_seq=self.stream.acked_seq,
+                )
+                metrics.LOST_UPSTREAM.labels(self.name).inc()
+                self.bitmap.set_dirty(0, self.volume.size)
+                self.bitmap.sync()
+            elif seq != self.stream.seq:
                 log.warning(
                     "continuing after the last seq kafka holds",
                     volume=self.name,
@@ -216,6 +324,8 @@ class Export:
         """None if a checkpoint marker may be cut now, else why not (the stream lacks some writes)."""
         if not self.stream.healthy:
             return "the event stream is recovering from a Kafka failure"
+        if self.health.failed:
+            return "the protected volume failed a local write or fdatasync"
         if getattr(self.mode, "ahead", False):
             return "kafka is behind and the volume is catching up (async mode)"
         if self.bitmap.orphans():
@@ -288,6 +398,8 @@ class Export:
     def housekeeping(self, now: float) -> None:
         """Every ~second: fail overdue requests, clear acked regions, refresh gauges, save the seq."""
         self.mode.watchdog(now)
+        if self.health.probe_due(now) and (self._probe is None or self._probe.done()):
+            self._probe = asyncio.get_running_loop().create_task(self._probe_disk())
         if now - self._last_sweep >= 1.0:
             self._last_sweep = now
             self.bitmap.sweep()
@@ -302,6 +414,15 @@ class Export:
             self.mode.watchdog(time.monotonic())
             await asyncio.sleep(0.01)
         await self.stream.settled()
+
+
+def _rewrite_and_sync(volume: Volume, ranges: list[Range]) -> None:
+    step = 1 << 20
+    for a, b in ranges:
+        for pos in range(a, b, step):
+            n = min(step, b - pos)
+            volume.write(pos, volume.read(pos, n))
+    volume.sync()
 
 
 def _block_done(bitmap: DirtyBitmap, regions: range) -> Callable[[bool], None]:

@@ -60,3 +60,19 @@ FENCED = Gauge(
     "1 while the group's writes are refused (fenced by a site manager operation)",
     ["group"],
 )
+LOST_UPSTREAM = Counter(
+    f"{NAMESPACE}_tapper_lost_upstream",
+    "Times Kafka held fewer of a volume's events than it had acknowledged (the whole volume was "
+    "resent)",
+    ["volume"],
+)
+VOLUME_FAILED = Gauge(
+    f"{NAMESPACE}_tapper_volume_failed",
+    "1 while the protected volume refuses writes after a local I/O error (until a probe succeeds)",
+    ["volume"],
+)
+IO_ERRORS = Counter(
+    f"{NAMESPACE}_tapper_io_errors",
+    "Errors of the protected volume's own writes, zero/trims and fdatasyncs",
+    ["volume", "op"],
+)

@@ -14,6 +14,10 @@ order, so the event stream keeps the order in which writes reached the volume.
   mark the bitmap, and once the backlog drained a catch-up sends the marked regions' current content
   as a DELTA sync (DRBD's "pull-ahead"): memory stays bounded and the client never waits for Kafka;
   the stream is not crash-consistent until the catch-up ends, so no checkpoint is cut meanwhile.
+
+Both modes: a local write, zero or fdatasync that fails marks its regions dirty and fails the
+volume (`Export.io_failed`, local_health.py): writes and flushes get its error until a probe shows
+the disk works again, then the regions go out as a DELTA sync.
 """
 
 from __future__ import annotations
@@ -69,10 +73,17 @@ class SyncMode:
 
     # --- requests --------------------------------------------------------------------------------
     def write(self, offset: int, data: bytes, fua: bool, reply: Reply) -> None:
+        if self.x.refuse_if_failed(reply):
+            return
         if not self.x.stream.healthy:
             self._wait_for_stream(lambda: self.write(offset, data, fua, reply), reply)
             return
-        self.x.volume.write(offset, data)
+        try:
+            self.x.volume.write(offset, data)
+        except OSError as exc:  # nothing published: the region is marked dirty instead
+            reply(*self.x.io_failed("write", exc, offset, len(data)))
+            return
+        self.x.wrote(offset, len(data))
         p = self._track(reply, fua, offset, len(data))
         n = -(-len(data) // self.x.stream.chunk_bytes)
         try:
@@ -86,10 +97,17 @@ class SyncMode:
     def zero(
         self, offset: int, length: int, trim: bool, punch: bool, fua: bool, reply: Reply
     ) -> None:
+        if self.x.refuse_if_failed(reply):
+            return
         if not self.x.stream.healthy:
             self._wait_for_stream(lambda: self.zero(offset, length, trim, punch, fua, reply), reply)
             return
-        self.x.volume.zero(offset, length, punch)
+        try:
+            self.x.volume.zero(offset, length, punch)
+        except OSError as exc:
+            reply(*self.x.io_failed("zero", exc, offset, length))
+            return
+        self.x.wrote(offset, length)
         p = self._track(reply, fua, offset, length)
         try:
             self.x.stream.publish(
@@ -101,6 +119,8 @@ class SyncMode:
 
     def flush(self, reply: Reply) -> None:
         """Durable locally (fdatasync) and in Kafka (the Flush event, after every earlier one, is acked)."""
+        if self.x.refuse_if_failed(reply):
+            return
         if not self.x.stream.healthy:
             self._wait_for_stream(lambda: self.flush(reply), reply)
             return
@@ -182,6 +202,8 @@ class AsyncMode:
 
     # --- requests --------------------------------------------------------------------------------
     def write(self, offset: int, data: bytes, fua: bool, reply: Reply) -> None:
+        if self.x.refuse_if_failed(reply):
+            return
         regions, wait = self.bitmap.mark(offset, len(data))
         self._admit(
             wait,
@@ -193,7 +215,8 @@ class AsyncMode:
         )
 
     def _write(self, offset: int, data: bytes, regions: range, fua: bool, reply: Reply) -> None:
-        self.x.volume.write(offset, data)
+        self.x.volume.write(offset, data)  # an OSError: see _admit
+        self.x.wrote(offset, len(data))
         stream = self.x.stream
         if stream.healthy and not self.ahead:
             n = -(-len(data) // stream.chunk_bytes)
@@ -211,6 +234,8 @@ class AsyncMode:
     def zero(
         self, offset: int, length: int, trim: bool, punch: bool, fua: bool, reply: Reply
     ) -> None:
+        if self.x.refuse_if_failed(reply):
+            return
         regions, wait = self.bitmap.mark(offset, length)
         self._admit(
             wait,
@@ -219,6 +244,7 @@ class AsyncMode:
             offset + length,
             regions,
             reply,
+            "zero",
         )
 
     def _zero(
@@ -232,6 +258,7 @@ class AsyncMode:
         reply: Reply,
     ) -> None:
         self.x.volume.zero(offset, length, punch)
+        self.x.wrote(offset, length)
         if self.x.stream.healthy and not self.ahead:
             self.x.stream.publish(
                 "Zero", {"offset": offset, "length": length, "trim": trim}, self._settler(regions)
@@ -247,6 +274,8 @@ class AsyncMode:
         """Durable locally (volume and bitmap); the Flush event goes to Kafka in the background."""
 
         def run() -> None:
+            if self.x.refuse_if_failed(reply):
+                return
             if self.x.stream.healthy and not self.ahead:
                 self.x.stream.publish("Flush", {"fua": False})
             self.x.durable_locally(reply, bitmap=True)
@@ -269,17 +298,21 @@ class AsyncMode:
         end: int,
         regions: range,
         reply: Reply,
+        op: str = "write",
     ) -> None:
         """Run the request now, unless its bits are not durable yet or it overlaps a request that
         waits (overlapping writes keep their order; others may pass, as concurrent requests may)."""
 
         def guarded() -> None:
+            if self.x.health.failed:  # admitted before the volume failed: refuse it now
+                self.bitmap.fail(regions)
+                self.x.refuse_if_failed(reply)
+                return
             try:
                 run()
             except OSError as exc:
-                self.bitmap.fail(regions)
-                log.error("local write failed", volume=self.x.name, error=str(exc))
-                reply(os_error(exc), str(exc))
+                self.bitmap.fail(regions)  # the bits stay: resent once the volume works again
+                reply(*self.x.io_failed(op, exc, offset, end - offset))
 
         if not wait and not (self._queue and self._overlaps(offset, end)):
             guarded()

@@ -284,6 +284,17 @@ def _watermarks(consumer: Consumer, tp: TopicPartition, timeout: float) -> tuple
             time.sleep(0.1)  # back off between retries of a leader election, not a readiness guess
 
 
+def continue_after(kafka_seq: int, acked_seq: int) -> tuple[int, bool]:
+    """Where a volume's sequence goes on after a start or a Kafka failure, and whether the whole
+    volume must be resent. Kafka behind what it acknowledged (RF=1 and a lost disk, an unclean
+    leader election, a recreated topic, retention) lost events: never reuse their seqs (a consumer
+    that applied them would skip the new events as redeliveries); leave the gap, which makes every
+    consumer halt, and resend everything, which heals them."""
+    if acked_seq > kafka_seq:
+        return acked_seq, True
+    return kafka_seq, False
+
+
 class SeqFile:
     """The last acked seq of a volume, kept locally as a floor: if the topic lost the volume's events
     (retention, a recreated topic), the sequence still never goes back (consumers skip old seqs)."""

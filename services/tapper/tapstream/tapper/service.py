@@ -24,7 +24,7 @@ from tapstream.tapper.dirty_bitmap import DirtyBitmap
 from tapstream.tapper.event_encoder import WriteEncoder
 from tapstream.tapper.export import Export
 from tapstream.tapper.fencing import Fences
-from tapstream.tapper.publish import SeqFile, VolumeStream, last_seq
+from tapstream.tapper.publish import SeqFile, VolumeStream, continue_after, last_seq
 from tapstream.tapper.server import NbdServer
 from tapstream.tapper.settings import TapperSettings, VolumeSpec
 from tapstream.tapper.volume import Volume
@@ -139,15 +139,17 @@ class Tapper:
         seq_file = SeqFile(s.tapper_state_dir / f"{spec.name}.seq.json")
         kafka_seq = await asyncio.to_thread(find_last_seq)
         floor = seq_file.read()
-        seq = max(kafka_seq, floor)
-        if floor > kafka_seq:
-            log.warning(
-                "kafka holds fewer of this volume's events than were acked (retention or a recreated "
-                "topic): continuing the sequence and resending the volume",
+        seq, lost = continue_after(kafka_seq, floor)
+        if lost:
+            log.error(
+                "kafka holds fewer of this volume's events than were acked (a lost broker disk, an "
+                "unclean leader election, a recreated topic, retention): continuing the sequence "
+                "after the gap and resending the whole volume",
                 volume=spec.name,
                 kafka_seq=kafka_seq,
                 acked_seq=floor,
             )
+            metrics.LOST_UPSTREAM.labels(spec.name).inc()
         bitmap = DirtyBitmap(
             s.tapper_state_dir / f"{spec.name}.dirty",
             volume.size,
@@ -182,7 +184,13 @@ class Tapper:
             return st.seq
 
         metrics.SEQ.labels(spec.name).set_function(current_seq)
-        if kafka_seq == 0 and spec.initial_sync:
+        if lost:
+            everything = [(0, volume.size)] if volume.size else []
+            for a, b in everything:
+                bitmap.set_dirty(a, b - a)
+            bitmap.sync()
+            await export.sync_regions("DELTA", everything)
+        elif kafka_seq == 0 and spec.initial_sync:
             # Nothing of this volume in the stream: whatever it already holds goes out as an INITIAL sync.
             # Marked dirty (durably) first, so a crash mid-sync continues as a DELTA.
             extents = volume.data_extents(bitmap.granule)
