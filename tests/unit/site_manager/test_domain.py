@@ -335,3 +335,45 @@ def test_checkpoints_taken_at_one_site_never_race_the_other_sites_change_of_the_
     )
     with pytest.raises(DomainError, match="does not take"):
         CheckpointLog(log_id).decide(c.PauseProtection("x"))
+
+
+def test_concurrent_decisions_converge_to_one_winner_in_any_arrival_order() -> None:
+    """Both sites decided version 2 on the same version 1 (a failover test at one, a pause at the
+    other), and the later one built a version 3 on its own. Whatever order each site reads them in,
+    both hold the same winner (the earlier decision) and the same state; the loser and what was built
+    on it are rolled back and kept aside."""
+    import itertools
+
+    a1 = Recorded("a1", "group", "g1", 1, 1, "protected", e.GroupCreated("g1"))
+    early = Recorded("x2", "group", "g1", 2, 5, "recovery", e.VmAdded("early"), prev="a1")
+    late = Recorded("b2", "group", "g1", 2, 7, "protected", e.VmAdded("late"), prev="a1")
+    late3 = Recorded("b3", "group", "g1", 3, 8, "protected", e.VmAdded("on-late"), prev="b2")
+    states, conflicts = set(), set()
+    # Each site reads its own stream in order; the other's may come before, between or after.
+    for order in itertools.permutations([early, late, late3]):
+        if order.index(late) > order.index(late3):
+            continue  # one site's events stay in order (one partition per aggregate)
+        ledger = Ledger()
+        ledger.accept(a1)
+        for r in order:
+            ledger.accept(r)
+        g = ledger.get("group", "g1")
+        states.add(json.dumps(g.state(), sort_keys=True))
+        conflicts.add(tuple(sorted(r.id for r in ledger.conflicts)))
+        assert ledger.holds(early) and not ledger.holds(late) and g.version == 2
+        assert set(g.vms) == {"early"}  # type: ignore[attr-defined]
+    assert len(states) == 1 and conflicts == {("b2", "b3")}
+
+
+def test_a_late_winner_rolls_back_what_was_applied() -> None:
+    a1 = Recorded("a1", "group", "g1", 1, 1, "protected", e.GroupCreated("g1"))
+    mine = Recorded("m2", "group", "g1", 2, 9, "protected", e.VmAdded("mine"), prev="a1")
+    theirs = Recorded("t2", "group", "g1", 2, 3, "recovery", e.VmAdded("theirs"), prev="a1")
+    ledger = Ledger()
+    ledger.accept(a1)
+    ledger.accept(mine)
+    assert ledger.check(theirs) is Outcome.SUPERSEDES
+    assert ledger.accept(theirs) == [theirs]
+    assert ledger.superseded == [mine] and [r.id for r in ledger.conflicts] == ["m2"]
+    assert set(ledger.get("group", "g1").vms) == {"theirs"}  # type: ignore[attr-defined]
+    assert ledger.check(mine) is Outcome.CONFLICT  # read again later: still the loser

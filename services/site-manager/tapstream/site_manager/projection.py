@@ -79,11 +79,19 @@ class Projection:
         conflicts: Iterable[Recorded] = (),
         offsets: dict[tuple[str, int], int] | None = None,
         waiting: Iterable[Recorded] = (),
+        superseded: Iterable[Recorded] = (),
     ) -> None:
+        """`superseded`: applied events rolled back by a winner (their rows leave sm_events; pass
+        them in `conflicts` too)."""
         assert self.pool
         applied = list(applied)
-        touched = {(r.aggregate_type, r.aggregate_id) for r in applied}
+        superseded = list(superseded)
+        touched = {(r.aggregate_type, r.aggregate_id) for r in applied + superseded}
         async with self.pool.acquire() as conn, conn.transaction():
+            if superseded:
+                await conn.execute(
+                    "delete from sm_events where id = any($1::text[])", [r.id for r in superseded]
+                )
             if applied:
                 await conn.execute(
                     "delete from sm_waiting where id = any($1::text[])", [r.id for r in applied]

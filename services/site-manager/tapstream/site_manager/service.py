@@ -116,9 +116,25 @@ class SiteManager:
         return agg
 
     async def _save(self, applied: list[Recorded]) -> None:
-        await self.projection.save(self.ledger, applied)
+        superseded = self._drain_superseded()
+        await self.projection.save(self.ledger, applied, superseded, superseded=superseded)
         for r in applied:
             metrics.EVENTS.labels(r.aggregate_type, r.type, "local").inc()
+
+    def _drain_superseded(self) -> list[Recorded]:
+        """Applied events the other site's earlier decision on the same version rolled back."""
+        superseded, self.ledger.superseded = self.ledger.superseded, []
+        for r in superseded:
+            metrics.CONFLICTS.inc()
+            log.error(
+                "a decision was rolled back: the other site decided the same version of this "
+                "aggregate first; see GET /conflicts and retry if it still applies",
+                aggregate=f"{r.aggregate_type}/{r.aggregate_id}",
+                version=r.version,
+                site=r.site,
+                type=r.type,
+            )
+        return superseded
 
     async def _on_reads(self, reads: list[Read]) -> None:
         applied: list[Recorded] = []
@@ -130,7 +146,7 @@ class SiteManager:
             if r.record is None:
                 continue
             outcome = self.ledger.check(r.record)
-            if outcome is Outcome.APPLIED:
+            if outcome in (Outcome.APPLIED, Outcome.SUPERSEDES):
                 applied += self.ledger.accept(r.record)
             elif outcome is Outcome.WAITING:
                 waiting.append(r.record)
@@ -144,7 +160,11 @@ class SiteManager:
                     site=r.record.site,
                     type=r.record.type,
                 )
-        await self.projection.save(self.ledger, applied, conflicts, offsets, waiting)
+        superseded = self._drain_superseded()
+        applied = [r for r in applied if r not in superseded]
+        await self.projection.save(
+            self.ledger, applied, conflicts + superseded, offsets, waiting, superseded
+        )
         for rec in applied:
             metrics.EVENTS.labels(rec.aggregate_type, rec.type, "topic").inc()
         if self.operations is not None:
