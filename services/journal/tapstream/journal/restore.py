@@ -87,11 +87,20 @@ async def restore(
                 partial.touch()
         rows = await store.events_between(group, volume, pos.seq, cp["seq"])
         expected = cp["seq"] - pos.seq
+        if pos.halt is not None:
+            raise RestoreError(
+                f"the replica of {group}/{volume} is halted at seq {pos.seq} ({pos.halt['reason']}: "
+                f"{pos.halt['detail']}); checkpoint {cp['id']} lies after it. Restore a checkpoint at "
+                f"or before seq {pos.seq}, or heal it first: `tapstream volume resync {group} {volume}`"
+            )
         if len(rows) != expected:
+            missing = _missing(pos.seq, cp["seq"], [r["seq"] for r in rows])
             raise RestoreError(
                 f"the journal holds {len(rows)} of the {expected} events between the replica (seq {pos.seq}) "
-                f"and checkpoint {cp['id']} (seq {cp['seq']}): is the journal still catching up? "
-                "Retry shortly, or check `tapstream status`"
+                f"and checkpoint {cp['id']} (seq {cp['seq']}); missing: {missing}. If the journal is "
+                "catching up, retry shortly (`tapstream status`); if they were lost upstream, the "
+                "replica halts there and a resync heals it (`tapstream volume resync "
+                f"{group} {volume}`): pick a checkpoint before seq {pos.seq + 1} meanwhile"
             )
         spans = needed(
             Span(r["seq"], r["off"], r["len"], r["kpartition"], r["koffset"]) for r in rows
@@ -116,6 +125,22 @@ async def restore(
         raise
     finally:
         await store.stop()
+
+
+def _missing(after: int, upto: int, have: list[int], shown: int = 3) -> str:
+    """The first missing seq ranges in (after, upto], e.g. "41-44, 50"."""
+    ranges: list[str] = []
+    want, have_set = after + 1, set(have)
+    while want <= upto and len(ranges) < shown:
+        if want in have_set:
+            want += 1
+            continue
+        end = want
+        while end + 1 <= upto and end + 1 not in have_set:
+            end += 1
+        ranges.append(f"{want}-{end}" if end > want else str(want))
+        want = end + 1
+    return ", ".join(ranges) + (", ..." if want <= upto and len(ranges) == shown else "")
 
 
 def _copy(src: Path, dst: Path) -> None:
