@@ -377,3 +377,16 @@ def test_a_late_winner_rolls_back_what_was_applied() -> None:
     assert ledger.superseded == [mine] and [r.id for r in ledger.conflicts] == ["m2"]
     assert set(ledger.get("group", "g1").vms) == {"theirs"}  # type: ignore[attr-defined]
     assert ledger.check(mine) is Outcome.CONFLICT  # read again later: still the loser
+
+
+def test_fences_are_recorded_and_lifted_only_by_their_owner() -> None:
+    g = ProtectionGroup("g1")
+    g.apply(e.GroupCreated("g1"))
+    for ev in g.decide(c.RecordFence("protected", "op1", True)):
+        g.apply(ev)
+    assert g.state()["fenced"] == {"protected": "op1"}
+    assert g.decide(c.RecordFence("protected", "op1", True)) == []  # idempotent
+    assert g.decide(c.RecordFence("protected", "op2", False)) == []  # not its owner
+    for ev in g.decide(c.RecordFence("protected", "", False)):  # an operator lifts any
+        g.apply(ev)
+    assert g.state()["fenced"] == {}

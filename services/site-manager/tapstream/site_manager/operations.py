@@ -217,6 +217,15 @@ class Operations:
             },
         )
         await p.produce(settings.topic("control"), value, key=group.encode())
+        opts = args or {}
+        if (kind == "PAUSE" and opts.get("writes") == "refuse") or kind == "RESUME":
+            # The fence lives in the tappers; the group's trail says who set or lifted it, and when.
+            try:
+                await self.sm.execute(
+                    "group", group, c.RecordFence(site, opts.get("owner", ""), kind == "PAUSE")
+                )
+            except DomainError as exc:
+                log.warning("fence not recorded in the group", group=group, error=str(exc))
 
     async def checkpoint(self, group: str, tag: str | None, site: str | None = None) -> str:
         from tapstream.vdsa.coordinator import CheckpointFailed, create_checkpoint

@@ -138,6 +138,7 @@ class ProtectionGroup(Aggregate):
         self.pending_kind: str | None = None
         self.last_failover: dict[str, Any] | None = None
         self.exports: dict[str, str] = {}
+        self.fenced: dict[str, str] = {}  # site -> owner of the write fence there
 
     # --- queries ---------------------------------------------------------------------------------
     def volumes(self) -> dict[str, Volume]:
@@ -187,6 +188,12 @@ class ProtectionGroup(Aggregate):
                 self._membership_can_change()
                 owner = self._vm(vm)
                 return [*(e.VolumeRemoved(vm, v) for v in owner.volumes), e.VmRemoved(vm)]
+            case c.RecordFence(site=site, owner=owner, fenced=True):
+                return [] if self.fenced.get(site) == owner else [e.WritesFenced(site, owner)]
+            case c.RecordFence(site=site, owner=owner, fenced=False):
+                held = self.fenced.get(site)
+                lifts = held is not None and (not owner or held == owner)
+                return [e.WritesUnfenced(site, owner)] if lifts else []
             case c.PairTarget(vm=vm, target_vm=target):
                 self._vm(vm)
                 _name("target VM", target)
@@ -402,6 +409,11 @@ class ProtectionGroup(Aggregate):
                 )
             case e.VolumeRemoved():
                 self.vms[event.vm].volumes.pop(event.volume, None)
+            case e.WritesFenced():
+                self.fenced[event.site] = event.owner
+            case e.WritesUnfenced():
+                if not event.owner or self.fenced.get(event.site) == event.owner:
+                    self.fenced.pop(event.site, None)
             case e.ProtectionPaused():
                 self.status = PAUSED
             case e.ProtectionResumed():
@@ -470,6 +482,7 @@ class ProtectionGroup(Aggregate):
             "operation": self.operation,
             "last_failover": self.last_failover,
             "exports": dict(self.exports),
+            "fenced": dict(self.fenced),
         }
 
 

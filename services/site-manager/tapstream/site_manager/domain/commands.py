@@ -76,6 +76,15 @@ class ResumeProtection(Command):
 
 
 @dataclass(frozen=True)
+class RecordFence(Command):
+    """Record that the tappers at `site` were told to refuse (fenced) or take writes again."""
+
+    site: str
+    owner: str
+    fenced: bool
+
+
+@dataclass(frozen=True)
 class RecordCheckpoint(Command):
     checkpoint_id: str
     tag: str = ""

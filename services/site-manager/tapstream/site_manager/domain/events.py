@@ -101,6 +101,22 @@ class ProtectionResumed(Event):
 
 
 @dataclass(frozen=True)
+class WritesFenced(Event):
+    """The tappers of the group at `site` refuse writes until `owner` (an operation) lifts it."""
+
+    aggregate_type: ClassVar[str] = "group"
+    site: str
+    owner: str = ""
+
+
+@dataclass(frozen=True)
+class WritesUnfenced(Event):
+    aggregate_type: ClassVar[str] = "group"
+    site: str
+    owner: str = ""  # "" when an operator lifted every fence
+
+
+@dataclass(frozen=True)
 class CheckpointTaken(Event):
     aggregate_type: ClassVar[str] = "checkpoints"
     checkpoint_id: str
@@ -205,7 +221,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
     cls.__name__: cls
     for cls in (
         SiteRegistered, GroupCreated, GroupSettingsChanged, VmAdded, VmRemoved, TargetPaired, VolumeAdded,
-        VolumeRemoved, ProtectionPaused, ProtectionResumed, CheckpointTaken, FailoverTestStarted,
+        VolumeRemoved, ProtectionPaused, ProtectionResumed, WritesFenced, WritesUnfenced, CheckpointTaken, FailoverTestStarted,
         FailoverTestStopped, FailoverStarted, FailedOver, FailoverAborted, ReverseProtectionStarted, FailedBack,
         GroupDeleted, OperationStarted, OperationProgressed, OperationSucceeded, OperationFailed,
     )
