@@ -41,3 +41,38 @@ def wait_until(
 
 def groups_env(prefix: str, group: str) -> dict[str, str]:
     return {f"TAPSTREAM_{prefix}_GROUPS": json.dumps([group])}
+
+
+def metric(port: int, name: str) -> float:
+    """Sum of a Prometheus metric's samples (every label set) at a process's /metrics."""
+    import httpx
+
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name + "{") or line.startswith(name + " ")
+    )
+
+
+def start_recovery_vdsa(
+    stack, tmp: Path, groups: list[str], replicas: Path, extra: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """A recovery-site VDSA applying at once (no journal history) to replicas under `replicas`."""
+    env = {
+        "TAPSTREAM_VDSA_GROUPS": json.dumps(groups),
+        "TAPSTREAM_SITE": "recovery",
+        "TAPSTREAM_REPLICA_DIR": str(replicas),
+        "TAPSTREAM_VDSA_JOURNAL_HISTORY_S": "0",
+        "TAPSTREAM_VDSA_PROGRESS_INTERVAL_S": "0.5",
+        **(extra or {}),
+    }
+    return start_service(stack, "tapstream.vdsa", tmp, env, "vdsa")
+
+
+def replica_equals(image: Path, volume: Path) -> bool:
+    """The replica image holds the volume's bytes (it is only as long as the furthest write)."""
+    if not image.exists():
+        return False
+    got, want = image.read_bytes(), volume.read_bytes()
+    return len(got) <= len(want) and got + bytes(len(want) - len(got)) == want

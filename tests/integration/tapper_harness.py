@@ -94,6 +94,11 @@ def run(cmd: list[str], timeout: float = 300, **kw) -> subprocess.CompletedProce
     return res
 
 
+def qemu_write(uri: str, offset: int, pattern: int, length: int = 65536) -> None:
+    """One write of `length` bytes of `pattern` at `offset`, through NBD with qemu-io."""
+    run(["qemu-io", "-f", "raw", "-c", f"write -P {pattern} {offset} {length}", uri])
+
+
 def images_equal(a: Path, b: Path) -> None:
     run(["qemu-img", "compare", "-f", "raw", "-F", "raw", str(a), str(b)])
     assert os.path.getsize(a) == os.path.getsize(b)

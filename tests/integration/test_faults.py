@@ -21,7 +21,6 @@ import signal
 import subprocess
 from pathlib import Path
 
-import httpx
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
@@ -32,7 +31,7 @@ from tapstream.core.replay import replay_volume
 from tapstream.journal.restore import RestoreError, restore
 from tapstream.vdsa.coordinator import create_checkpoint
 
-from .services_harness import groups_env, start_service, stop, wait_until
+from .services_harness import groups_env, metric, start_service, stop, wait_until
 from .tapper_harness import blank_volume, images_equal, replay, start_tapper
 
 pytestmark = pytest.mark.integration
@@ -141,15 +140,6 @@ def _restores(settings, group: str, cp: str, out: Path) -> bool:
 def qemu_io(uri: str, cmd: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["qemu-io", "-f", "raw", "-c", cmd, uri], capture_output=True, text=True, timeout=timeout
-    )
-
-
-def metric(port: int, name: str) -> float:
-    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith(name + "{") or line.startswith(name + " ")
     )
 
 

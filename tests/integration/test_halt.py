@@ -6,6 +6,7 @@ belongs to no volume goes to tapstream.dlq and the VDSA keeps applying."""
 from __future__ import annotations
 
 import sys
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -18,16 +19,13 @@ from tapstream.core.kafka import client_config
 from tapstream.core.ports import free_port
 from tapstream.core.replay import read_stream
 from tapstream.core.replica import Replica
+from tapstream.localstack import faults
 
-from .services_harness import groups_env, start_service, stop, wait_until
-from .tapper_harness import blank_volume, run, start_tapper
+from .services_harness import replica_equals, start_recovery_vdsa, stop, wait_until
+from .tapper_harness import blank_volume, qemu_write, run, start_tapper
 
 pytestmark = pytest.mark.integration
 SIZE = 8 * 1024 * 1024
-
-
-def qemu_write(uri: str, offset: int, pattern: int, length: int = 65536) -> None:
-    run(["qemu-io", "-f", "raw", "-c", f"write -P {pattern} {offset} {length}", uri])
 
 
 def raw_records(conf: dict[str, Any], topic: str) -> list[Any]:
@@ -78,22 +76,14 @@ def test_lost_corrupt_and_undecodable_events_halt_then_resync_heals(
     replica = Replica(replicas, group, volume)
     port = free_port()
     tapper = start_tapper(stack, tmp_path, group, {volume: vol})
-    vdsa = start_service(
+    # The operator heals by hand here (auto-resync: test_lost_upstream), so the halted state can
+    # be looked at before it heals.
+    vdsa = start_recovery_vdsa(
         stack,
-        "tapstream.vdsa",
         tmp_path,
-        {
-            **groups_env("VDSA", group),
-            "TAPSTREAM_SITE": "recovery",
-            "TAPSTREAM_REPLICA_DIR": str(replicas),
-            "TAPSTREAM_VDSA_JOURNAL_HISTORY_S": "0",
-            "TAPSTREAM_VDSA_PROGRESS_INTERVAL_S": "0.5",
-            "TAPSTREAM_METRICS_PORT": str(port),
-            # The operator heals by hand here (auto-resync: test_lost_upstream), so the halted
-            # state can be looked at before it heals.
-            "TAPSTREAM_VDSA_AUTO_RESYNC": "false",
-        },
-        "vdsa",
+        [group],
+        replicas,
+        {"TAPSTREAM_METRICS_PORT": str(port), "TAPSTREAM_VDSA_AUTO_RESYNC": "false"},
     )
     producer = Producer(recovery)
 
@@ -110,11 +100,7 @@ def test_lost_corrupt_and_undecodable_events_halt_then_resync_heals(
         return last
 
     def converged() -> bool:
-        pos = replica.position()
-        if pos.halt is not None or not replica.image.exists():
-            return False
-        got = replica.image.read_bytes()  # only as long as the furthest write applied
-        return got + bytes(SIZE - len(got)) == vol.read_bytes()
+        return replica.position().halt is None and replica_equals(replica.image, vol)
 
     def inject(value: bytes | None, key: bytes | None, partition: int) -> int:
         """Produce straight into the mirrored topic; returns the record's offset."""
@@ -129,11 +115,21 @@ def test_lost_corrupt_and_undecodable_events_halt_then_resync_heals(
         assert producer.flush(10) == 0 and offsets and offsets[0] >= 0
         return offsets[0]
 
+    written: list[int] = []  # offsets of the 64 KiB writes the tapper acknowledged
+
+    def lost_writes(offsets: list[int]) -> int:
+        """Acknowledged writes whose bytes the replica does not hold."""
+        got, want = replica.image.read_bytes(), vol.read_bytes()
+        got += bytes(SIZE - len(got))
+        return sum(got[o : o + 65536] != want[o : o + 65536] for o in offsets)
+
+    writes = 0
     try:
         offset = 0
         for reason in ("gap", "checksum", "undecodable"):
             offset += 1 << 20
             qemu_write(tapper.uri(volume), offset, 0x30 + offset // (1 << 20))
+            written += [offset, offset + 65536]
             wait_until("the write mirrored", lambda: mirrored_last()[1] > 0, timeout=60)
             wait_until("the replica caught up", converged, timeout=60)
             partition, seq = mirrored_last()
@@ -155,6 +151,7 @@ def test_lost_corrupt_and_undecodable_events_halt_then_resync_heals(
             # Writes while halted are not applied out of order; the resync brings them and heals.
             qemu_write(tapper.uri(volume), offset + 65536, 0x70)
             assert replica.position().seq == seq and replica.position().halt == halt
+            t0 = time.monotonic()
             run(
                 [sys.executable, "-m", "tapstream.cli.main", "volume", "resync", group, volume],
                 env=stack.env,
@@ -162,6 +159,22 @@ def test_lost_corrupt_and_undecodable_events_halt_then_resync_heals(
             wait_until(f"the replica healed after {reason}", converged, timeout=90, interval=0.5)
             assert gauge(port, group, volume, reason) == 0.0
             assert vdsa.poll() is None, "the VDSA died"
+            writes += 2
+            faults.record(
+                {
+                    "scenario": f"replica-{reason}",
+                    "fault": {
+                        "gap": "an event lost between the sites (seq gap)",
+                        "checksum": "an event corrupted (bad CRC-32C)",
+                        "undecodable": "an undecodable record of the volume",
+                    }[reason],
+                    "load": "qemu-io 64 KiB writes, sync mode",
+                    "acked": writes,
+                    "lost": lost_writes(written),
+                    "halted": 1,
+                    "recover_s": round(time.monotonic() - t0, 2),
+                }
+            )
 
         alerts = [
             rec

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -17,16 +18,13 @@ from tapstream.core.codec import make_codec
 from tapstream.core.kafka import client_config
 from tapstream.core.replay import VolumeReplay, read_stream
 from tapstream.core.replica import Replica
+from tapstream.localstack import faults
 
-from .services_harness import groups_env, start_service, stop, wait_until
-from .tapper_harness import blank_volume, images_equal, run, start_tapper
+from .services_harness import replica_equals, start_recovery_vdsa, stop, wait_until
+from .tapper_harness import blank_volume, images_equal, qemu_write, start_tapper
 
 pytestmark = pytest.mark.integration
 SIZE = 8 * 1024 * 1024
-
-
-def qemu_write(uri: str, offset: int, pattern: int, length: int = 65536) -> None:
-    run(["qemu-io", "-f", "raw", "-c", f"write -P {pattern} {offset} {length}", uri])
 
 
 def drop_all_records(conf: dict, topic: str) -> None:
@@ -63,6 +61,7 @@ def test_tapper_never_reuses_lost_seqs_and_resends_the_volume(
     shutil.copyfile(vol, applied)  # a consumer that applied every acknowledged event
 
     drop_all_records(protected, topic)
+    t0 = time.monotonic()
     tapper = start_tapper(stack, tmp_path, group, {volume: vol})
     try:
         for i in range(2):
@@ -84,6 +83,17 @@ def test_tapper_never_reuses_lost_seqs_and_resends_the_volume(
     finally:
         os.close(fd)
     images_equal(vol, applied)
+    faults.record(
+        {
+            "scenario": "kafka-lost-acked-events",
+            "fault": "Kafka lost acknowledged events (all records deleted) while the tapper was down",
+            "load": "qemu-io 64 KiB writes, sync mode",
+            "acked": 6,
+            "lost": 0,  # images_equal above: the consumer holds every acknowledged write
+            "halted": 0,
+            "recover_s": round(time.monotonic() - t0, 2),
+        }
+    )
 
 
 def test_recovery_replica_halts_on_a_retention_hole_and_heals(
@@ -112,31 +122,27 @@ def test_recovery_replica_halts_on_a_retention_hole_and_heals(
         drop_all_records(recovery, mirrored)
         qemu_write(tapper.uri(volume), 3 << 20, 0x5A)
         wait_until("the next write mirrored", lambda: len(mirrored_seqs()) >= 1, timeout=90)
-        vdsa = start_service(
-            stack,
-            "tapstream.vdsa",
-            tmp_path,
-            {
-                **groups_env("VDSA", group),
-                "TAPSTREAM_SITE": "recovery",
-                "TAPSTREAM_REPLICA_DIR": str(replicas),
-                "TAPSTREAM_VDSA_JOURNAL_HISTORY_S": "0",
-                "TAPSTREAM_VDSA_PROGRESS_INTERVAL_S": "0.5",
-            },
-            "vdsa",
-        )
+        vdsa = start_recovery_vdsa(stack, tmp_path, [group], replicas)
 
         def healed() -> bool:
-            pos = replica.position()
-            if pos.halt is not None or not replica.image.exists():
-                return False
-            got = replica.image.read_bytes()
-            return got + bytes(SIZE - len(got)) == vol.read_bytes()
+            return replica.position().halt is None and replica_equals(replica.image, vol)
 
+        t0 = time.monotonic()
         halt = wait_until("the volume halted on the hole", lambda: replica.position().halt)
         assert isinstance(halt, dict) and halt["reason"] == "gap", halt
         wait_until("the replica healed by the resync", healed, timeout=90, interval=0.5)
         assert vdsa.poll() is None
+        faults.record(
+            {
+                "scenario": "retention-hole",
+                "fault": "retention removed mirrored events before the recovery VDSA read them",
+                "load": "qemu-io 64 KiB writes, sync mode",
+                "acked": 4,
+                "lost": 0,  # healed(): the replica equals the protected volume
+                "halted": 1,
+                "recover_s": round(time.monotonic() - t0, 2),
+            }
+        )
     finally:
         if vdsa is not None:
             stop(vdsa)

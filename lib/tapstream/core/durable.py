@@ -17,11 +17,21 @@ def fsync_dir(path: Path) -> None:
 
 
 def atomic_write(path: Path, data: str | bytes) -> None:
-    """Replace `path` by `data`: readers see the old content or the new one, never a mix."""
+    """Replace `path` by `data`: readers see the old content or the new one, never a mix. On an
+    error (e.g. ENOSPC) the old content stays and the temp file is removed; the error is raised."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data.encode() if isinstance(data, str) else data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        # A full disk (ENOSPC) most often: the old content stays, and no half-written temp file
+        # is left to hold on to the space that is short.
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise
     fsync_dir(path.parent)

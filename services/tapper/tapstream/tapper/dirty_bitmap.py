@@ -11,13 +11,55 @@ finds its next extent already durable and does not wait at every extent boundary
 are cleared by the next sweep unless written meanwhile.
 Sync mode sets bits only for events Kafka refused (`set_dirty`). After a restart, the set bits are
 the regions to resend as a DELTA sync.
+
+The file's blocks are reserved when it is opened (posix_fallocate, or rewriting its content where
+the filesystem cannot allocate ahead). A sparse mapped file on a full filesystem would otherwise
+fail at the first store into a new page with SIGBUS, which kills the whole process: every volume
+it serves. So a full disk fails at open, with an error that names the file and what to do, and later
+stores only touch blocks that exist. (Copy-on-write filesystems, btrfs or ZFS, allocate again on
+every write whatever was reserved: keep the state dir off them.)
 """
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 from pathlib import Path
+
+from tapstream.core.durable import fsync_dir
+from tapstream.core.logging import get_logger
+
+log = get_logger("tapstream.tapper.dirty_bitmap")
+
+# posix_fallocate's answers for "this filesystem cannot allocate ahead" (not "it is full").
+_CANNOT_ALLOCATE = {errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL, errno.ENOSYS}
+_NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+class BitmapSpaceError(OSError):
+    """The bitmap's blocks could not be reserved (ENOSPC, a quota, an I/O error): nothing is mapped."""
+
+
+def reserve(fd: int, nbytes: int) -> None:
+    """Make every block of the file's first `nbytes` exist and written, keeping its content:
+    posix_fallocate (where the filesystem can allocate ahead), then the content read and written
+    back whole, and fsync. fallocate alone leaves *unwritten* extents on ext4 and the like, and the
+    first writeback into one may still need a block for the extent tree (fuse2fs has no reserve for
+    that: msync then fails with ENOSPC); written blocks need nothing more."""
+    fallocate = getattr(os, "posix_fallocate", None)
+    if fallocate is not None:
+        try:
+            fallocate(fd, 0, nbytes)
+        except OSError as exc:
+            if exc.errno not in _CANNOT_ALLOCATE:
+                raise
+    data = os.pread(fd, nbytes, 0)
+    data += bytes(nbytes - len(data))
+    done = 0
+    while done < nbytes:
+        done += os.pwrite(fd, data[done:], done)
+    os.fsync(fd)  # where allocation is late (delalloc, NFS, FUSE), a full disk shows here
 
 
 class DirtyBitmap:
@@ -45,14 +87,31 @@ class DirtyBitmap:
         self._unsynced: set[int] = set()  # set since the last begin_sync(): not durable yet
         self._syncing: set[int] = set()  # covered by the msync in progress
         nbytes = max(1, -(-self.bits // 8))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        created = False
+        fd = -1
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+            except FileNotFoundError:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+                created = True
             if os.fstat(fd).st_size != nbytes:
                 os.ftruncate(fd, nbytes)  # a new volume size starts a new bitmap (a resize resyncs)
+            reserve(fd, nbytes)
+            if created:
+                fsync_dir(path.parent)  # a crash must not lose the file, and the bits in it
             self._map = mmap.mmap(fd, nbytes)
+        except OSError as exc:
+            if created:
+                try:
+                    path.unlink(missing_ok=True)
+                except OSError:
+                    pass
+            raise self._space_error(exc, nbytes) from exc
         finally:
-            os.close(fd)
+            if fd >= 0:
+                os.close(fd)
 
     def regions(self, offset: int, length: int) -> range:
         if length <= 0:
@@ -160,8 +219,41 @@ class DirtyBitmap:
     def dirty_bytes(self) -> int:
         return int.from_bytes(self._map, "little").bit_count() * self.granule
 
+    def _space_error(self, exc: OSError, nbytes: int) -> BitmapSpaceError:
+        volume = self.path.name.removesuffix(".dirty")
+        full = exc.errno in _NO_SPACE
+        what = (
+            f"the filesystem of {self.path.parent} is full ({exc.strerror})"
+            if full
+            else f"{exc.strerror or exc!r}"
+        )
+        message = (
+            f"cannot reserve the {nbytes}-byte dirty bitmap of volume {volume!r} at {self.path}: "
+            f"{what}. Free space there (or move TAPSTREAM_TAPPER_STATE_DIR to a filesystem with "
+            f"room) and start again; the volume is not served without its bitmap."
+        )
+        log.error(
+            "dirty bitmap cannot be reserved",
+            volume=volume,
+            path=str(self.path),
+            bytes=nbytes,
+            error=exc.strerror or repr(exc),
+            hint="free space in the state dir" if full else None,
+        )
+        return BitmapSpaceError(exc.errno or errno.EIO, message)
+
     def sync(self) -> None:
-        self._map.flush()
+        """msync: make the bits set so far durable. Raises OSError (logged here, with the file)."""
+        try:
+            self._map.flush()
+        except OSError as exc:
+            log.error(
+                "dirty bitmap msync failed: its new bits may not survive a crash",
+                path=str(self.path),
+                error=exc.strerror or repr(exc),
+                hint="free space in the state dir" if exc.errno in _NO_SPACE else None,
+            )
+            raise
 
     def close(self) -> None:
         self._map.flush()

@@ -9,8 +9,8 @@ refused event to the export (which then recovers the stream: DESIGN §4, "never 
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
-import os
 import time
 from collections.abc import Callable
 from functools import partial
@@ -21,10 +21,13 @@ import crc32c
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from tapstream.core.codec import Codec, DecodeError
+from tapstream.core.durable import atomic_write
 from tapstream.core.kafka import AsyncProducer
+from tapstream.core.logging import get_logger
 from tapstream.tapper import metrics
 from tapstream.tapper.event_encoder import WriteEncoder
 
+_log = get_logger("tapstream.tapper.publish")
 Done = Callable[[bool], None]  # called once per event: True when Kafka acked it
 
 
@@ -301,6 +304,7 @@ class SeqFile:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.failures = 0  # writes failed in a row
 
     def read(self) -> int:
         try:
@@ -312,10 +316,30 @@ class SeqFile:
                 f"{self.path} is corrupt ({exc}); remove it to start from Kafka's seq"
             ) from None
 
-    def write(self, seq: int) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        with open(tmp, "w") as f:
-            f.write(json.dumps({"acked_seq": seq, "ts": now_us()}))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+    def write(self, seq: int) -> bool:
+        """Save `seq` (temp file, fsync, rename, fsync the directory). Never raises an OSError: a
+        full state dir leaves the older floor in place, which is still a valid floor (the sequence
+        only grows), so the volume goes on; the failure is logged once, and again when it heals."""
+        try:
+            atomic_write(self.path, json.dumps({"acked_seq": seq, "ts": now_us()}))
+        except OSError as exc:
+            self.failures += 1
+            if self.failures == 1:
+                _log.error(
+                    "cannot save the volume's acked seq; the volume goes on, the saved floor stays "
+                    "older until this works again",
+                    path=str(self.path),
+                    error=exc.strerror or repr(exc),
+                    hint=(
+                        "the tapper's state dir (TAPSTREAM_TAPPER_STATE_DIR) is full: free space there"
+                        if exc.errno in (errno.ENOSPC, errno.EDQUOT)
+                        else None
+                    ),
+                )
+            return False
+        if self.failures:
+            _log.warning(
+                "the volume's acked seq is saved again", path=str(self.path), failures=self.failures
+            )
+            self.failures = 0
+        return True

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import time
 from dataclasses import dataclass, field
@@ -77,6 +78,7 @@ class Applier:
         self.halts: HaltReporter | None = None
         self._consumer: Any = None
         self._held_tps: dict[TopicPartition, set[tuple[str, str]]] = {}
+        self._io_failing: set[tuple[str, str]] = set()  # replicas whose last write failed
         # (group, checkpoint) -> volume -> (marker seq, partition, offset), of markers the applier read.
         self.markers: dict[tuple[str, str], dict[str, tuple[int, int, int]]] = {}
 
@@ -209,7 +211,16 @@ class Applier:
                 self._halt(st, Halt("undecodable", f"{where}: {poison.error}", st.cursor.seq + 1))
                 touched.add((group, volume))
             return int(msg.offset) + 1
-        st = self._state(group, rec["volume"])
+        try:
+            st = self._state(group, rec["volume"])
+        except OSError as exc:
+            # The replica cannot even be opened (its directory or image cannot be created: a full
+            # disk): read the partition again from this record later; the others go on.
+            self._io_failed(group, rec["volume"], exc, "opening the replica")
+            consumer.seek(tp, msg.offset)
+            consumer.pause(tp)
+            asyncio.get_running_loop().call_later(self.s.vdsa_retry_io_s, self._resume, tp)
+            return None
         st.newest_seq = max(st.newest_seq, rec["seq"])
         st.newest_ts = max(st.newest_ts, rec["ts"])
         if st.held_at is not None or tp in self._held_tps:
@@ -267,8 +278,9 @@ class Applier:
         are read again from this batch's start (others' events there are then redeliveries)."""
         tps: list[TopicPartition] = []
         for key in failed:
-            st = self.volumes.pop(key)
-            os.close(st.fd)
+            st = self.volumes.pop(key, None)
+            if st is not None and st.fd >= 0:
+                os.close(st.fd)
             for tp, offset in first.items():
                 if self.s.mirrored(self.s.topic(f"writes.{key[0]}")) == tp.topic:
                     consumer.seek(tp, offset)
@@ -385,17 +397,40 @@ class Applier:
                         )
                     )
             except OSError as exc:
-                log.error(
-                    "replica write failed; the volume stays at its saved position and is retried",
-                    group=key[0],
-                    volume=key[1],
-                    error=repr(exc),
-                    retry_in_s=self.s.vdsa_retry_io_s,
-                    hint="free space under TAPSTREAM_REPLICA_DIR" if exc.errno == 28 else None,
-                )
-                metrics.IO_ERRORS.labels(key[0], key[1]).inc()
+                self._io_failed(key[0], key[1], exc, "writing the replica")
                 failed.add(key)
+            else:
+                if key in self._io_failing:
+                    self._io_failing.discard(key)
+                    metrics.IO_FAILING.labels(key[0], key[1]).set(0)
+                    log.warning(
+                        "replica writes work again; the volume applies from its saved position",
+                        group=key[0],
+                        volume=key[1],
+                        seq=st.cursor.seq,
+                    )
         return failed
+
+    def _io_failed(self, group: str, volume: str, exc: OSError, doing: str) -> None:
+        """Say that a volume's replica cannot be written (ENOSPC, EIO): it stays at its saved
+        position and is retried every `vdsa_retry_io_s`; the other volumes go on."""
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        log.error(
+            "replica write failed; the volume stays at its saved position and is retried",
+            group=group,
+            volume=volume,
+            doing=doing,
+            path=str(Replica(self.s.replica_dir, group, volume).image),
+            error=exc.strerror or repr(exc),
+            errno=errno.errorcode.get(exc.errno or 0, str(exc.errno)),
+            retry_in_s=self.s.vdsa_retry_io_s,
+            hint="the replica's filesystem is full: free space under TAPSTREAM_REPLICA_DIR"
+            if full
+            else None,
+        )
+        metrics.IO_ERRORS.labels(group, volume).inc()
+        metrics.IO_FAILING.labels(group, volume).set(1)
+        self._io_failing.add((group, volume))
 
     def _apply(self, st: VolumeState, rec: dict[str, Any]) -> None:
         branch, body = rec["body"]

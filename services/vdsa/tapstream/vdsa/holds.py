@@ -45,6 +45,7 @@ class HoldFollower:
         self.caught_up = asyncio.Event()
         self.topic = settings.mirrored(settings.topic("control"))
         self._task: asyncio.Task[None] | None = None
+        self._unsaved: set[str] = set()  # groups whose kept.json could not be written
 
     def _saved(self, group: str) -> Path | None:
         return self.state_dir / group / "kept.json" if self.state_dir else None
@@ -62,11 +63,28 @@ class HoldFollower:
                 )
 
     def _save(self, group: str) -> None:
+        """Write the group's kept set; on an OSError (a full replica disk) keep following the topic,
+        which still holds the commands, and try again on the next batch."""
         path = self._saved(group)
         if path is None:
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, json.dumps(self.keeps.dump(group)))
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, json.dumps(self.keeps.dump(group)))
+        except OSError as exc:
+            if group not in self._unsaved:
+                log.error(
+                    "cannot save the kept checkpoints; holds still apply (the control topic has "
+                    "them until its retention), retrying",
+                    group=group,
+                    file=str(path),
+                    error=exc.strerror or repr(exc),
+                )
+            self._unsaved.add(group)
+            return
+        if group in self._unsaved:
+            self._unsaved.discard(group)
+            log.warning("kept checkpoints saved again", group=group, file=str(path))
 
     def start(self) -> None:
         self._load()
@@ -102,6 +120,8 @@ class HoldFollower:
                     )
                     self.caught_up.set()
                 batch = await consumer.getmany(timeout_ms=500, max_records=1000)
+                for group in list(self._unsaved):
+                    self._save(group)
                 for msgs in batch.values():
                     for msg in msgs:
                         try:

@@ -25,3 +25,8 @@ HALTED = Gauge(
 IO_ERRORS = Counter(
     f"{NAMESPACE}_vdsa_io_errors", "Replica writes that failed (retried later)", ["group", "volume"]
 )
+IO_FAILING = Gauge(
+    f"{NAMESPACE}_vdsa_io_failing",
+    "1 while the volume's replica cannot be written (e.g. its disk is full); retried",
+    ["group", "volume"],
+)
