@@ -176,3 +176,28 @@ def test_enospc_is_answered_as_enospc(tmp_path: Path, code: int) -> None:
         assert await request(export.write, 512, b"x" * 512, False) == Err.ENOSPC
 
     asyncio.run(run())
+
+
+def test_async_write_whose_dirty_mark_cannot_be_saved_gets_an_error_not_a_hang(
+    tmp_path: Path,
+) -> None:
+    """Async mode acknowledges a write once its dirty mark is durable: if the bitmap's msync fails
+    (a full or failing state dir), the waiting writes are refused and the volume fails."""
+
+    async def run() -> None:
+        export, _volume, _ = make_export(tmp_path)
+        export.spec = export.spec.model_copy(update={"mode": "async"})
+        export.attach(AckingStream())  # type: ignore[arg-type]
+        real_sync = export.bitmap.sync
+
+        def broken() -> None:
+            raise OSError(errno.EIO, "msync failed")
+
+        export.bitmap.sync = broken  # type: ignore[method-assign]
+        assert await request(export.write, 0, b"D" * 4096, False) == Err.EIO
+        assert export.health.failed
+        export.bitmap.sync = real_sync  # type: ignore[method-assign]
+        await until_healthy(export)
+        assert await request(export.write, 0, b"D" * 4096, False) == 0
+
+    asyncio.run(run())

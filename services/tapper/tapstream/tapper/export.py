@@ -299,6 +299,8 @@ class Export:
                 while self._bitmap_dirty:
                     self._bitmap_dirty = False
                     await asyncio.to_thread(self.bitmap.sync)
+            except OSError as exc:  # the marks stay in memory; the next sync tries again
+                log.error("dirty bitmap not saved", volume=self.name, error=repr(exc))
             finally:
                 self._bitmap_syncing = False
 

@@ -335,6 +335,11 @@ class AsyncMode:
                     t0 = time.perf_counter()
                     try:
                         await loop.run_in_executor(None, self.bitmap.sync)
+                    except OSError as exc:
+                        # The dirty marks cannot be made durable, so these writes may not be
+                        # acknowledged: fail the volume (what waited is refused just below) until
+                        # a probe finds its disks working.
+                        self.x.io_failed("bitmap", exc, 0, 0)
                     finally:
                         self.bitmap.end_sync()
                     metrics.BITMAP_SYNC.observe(time.perf_counter() - t0)
