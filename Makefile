@@ -82,3 +82,15 @@ validate-deploy: setup
 .PHONY: eval-analyzer
 eval-analyzer: up
 	$(PY) bench/eval_analyzer.py
+
+# Every fault scenario: the fast ones on the default stack (they also run in `make test`), then those
+# that need the chaos stack (.tapstream-chaos: 3 protected brokers, toxiproxy between MirrorMaker 2
+# and them), which the session starts and stops. Rows go to bench/results/faults.json; the table is
+# printed even when a scenario fails.
+FAULT_TESTS := $(addprefix tests/integration/,test_faults.py test_halt.py test_lost_upstream.py \
+	test_poison.py test_local_faults.py test_disk_full.py test_tapper_fence.py)
+.PHONY: chaos
+chaos: setup system-deps
+	@rc=0; $(PY) -m pytest $(FAULT_TESTS) $(CHAOS_ARGS) || rc=$$?; \
+	$(PY) -m pytest -m chaos tests/integration/chaos $(CHAOS_ARGS) || rc=$$?; \
+	$(PY) -m tapstream.localstack.faults bench/results/faults.json; exit $$rc

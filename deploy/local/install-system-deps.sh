@@ -16,6 +16,7 @@ have nbdkit    || need+=(nbdkit)
 have kcat      || need+=(kcat)
 have java      || need+=(openjdk-17-jre-headless)
 have mvn       || need+=(maven)
+have go        || need+=(golang-go)  # builds toxiproxy for `make chaos`
 if ((${#need[@]} == 0)); then exit 0; fi
 if [ "$(id -u)" != 0 ]; then
   echo "missing Debian packages: ${need[*]}" >&2

@@ -1,4 +1,5 @@
-"""One site's Kafka: a single combined broker+controller KRaft node from Apache Kafka's jars."""
+"""One KRaft node (combined broker+controller) from Apache Kafka's jars: a site's only node, or one
+voter of a site's multi-node quorum."""
 
 from __future__ import annotations
 
@@ -10,15 +11,29 @@ from pathlib import Path
 
 from tapstream.localstack import processes
 from tapstream.localstack.jvm import java_command, java_env
-from tapstream.localstack.properties import broker_properties, log4j2_config, render
+from tapstream.localstack.properties import (
+    broker_properties,
+    initial_controllers,
+    log4j2_config,
+    render,
+)
 
 
 @dataclass(frozen=True)
 class KafkaNode:
     site: str
     port: int  # client port; the controller listens on port + 1
-    home: Path  # <state>/kafka/<site>: server.properties, data/, cluster.id
+    home: Path  # <state>/kafka/<site>[-<id>]: server.properties, data/, cluster.id, directory.id
     log: Path
+    node_id: int = 1
+    # (node id, controller port) of every voter of the site's quorum, this node included; empty for
+    # a site of one node (formatted --standalone).
+    voters: tuple[tuple[int, int], ...] = ()
+    link: tuple[int, int] | None = None  # (MM2 listener port, proxy port advertised for it)
+
+    @property
+    def name(self) -> str:
+        return self.home.name  # "protected", or "protected-2" in a multi-node site
 
     @property
     def conf(self) -> Path:
@@ -26,7 +41,11 @@ class KafkaNode:
 
     @property
     def pid_file(self) -> Path:
-        return self.home.parent.parent / f"kafka-{self.site}.pid"
+        return self.home.parent.parent / f"kafka-{self.name}.pid"
+
+    @property
+    def ports(self) -> list[int]:
+        return [self.port, self.port + 1, *([self.link[0]] if self.link else [])]
 
     @property
     def bootstrap(self) -> str:
@@ -36,43 +55,73 @@ class KafkaNode:
         # The config path is in the broker's command line and nowhere else's.
         return processes.read_pid(self.pid_file, marker=str(self.conf))
 
-    def start(self, classpath: str, heap: str) -> None:
-        """Format the storage on first use, then start the broker (unless it already runs)."""
+    def start(self, classpath: str, heap: str, cluster_id: str | None = None) -> None:
+        """Format the storage on first use, then start the broker (unless it already runs).
+        The nodes of one quorum share `cluster_id`; a lone node keeps its own in cluster.id."""
         if self.pid() is not None:
             return
-        if processes.port_in_use(self.port) or processes.port_in_use(self.port + 1):
+        taken = [p for p in self.ports if processes.port_in_use(p)]
+        if taken:
             raise RuntimeError(
-                f"port {self.port} or {self.port + 1} is taken by a process that is not our "
-                f"kafka {self.site}: stop it, or choose other ports "
+                f"port {', '.join(map(str, taken))} is taken by a process that is not our "
+                f"kafka {self.name}: stop it, or choose other ports "
                 f"(TAPSTREAM_{self.site.upper()}_KAFKA_PORT)"
             )
         data = self.home / "data"
         self.home.mkdir(parents=True, exist_ok=True)
-        self.conf.write_text(render(broker_properties(1, self.port, str(data))))
+        props = broker_properties(
+            self.node_id, self.port, str(data), voters=self.voters, link=self.link
+        )
+        self.conf.write_text(render(props))
         log_conf = self.home / "log4j2.properties"
         log_conf.write_text(log4j2_config(str(self.log)))
         if not (data / "meta.properties").exists():
-            self._format(classpath, log_conf)
+            self._format(classpath, log_conf, cluster_id)
         cmd = java_command(heap, log_conf, classpath, "kafka.Kafka", str(self.conf))
         processes.start(cmd, self.pid_file, self.log.with_suffix(".out"), env=java_env())
 
     def stop(self) -> bool:
         return processes.stop(self.pid_file, marker=str(self.conf), timeout_s=60)
 
-    def _format(self, classpath: str, log_conf: Path) -> None:
-        cluster_id_file = self.home / "cluster.id"
-        if not cluster_id_file.exists():
-            cluster_id_file.write_text(kafka_cluster_id())
+    def directory_id(self) -> str:
+        """This node's metadata directory id, chosen once (the quorum's voter set names it)."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        return _once(self.home / "directory.id")
+
+    def _format(self, classpath: str, log_conf: Path, cluster_id: str | None) -> None:
+        cid = cluster_id or _once(self.home / "cluster.id")
+        if self.voters:
+            # Every voter is formatted with the same initial voter set (KIP-853): a 3-node quorum
+            # from the start, no node promoted later.
+            dirs = {n: self.directory_id() if n == self.node_id else _once(self._sibling(n))
+                    for n, _ in self.voters}  # fmt: skip
+            quorum = ["--initial-controllers",
+                      initial_controllers([(n, port, dirs[n]) for n, port in self.voters])]  # fmt: skip
+        else:
+            quorum = ["--standalone"]
         fmt = subprocess.run(
             ["java", "-Xmx256m", f"-Dlog4j2.configurationFile={log_conf}", "-cp", classpath,
-             "kafka.tools.StorageTool", "format", "-t", cluster_id_file.read_text().strip(),
-             "-c", str(self.conf), "--standalone", "--ignore-formatted"],
+             "kafka.tools.StorageTool", "format", "-t", cid,
+             "-c", str(self.conf), *quorum, "--ignore-formatted"],
             capture_output=True, text=True, env=java_env(),
         )  # fmt: skip
         if fmt.returncode != 0:
             raise RuntimeError(
                 f"formatting kafka {self.site} storage in {self.home} failed:\n{fmt.stdout}{fmt.stderr}"
             )
+
+    def _sibling(self, node_id: int) -> Path:
+        """directory.id of another node of this site (its home is <site>-<id>, beside ours)."""
+        home = self.home.parent / f"{self.site}-{node_id}"
+        home.mkdir(parents=True, exist_ok=True)
+        return home / "directory.id"
+
+
+def _once(path: Path) -> str:
+    """A Kafka uuid stored in `path`, made on first use."""
+    if not path.exists():
+        path.write_text(kafka_cluster_id())
+    return path.read_text().strip()
 
 
 def kafka_cluster_id() -> str:

@@ -18,7 +18,15 @@ class MirrorTuning:
     """What differs between a laptop and production; defaults suit the single-node local stack."""
 
     # Every internal topic (offset-syncs, checkpoints, heartbeats, Connect config/offset/status).
+    # -1: each cluster's default.replication.factor (sites of different sizes).
     internal_replication_factor: int = 1
+    # Where MirrorMaker 2 reaches the protected cluster, when not at settings.protected_bootstrap:
+    # the fault-injecting proxies in front of its brokers (the local chaos stack).
+    protected_via: str | None = None
+    # How long a flow's Connect worker waits for a departed member before reassigning its tasks
+    # (Connect's default: 5 min). In dedicated mode each flow has one worker: after a cut it rejoins
+    # its group as a "new" member and, with the default, gets its tasks back only 5 min later.
+    rebalance_delay_ms: int | None = None
     # New topics (one per protection group, and tests make many) are mirrored within seconds,
     # not the default 10 minutes.
     refresh_topics_s: int = 2
@@ -50,7 +58,7 @@ def mirrormaker_properties(
     rf = tuning.internal_replication_factor
     props: dict[str, object] = {
         "clusters": f"{p}, {r}",
-        f"{p}.bootstrap.servers": settings.protected_bootstrap,
+        f"{p}.bootstrap.servers": tuning.protected_via or settings.protected_bootstrap,
         f"{r}.bootstrap.servers": settings.recovery_bootstrap,
         f"{p}->{r}.enabled": True,
         f"{p}->{r}.topics": topics_pattern(settings.topic_prefix),
@@ -87,6 +95,8 @@ def mirrormaker_properties(
         props[f"{alias}.producer.linger.ms"] = tuning.linger_ms
         props[f"{alias}.consumer.fetch.max.wait.ms"] = tuning.fetch_max_wait_ms
         props[f"{alias}.consumer.max.partition.fetch.bytes"] = tuning.max_message_bytes
+        if tuning.rebalance_delay_ms is not None:
+            props[f"{alias}.scheduled.rebalance.max.delay.ms"] = tuning.rebalance_delay_ms
         for key, value in security_properties(settings).items():
             props[f"{alias}.{key}"] = value
     return props

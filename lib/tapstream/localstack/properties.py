@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 
 def render(props: Mapping[str, object]) -> str:
@@ -25,27 +25,53 @@ def _escape(text: str, key: bool = False) -> str:
     return text
 
 
-def broker_properties(node_id: int, client_port: int, log_dir: str) -> dict[str, object]:
-    """A combined broker+controller single node (KRaft); every replication factor is 1."""
+def broker_properties(
+    node_id: int,
+    client_port: int,
+    log_dir: str,
+    *,
+    voters: Sequence[tuple[int, int]] = (),
+    link: tuple[int, int] | None = None,
+) -> dict[str, object]:
+    """A combined broker+controller KRaft node (controller on client_port + 1).
+
+    Alone (no `voters`) every replication factor is 1. One of several nodes (`voters`: the node id
+    and controller port of each, itself included) every replication factor is min(3, nodes) with
+    min.insync.replicas 2, so an acks=all write survives one broker's death, and a replica that was
+    out of sync never becomes leader. `link` = (port, advertised port) adds a listener MM2 for
+    MirrorMaker 2 whose advertised address is a proxy's, so MM2's clients stay on the proxy."""
     controller_port = client_port + 1
-    return {
+    quorum = [port for _, port in voters] or [controller_port]
+    rf = min(3, len(voters)) if len(voters) > 1 else 1
+    min_isr = 1 if rf == 1 else 2
+    listeners = [
+        f"PLAINTEXT://127.0.0.1:{client_port}",
+        f"CONTROLLER://127.0.0.1:{controller_port}",
+    ]
+    advertised = list(listeners)
+    protocols = "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
+    if link is not None:
+        listeners.append(f"MM2://127.0.0.1:{link[0]}")
+        advertised.append(f"MM2://127.0.0.1:{link[1]}")
+        protocols += ",MM2:PLAINTEXT"
+    props: dict[str, object] = {
         "process.roles": "broker,controller",
         "node.id": node_id,
-        "controller.quorum.bootstrap.servers": f"127.0.0.1:{controller_port}",
-        "listeners": f"PLAINTEXT://127.0.0.1:{client_port},CONTROLLER://127.0.0.1:{controller_port}",
-        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{client_port},CONTROLLER://127.0.0.1:{controller_port}",
+        "controller.quorum.bootstrap.servers": ",".join(f"127.0.0.1:{p}" for p in quorum),
+        "listeners": ",".join(listeners),
+        "advertised.listeners": ",".join(advertised),
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "listener.security.protocol.map": protocols,
         "log.dirs": log_dir,
         "num.partitions": 1,
-        "default.replication.factor": 1,
-        "offsets.topic.replication.factor": 1,
-        "transaction.state.log.replication.factor": 1,
-        "transaction.state.log.min.isr": 1,
-        "share.coordinator.state.topic.replication.factor": 1,
-        "share.coordinator.state.topic.min.isr": 1,
-        "min.insync.replicas": 1,
+        "default.replication.factor": rf,
+        "offsets.topic.replication.factor": rf,
+        "transaction.state.log.replication.factor": rf,
+        "transaction.state.log.min.isr": min_isr,
+        "share.coordinator.state.topic.replication.factor": rf,
+        "share.coordinator.state.topic.min.isr": min_isr,
+        "min.insync.replicas": min_isr,
         "group.initial.rebalance.delay.ms": 0,
         # Our write events carry up to a few MiB per record (large NBD writes are chunked).
         "message.max.bytes": 16 * 1024 * 1024,
@@ -59,6 +85,20 @@ def broker_properties(node_id: int, client_port: int, log_dir: str) -> dict[str,
         "num.network.threads": 2,
         "num.io.threads": 4,
     }
+    if rf > 1:
+        # Kafka's default, said out loud: an acknowledged write is never dropped by an election.
+        props["unclean.leader.election.enable"] = False
+        # A dead broker is fenced (and its partitions' leaders moved) after 6 s, not 9: sync-mode
+        # writes stall for that long, well inside the tapper's publish timeout.
+        props["broker.heartbeat.interval.ms"] = 1000
+        props["broker.session.timeout.ms"] = 6000
+    return props
+
+
+def initial_controllers(voters: Sequence[tuple[int, int, str]]) -> str:
+    """StorageTool's `--initial-controllers`: `id@host:port:directory-id`, comma-separated; every
+    node of the quorum is formatted with the same value (each finds its own directory id in it)."""
+    return ",".join(f"{node}@127.0.0.1:{port}:{directory}" for node, port, directory in voters)
 
 
 def log4j2_config(log_file: str) -> str:

@@ -45,10 +45,11 @@ def wait_for(
     raise NotReady(f"{what} not ready after {timeout_s:.0f}s (last: {last}){hint}")
 
 
-def kafka_answers(bootstrap: str) -> bool:
-    """The broker answers a metadata request and names itself as a broker."""
+def kafka_answers(bootstrap: str, brokers: int = 1) -> bool:
+    """The cluster answers a metadata request and names at least `brokers` live brokers (all of a
+    multi-node site: topics of replication factor 3 cannot be created before)."""
     md = AdminClient({"bootstrap.servers": bootstrap}, logger=_QUIET).list_topics(timeout=2)
-    return len(md.brokers) > 0
+    return len(md.brokers) >= brokers
 
 
 def newest_timestamp_ms(bootstrap: str, topic: str) -> int | None:

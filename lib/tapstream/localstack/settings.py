@@ -20,6 +20,27 @@ class LocalStackSettings(TapstreamSettings):
     recovery_kafka_port: int = Field(19192, description="Client port of the recovery cluster.")
     protected_pg_port: int = Field(15432, description="PostgreSQL port of the protected site.")
     recovery_pg_port: int = Field(15433, description="PostgreSQL port of the recovery site.")
+    protected_brokers: int = Field(
+        1,
+        ge=1,
+        le=9,
+        description="KRaft nodes (combined broker+controller, all voters) of the protected site. "
+        "With 3 or more: replication factor 3, min.insync.replicas 2, unclean election off. Node i "
+        "listens on the protected Kafka port + 10*i (its controller on + 1).",
+    )
+    link_proxy: bool = Field(
+        False,
+        description="Put a toxiproxy between MirrorMaker 2 and the protected cluster (one proxy per "
+        "broker, on its port + 3) so tests can cut the link or add latency and bandwidth caps.",
+    )
+    toxiproxy_port: int = Field(18474, description="Toxiproxy's HTTP API port (with link_proxy).")
+    toxiproxy_version: str = Field(
+        "v2.12.0", description="Toxiproxy release built from the Go module proxy (with link_proxy)."
+    )
+    toxiproxy_cache: Path = Field(
+        Path.home() / ".cache" / "tapstream" / "toxiproxy",
+        description="Where the built toxiproxy server is kept, one directory per version.",
+    )
     kafka_heap: str = Field("512m", description="-Xmx of each broker JVM.")
     mirrormaker_heap: str = Field("384m", description="-Xmx of the MirrorMaker 2 JVM.")
     ready_timeout_s: float = Field(180.0, description="How long `up` waits for each component.")

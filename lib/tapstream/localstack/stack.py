@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -12,13 +13,16 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from tapstream.core.settings import TapstreamSettings
-from tapstream.localstack import postgres, readiness
+from tapstream.localstack import postgres, readiness, toxiproxy
 from tapstream.localstack.classpath import resolve
 from tapstream.localstack.jvm import java_env
-from tapstream.localstack.kafka_node import KafkaNode
+from tapstream.localstack.kafka_node import KafkaNode, kafka_cluster_id
+from tapstream.localstack.layout import overlapping, site_nodes
+from tapstream.localstack.mirrormaker import MirrorTuning
 from tapstream.localstack.mirrormaker_node import MirrorMakerNode
 from tapstream.localstack.properties import log4j2_config
 from tapstream.localstack.settings import LocalStackSettings
+from tapstream.localstack.toxiproxy import ProxySpec, ToxiproxyNode
 
 SITES = ("protected", "recovery")
 # A running MirrorMaker 2 whose heartbeats stop crossing for this long is restarted by `up`.
@@ -83,13 +87,53 @@ class Stack:
         self.s = settings
         self.root = settings.root
         self.logs = self.root / "logs"
-        self.kafka = {
-            site: KafkaNode(site, self.kafka_port(site), self.root / "kafka" / site,
-                            self.logs / f"kafka-{site}.log")
-            for site in SITES
-        }  # fmt: skip
+        self.brokers = {site: self._nodes(site) for site in SITES}
+        # The first node of each site (its only one by default): what callers of one broker use.
+        self.kafka = {site: nodes[0] for site, nodes in self.brokers.items()}
         self.mirrormaker = MirrorMakerNode(
             self.root / "mirrormaker", self.root / "mirrormaker.pid", self.logs / "mirrormaker.log"
+        )
+        self.toxiproxy = (
+            ToxiproxyNode(self.root / "toxiproxy", self.root / "toxiproxy.pid",
+                          self.logs / "toxiproxy.log", settings.toxiproxy_port)
+            if settings.link_proxy else None
+        )  # fmt: skip
+
+    def _nodes(self, site: str) -> list[KafkaNode]:
+        """The site's KRaft nodes: one by default; the protected site may have several (a quorum
+        of all of them), and with a link proxy each gets a listener for MirrorMaker 2."""
+        protected = site == "protected"
+        count = self.s.protected_brokers if protected else 1
+        plan = site_nodes(self.kafka_port(site), count, self.s.link_proxy and protected)
+        voters = tuple((n.node_id, n.controller) for n in plan) if count > 1 else ()
+        return [
+            KafkaNode(
+                site, n.client,
+                self.root / "kafka" / (site if count == 1 else f"{site}-{n.node_id}"),
+                self.logs / (f"kafka-{site}.log" if count == 1 else f"kafka-{site}-{n.node_id}.log"),
+                node_id=n.node_id, voters=voters,
+                link=(n.link, n.proxy) if n.link is not None and n.proxy is not None else None,
+            )
+            for n in plan
+        ]  # fmt: skip
+
+    def link_proxies(self) -> list[ProxySpec]:
+        """One toxiproxy per protected broker: its advertised MM2 address -> its MM2 listener."""
+        return [
+            ProxySpec(node.name, node.link[1], node.link[0])
+            for node in self.brokers["protected"]
+            if node.link is not None
+        ]
+
+    def mirror_tuning(self) -> MirrorTuning:
+        """As today on the default stack; with more protected brokers each cluster's internal topics
+        take its own default replication factor; with a proxy MM2 goes through it, and a flow whose
+        worker lost its group in a cut gets its tasks back at once, not 5 minutes later."""
+        proxies = self.link_proxies()
+        return MirrorTuning(
+            internal_replication_factor=-1 if self.s.protected_brokers > 1 else 1,
+            protected_via=",".join(f"127.0.0.1:{p.listen}" for p in proxies) or None,
+            rebalance_delay_ms=0 if proxies else None,
         )
 
     # --- addresses -----------------------------------------------------------------------------
@@ -97,7 +141,8 @@ class Stack:
         return self.s.protected_kafka_port if site == "protected" else self.s.recovery_kafka_port
 
     def bootstrap(self, site: str) -> str:
-        return f"127.0.0.1:{self.kafka_port(site)}"
+        """Every node of the site, so clients find the cluster while any one of them runs."""
+        return ",".join(node.bootstrap for node in self.brokers[site])
 
     def pg_port(self, site: str) -> int:
         return self.s.protected_pg_port if site == "protected" else self.s.recovery_pg_port
@@ -133,29 +178,50 @@ class Stack:
         self.root.mkdir(parents=True, exist_ok=True)
         say("resolving Kafka jars (Maven Central, cached)")
         cp = resolve(self.root, self.s.maven_repo)
+        clash = overlapping(
+            site_nodes(self.kafka_port("protected"), self.s.protected_brokers, self.s.link_proxy),
+            site_nodes(self.kafka_port("recovery"), 1),
+        )
+        if clash:
+            raise RuntimeError(f"the two sites' Kafka ports overlap ({sorted(clash)}): move one")
         # The JVMs boot in the background while Postgres starts (pg_ctl waits for it).
         for site in SITES:
             say(f"kafka {site}")
-            self.kafka[site].start(cp, self.s.kafka_heap)
+            nodes = self.brokers[site]
+            # The nodes of a quorum share one cluster id, made once for the site.
+            cid = self._cluster_id(site) if len(nodes) > 1 else None
+            for node in nodes:
+                node.start(cp, self.s.kafka_heap, cid)
+        if self.toxiproxy is not None:
+            say("toxiproxy (the link between the sites)")
+            exe = toxiproxy.binary(self.s.toxiproxy_cache, self.s.toxiproxy_version)
+            self.toxiproxy.start(exe, self.link_proxies())
         for site in SITES:
             say(f"postgres {site}")
             postgres.start(
                 self.root / "pg" / site, self.pg_port(site), self.logs / f"postgres-{site}.log"
             )
         for site in SITES:
-            node = self.kafka[site]
+            nodes = self.brokers[site]
             say(f"waiting for kafka {site}")
             readiness.wait_for(
-                f"kafka {site} ({node.bootstrap})",
-                partial(readiness.kafka_answers, node.bootstrap),
-                self.s.ready_timeout_s, node.log,
-                running=node.pid,
+                f"kafka {site} ({self.bootstrap(site)}, {len(nodes)} broker(s))",
+                partial(readiness.kafka_answers, self.bootstrap(site), len(nodes)),
+                self.s.ready_timeout_s, nodes[0].log,
+                running=partial(_all_running, nodes),
             )  # fmt: skip
             readiness.wait_for(
                 f"postgres {site}",
                 partial(readiness.postgres_answers, self.database_url(site)),
                 self.s.ready_timeout_s, self.logs / f"postgres-{site}.log",
             )  # fmt: skip
+        if self.toxiproxy is not None:
+            api = self.toxiproxy.api
+            readiness.wait_for("toxiproxy", api.answers, self.s.ready_timeout_s,
+                               self.toxiproxy.log, running=self.toxiproxy.pid)  # fmt: skip
+            # A reused server may have been left with a cut link or toxics by a test.
+            api.populate(self.link_proxies())
+            api.reset()
         say("mirrormaker 2")
         self._mirrormaker_up(cp, say)
         env_file = self.root / "local.env"
@@ -167,9 +233,9 @@ class Stack:
         A running MirrorMaker 2 mirrors a heartbeat every second in each direction. One that no longer
         does (a flow's Connect worker gave up while a cluster was down: its connectors 'failed to
         properly shut down') is restarted; it resumes from its committed offsets."""
-        settings, mm = self.client_settings(), self.mirrormaker
+        settings, mm, tuning = self.client_settings(), self.mirrormaker, self.mirror_tuning()
         t_start = time.time()
-        if not mm.start(settings, cp, self.s.mirrormaker_heap):
+        if not mm.start(settings, cp, self.s.mirrormaker_heap, tuning):
             try:
                 mm.wait_ready(settings, t_start, STUCK_AFTER_S, say)  # one heartbeat a second
                 return
@@ -177,18 +243,32 @@ class Stack:
                 say("mirrormaker 2 runs but does not replicate: restarting it")
                 mm.stop()
                 t_start = time.time()
-                mm.start(settings, cp, self.s.mirrormaker_heap)
+                mm.start(settings, cp, self.s.mirrormaker_heap, tuning)
         # A heartbeat older than this start may be left over from an earlier run.
         mm.wait_ready(settings, t_start, self.s.ready_timeout_s, say)
 
+    def _cluster_id(self, site: str) -> str:
+        path = self.root / "kafka" / f"{site}.cluster.id"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(kafka_cluster_id())
+        return path.read_text().strip()
+
     def down(self) -> list[str]:
-        """Stop MirrorMaker 2, both brokers and both Postgres (in that order); data stays."""
+        """Stop MirrorMaker 2, the link proxy, every broker and both Postgres (in that order);
+        data stays."""
         stopped = []
         if self.mirrormaker.stop():
             stopped.append("mirrormaker")
+        if self.toxiproxy is not None and self.toxiproxy.stop():
+            stopped.append("toxiproxy")
         for site in SITES:
-            if self.kafka[site].stop():
-                stopped.append(f"kafka-{site}")
+            # All nodes of a quorum at once: stopped one by one, the last would wait for a quorum
+            # that is gone (its controlled shutdown hangs until the SIGKILL a minute later).
+            nodes = self.brokers[site]
+            with ThreadPoolExecutor(len(nodes)) as pool:
+                done = list(pool.map(KafkaNode.stop, nodes))
+            stopped += [f"kafka-{n.name}" for n, was in zip(nodes, done, strict=True) if was]
         for site in SITES:
             if postgres.stop(self.root / "pg" / site):
                 stopped.append(f"postgres-{site}")
@@ -196,11 +276,15 @@ class Stack:
 
     def status(self) -> list[Component]:
         comps = [
-            Component(f"kafka-{site}", "kafka", node.port, node.pid(), node.log)
-            for site, node in self.kafka.items()
+            Component(f"kafka-{node.name}", "kafka", node.port, node.pid(), node.log)
+            for nodes in self.brokers.values()
+            for node in nodes
         ]
         mm = self.mirrormaker
         comps.append(Component("mirrormaker", "mirrormaker", None, mm.pid(), mm.log))
+        if self.toxiproxy is not None:
+            tp = self.toxiproxy
+            comps.append(Component("toxiproxy", "toxiproxy", tp.port, tp.pid(), tp.log))
         comps += [
             Component(f"postgres-{site}", "postgres", self.pg_port(site),
                       postgres.pid(self.root / "pg" / site), self.logs / f"postgres-{site}.log")
@@ -225,3 +309,7 @@ class Stack:
         cmd = ["java", "-Xmx256m", "-XX:TieredStopAtLevel=1", f"-Dlog4j2.configurationFile={log_conf}",
                "-cp", cp, tool.main, *rest]  # fmt: skip
         return subprocess.call(cmd, env=java_env())
+
+
+def _all_running(nodes: list[KafkaNode]) -> bool:
+    return all(node.pid() is not None for node in nodes)
