@@ -39,13 +39,13 @@ kafka-tools: setup
 
 # Lint and types first (seconds), then every test against the real stack.
 test: setup system-deps lint typecheck
-	$(PY) -m pytest tests
+	TAPSTREAM_FAULTS_FILE=$(STATE)/faults.json $(PY) -m pytest tests
 
 test-unit: setup
 	$(PY) -m pytest tests/unit
 
 test-integration: setup system-deps
-	$(PY) -m pytest tests/integration
+	TAPSTREAM_FAULTS_FILE=$(STATE)/faults.json $(PY) -m pytest tests/integration
 
 lint: setup
 	$(VENV)/bin/ruff check lib services tests

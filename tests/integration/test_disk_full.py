@@ -32,6 +32,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ import pytest
 
 from tapstream.core.ports import free_port
 from tapstream.core.replica import Replica
+from tapstream.localstack import faults
 
 from .services_harness import start_service, stop, wait_until
 from .tapper_harness import TapperProcess, blank_volume, images_equal, replay, run, start_tapper
@@ -276,6 +278,15 @@ def test_tapper_keeps_serving_with_its_state_dir_full_and_recovers(
             out = tmp_path / f"{name}.replayed"
             replay(stack, group, name, out, BIG)
             images_equal(path, out)
+        faults.record(
+            {
+                "scenario": "tapper-state-dir-full",
+                "fault": "ENOSPC under the tapper's state dir (bitmaps, seq files; small tmpfs)",
+                "load": "qemu-io writes, a sync and an async volume",
+                "lost": 0,  # both streams replay to their volumes byte for byte
+                "halted": 0,
+            }
+        )
     finally:
         if tapper.proc.poll() is None:
             tapper.stop(signal.SIGKILL)
@@ -396,13 +407,25 @@ def test_vdsa_survives_a_full_replica_disk_and_converges_when_space_returns(
         assert vdsa.poll() is None, "the VDSA died"
 
         fs.free()
+        t0 = time.monotonic()
         wait_until("full0 converged once space is back", lambda: converged("full0"), 90, 0.5)
+        recover_s = time.monotonic() - t0
         assert metric(port, "tapstream_vdsa_io_failing", group=full_group, volume="full0") == 0
         assert logged(vdsa_log, "replica writes work again", full_group)
         assert not list(fs.path.glob("*.tmp")), "a temp file was left behind"
         assert vdsa.poll() is None, "the VDSA died"
         for name in vols:
             assert converged(name)
+        faults.record(
+            {
+                "scenario": "replica-dir-full",
+                "fault": "ENOSPC under one group's replica dir (4 MB tmpfs)",
+                "load": "qemu-io 64 KiB writes to two groups, sync mode",
+                "lost": 0,  # both replicas equal their protected volumes
+                "halted": 0,
+                "recover_s": round(recover_s, 2),
+            }
+        )
     finally:
         stop(vdsa)
         tapper.stop()

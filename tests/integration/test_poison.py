@@ -21,6 +21,7 @@ from tapstream.core.kafka import client_config, producer_config
 from tapstream.core.keep import tag_command
 from tapstream.core.ports import free_port
 from tapstream.journal.store import JournalStore
+from tapstream.localstack import faults
 from tapstream.site_manager.domain import Recorded
 from tapstream.site_manager.domain import events as e
 from tapstream.site_manager.event_log import EventLog, Read
@@ -164,6 +165,16 @@ def test_the_journal_sets_poison_aside_and_goes_on(stack, tmp_path: Path, unique
             assert d["key"] == b"disk0"
         for reason in ("undecodable", "foreign", "invalid"):  # the original bytes
             assert by_reason[reason]["value"] == records[reason][1]
+        faults.record(
+            {
+                "scenario": "poison-records",
+                "fault": "tombstone, garbage, a Command and another group's event in a write topic",
+                "load": "qemu-io writes; the journal indexing",
+                "lost": 0,  # every event indexed, seq 1..N without a gap
+                "halted": 0,
+                "dead_letters": len(letters),
+            }
+        )
     finally:
         assert tapper.stop() == 0
         assert stop(journal) == 0

@@ -17,6 +17,7 @@ from confluent_kafka import Producer
 from tapstream.core.codec import make_codec
 from tapstream.core.kafka import client_config, producer_config
 from tapstream.core.replay import read_stream
+from tapstream.localstack import faults
 
 from .services_harness import wait_until
 from .tapper_harness import blank_volume, start_tapper
@@ -118,6 +119,15 @@ def test_fence_survives_sigkill_and_only_its_owner_lifts_it(stack, tmp_path: Pat
         # Lifted for good: a restart keeps it lifted.
         tapper = start_tapper(stack, tmp_path, group, {"vol": vol})
         assert try_write(tapper.uri("vol")) == "ok"
+        faults.record(
+            {
+                "scenario": "fenced-tapper-sigkill",
+                "fault": "a fenced tapper SIGKILLed and restarted (split brain if the fence is lost)",
+                "load": "qemu-io writes",
+                "acked": 0,  # every write while fenced was refused with EPERM, after the restart too
+                "lost": 0,
+            }
+        )
     finally:
         tapper.stop(signal.SIGKILL)
 

@@ -34,9 +34,12 @@ def merge(rows: list[dict[str, Any]], row: dict[str, Any]) -> list[dict[str, Any
     return sorted(out, key=lambda r: str(r.get("scenario")))
 
 
-def record(row: dict[str, Any], path: Path = DEFAULT) -> None:
+def record(row: dict[str, Any], path: Path | None = None) -> None:
     """Merge `row` (it must name its `scenario`) into the file, stamped with the time; written by
-    rename so a concurrent reader never sees half a file."""
+    rename so a concurrent reader never sees half a file. The file: `path`, else
+    TAPSTREAM_FAULTS_FILE (`make test` points it under the state dir, so a test run leaves the
+    committed results of `make chaos` alone), else bench/results/faults.json."""
+    path = path or Path(os.environ.get("TAPSTREAM_FAULTS_FILE") or DEFAULT)
     row = {**row, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
