@@ -29,6 +29,7 @@ from tapstream.core.kafka import client_config
 from tapstream.core.ports import free_port
 from tapstream.core.replay import replay_volume
 from tapstream.journal.restore import RestoreError, restore
+from tapstream.localstack import faults
 from tapstream.vdsa.coordinator import create_checkpoint
 
 from .services_harness import groups_env, metric, start_service, stop, wait_until
@@ -118,6 +119,15 @@ def test_mirrormaker_sigkill_mid_load_loses_nothing(
             interval=1,
         )
         images_equal(expected, out_img)
+        faults.record(
+            {
+                "scenario": "mirrormaker-sigkill",
+                "fault": "MirrorMaker 2 SIGKILLed mid-load, restarted by make up",
+                "load": "fio randwrite, sync mode",
+                "lost": 0,  # the mirrored replay and the journal restore equal the volume
+                "halted": 0,
+            }
+        )
     finally:
         if fio.poll() is None:
             fio.kill()
@@ -198,6 +208,16 @@ def test_protected_broker_sigkill_fails_sync_writes_with_eio_then_repairs(
         images_equal(vol, tmp_path / "replayed.img")
         data = (tmp_path / "replayed.img").read_bytes()
         assert data[:MIB] == b"\x11" * MIB and data[2 * MIB : 3 * MIB] == b"\x33" * MIB
+        faults.record(
+            {
+                "scenario": "protected-broker-sigkill-rf1",
+                "fault": "the only protected broker SIGKILLed under a sync tapper, restarted",
+                "load": "qemu-io 1 MiB writes, sync mode",
+                "acked": 2,  # the write during the outage got EIO: not acknowledged, not lost
+                "lost": 0,
+                "halted": 0,
+            }
+        )
     finally:
         if broker.pid() is None:
             local_stack.up()
