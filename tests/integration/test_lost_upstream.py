@@ -21,7 +21,7 @@ from tapstream.core.replica import Replica
 from tapstream.localstack import faults
 
 from .services_harness import replica_equals, start_recovery_vdsa, stop, wait_until
-from .tapper_harness import blank_volume, images_equal, qemu_write, start_tapper
+from .tapper_harness import blank_volume, images_equal, qemu_write, run, start_tapper
 
 pytestmark = pytest.mark.integration
 SIZE = 8 * 1024 * 1024
@@ -55,10 +55,16 @@ def test_tapper_never_reuses_lost_seqs_and_resends_the_volume(
     tapper = start_tapper(stack, tmp_path, group, {volume: vol})
     for i in range(4):
         qemu_write(tapper.uri(volume), i << 20, 0x41 + i)
+    # A consumer (a replica) applied everything so far ...
+    applied_seq = max(r["seq"] for _p, _o, r in read_stream(protected, topic, codec))
+    applied = tmp_path / "applied-before.img"
+    shutil.copyfile(vol, applied)
+    # ... but not what came next: a region zeroed (trim) and one more write, acked, then lost.
+    run(["qemu-io", "-f", "raw", "-c", f"write -z {1 << 20} 65536", tapper.uri(volume)])
+    qemu_write(tapper.uri(volume), 5 << 20, 0x45)
     assert tapper.stop() == 0
     acked = max(r["seq"] for _p, _o, r in read_stream(protected, topic, codec))
-    applied = tmp_path / "applied-before.img"
-    shutil.copyfile(vol, applied)  # a consumer that applied every acknowledged event
+    assert acked > applied_seq
 
     drop_all_records(protected, topic)
     t0 = time.monotonic()
@@ -73,22 +79,25 @@ def test_tapper_never_reuses_lost_seqs_and_resends_the_volume(
     assert first["seq"] == acked + 1, "a lost seq was reused"
     assert first["body"][0] == "SyncStart" and first["body"][1]["bytes_total"] == SIZE
 
-    # The consumer that had applied up to `acked` converges on the resend.
+    # The consumer that had applied up to `applied_seq` meets the hole and the resend right after
+    # it, and converges: the lost zeroing included (a resend of non-zero blocks only would leave
+    # the old data there, silently).
     fd = os.open(applied, os.O_RDWR)
     try:
         replay = VolumeReplay(fd, volume)
-        replay.cursor.seq = acked
+        replay.cursor.seq = applied_seq
         for r in records:
             replay.apply(r)
     finally:
         os.close(fd)
+    assert applied.read_bytes()[1 << 20 : (1 << 20) + 65536] == bytes(65536)
     images_equal(vol, applied)
     faults.record(
         {
             "scenario": "kafka-lost-acked-events",
             "fault": "Kafka lost acknowledged events (all records deleted) while the tapper was down",
             "load": "qemu-io 64 KiB writes, sync mode",
-            "acked": 6,
+            "acked": 8,
             "lost": 0,  # images_equal above: the consumer holds every acknowledged write
             "halted": 0,
             "recover_s": round(time.monotonic() - t0, 2),

@@ -8,7 +8,8 @@ VDSA, reverse protection, replay, restore) keeps a `Cursor` and asks it about ea
   SyncBlock/SyncEnd belongs to a sync that was opened (SyncStart) and not yet closed;
 - anything else raises `Halt`: the volume stops at its last good event, its replica stays exact
   for that point, and only a sync that rewrites the whole volume (a DELTA whose bytes_total covers
-  the volume, or any sync on a replica that was never written) lets it move on again.
+  the volume, or any sync on a replica that was never written) lets it move on again; such a sync
+  right after a hole heals it without halting.
 """
 
 from __future__ import annotations
@@ -51,7 +52,9 @@ class Cursor:
         if seq <= self.seq:
             return "duplicate"
         branch, body = record["body"]
-        if self.halt is not None or (self.seq == 0 and seq != 1):
+        if self.halt is not None or seq != self.seq + 1:
+            # A sync that rewrites everything makes whatever came before it irrelevant: a hole
+            # right before it (Kafka lost events, the tapper resends the volume) heals at once.
             if heals(branch, body, blank=self.seq == 0):
                 return "heal"
             if self.halt is not None:

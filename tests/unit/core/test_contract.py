@@ -130,3 +130,11 @@ def test_cursor_round_trips_through_json() -> None:
     c = Cursor("v", 7, ["s1"], {"reason": "gap", "detail": "d", "seq": 9})
     assert Cursor.from_json("v", c.to_json()) == c
     assert Cursor.from_json("v", {}) == Cursor("v")
+
+
+def test_a_hole_right_before_a_sync_of_the_whole_volume_heals_without_halting() -> None:
+    # Kafka lost acknowledged events; the tapper continued after them with a full resend.
+    c = Cursor("v", seq=10)
+    assert run(c, sync_start(15, "full"), sync_block(16, "full")) == ["heal", "apply"]
+    with pytest.raises(Halt, match="gap"):
+        Cursor("v", seq=10).check(sync_start(15, "part", total=100))  # a partial one cannot
