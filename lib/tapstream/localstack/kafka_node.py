@@ -30,6 +30,7 @@ class KafkaNode:
     # a site of one node (formatted --standalone).
     voters: tuple[tuple[int, int], ...] = ()
     link: tuple[int, int] | None = None  # (MM2 listener port, proxy port advertised for it)
+    retention_check_ms: int | None = None  # log.retention.check.interval.ms (None: Kafka's)
 
     @property
     def name(self) -> str:
@@ -70,8 +71,9 @@ class KafkaNode:
         data = self.home / "data"
         self.home.mkdir(parents=True, exist_ok=True)
         props = broker_properties(
-            self.node_id, self.port, str(data), voters=self.voters, link=self.link
-        )
+            self.node_id, self.port, str(data), voters=self.voters, link=self.link,
+            retention_check_ms=self.retention_check_ms,
+        )  # fmt: skip
         self.conf.write_text(render(props))
         log_conf = self.home / "log4j2.properties"
         log_conf.write_text(log4j2_config(str(self.log)))

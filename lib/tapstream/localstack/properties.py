@@ -32,6 +32,7 @@ def broker_properties(
     *,
     voters: Sequence[tuple[int, int]] = (),
     link: tuple[int, int] | None = None,
+    retention_check_ms: int | None = None,
 ) -> dict[str, object]:
     """A combined broker+controller KRaft node (controller on client_port + 1).
 
@@ -39,7 +40,9 @@ def broker_properties(
     and controller port of each, itself included) every replication factor is min(3, nodes) with
     min.insync.replicas 2, so an acks=all write survives one broker's death, and a replica that was
     out of sync never becomes leader. `link` = (port, advertised port) adds a listener MM2 for
-    MirrorMaker 2 whose advertised address is a proxy's, so MM2's clients stay on the proxy."""
+    MirrorMaker 2 whose advertised address is a proxy's, so MM2's clients stay on the proxy.
+    `retention_check_ms` sets how often the broker deletes segments past retention (a static
+    broker config; Kafka's default is 5 minutes)."""
     controller_port = client_port + 1
     quorum = [port for _, port in voters] or [controller_port]
     rf = min(3, len(voters)) if len(voters) > 1 else 1
@@ -85,6 +88,8 @@ def broker_properties(
         "num.network.threads": 2,
         "num.io.threads": 4,
     }
+    if retention_check_ms is not None:
+        props["log.retention.check.interval.ms"] = retention_check_ms
     if rf > 1:
         # Kafka's default, said out loud: an acknowledged write is never dropped by an election.
         props["unclean.leader.election.enable"] = False

@@ -42,6 +42,12 @@ class LocalStackSettings(TapstreamSettings):
         description="Where the built toxiproxy server is kept, one directory per version.",
     )
     kafka_heap: str = Field("512m", description="-Xmx of each broker JVM.")
+    kafka_retention_check_ms: int | None = Field(
+        None,
+        gt=0,
+        description="log.retention.check.interval.ms of every broker (None: Kafka's 5 minutes). "
+        "The chaos stack checks every second, so a test can watch a short retention pass.",
+    )
     mirrormaker_heap: str = Field("384m", description="-Xmx of the MirrorMaker 2 JVM.")
     ready_timeout_s: float = Field(180.0, description="How long `up` waits for each component.")
     test_stack: Literal["auto", "local", "containers"] = Field(

@@ -113,6 +113,7 @@ class Stack:
                 self.logs / (f"kafka-{site}.log" if count == 1 else f"kafka-{site}-{n.node_id}.log"),
                 node_id=n.node_id, voters=voters,
                 link=(n.link, n.proxy) if n.link is not None and n.proxy is not None else None,
+                retention_check_ms=self.s.kafka_retention_check_ms,
             )
             for n in plan
         ]  # fmt: skip

@@ -37,6 +37,9 @@ CHAOS = {
     # 2 cores and a shared stack beside us: small heaps.
     "kafka_heap": "320m",
     "mirrormaker_heap": "384m",
+    # Brokers delete segments past retention every second, not every 5 minutes (a static broker
+    # config): the cut-longer-than-retention scenario watches a short retention pass.
+    "kafka_retention_check_ms": 1000,
 }
 
 

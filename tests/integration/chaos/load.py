@@ -77,6 +77,22 @@ def _records(conf: dict[str, Any], topic: str) -> int:
         c.close()
 
 
+def watermarks(conf: dict[str, Any], topic: str) -> dict[int, tuple[int, int]]:
+    """(log start offset, end offset) of each of `topic`'s partitions ({} while it does not exist):
+    the log start is where retention has cut the topic."""
+    c = Consumer({**conf, "group.id": "tapstream-chaos-test", "enable.auto.commit": False})
+    try:
+        meta = c.list_topics(topic, timeout=10).topics.get(topic)
+        if meta is None or meta.error is not None:
+            return {}
+        return {
+            p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            for p in meta.partitions
+        }
+    finally:
+        c.close()
+
+
 def partition_state(conf: dict[str, Any], topic: str) -> tuple[int, list[int], list[int]]:
     """(leader, replicas, in-sync replicas) of the topic's partition 0."""
     meta = AdminClient(conf).list_topics(topic, timeout=10).topics[topic].partitions[0]
