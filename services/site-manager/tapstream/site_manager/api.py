@@ -12,7 +12,13 @@ from prometheus_client import make_asgi_app
 from pydantic import BaseModel, Field
 
 from tapstream.site_manager import metrics
-from tapstream.site_manager.domain import CheckpointLog, ConcurrencyError, DomainError, NotFound
+from tapstream.site_manager.domain import (
+    CheckpointLog,
+    ConcurrencyError,
+    DomainError,
+    Invalid,
+    NotFound,
+)
 from tapstream.site_manager.domain import commands as c
 
 if TYPE_CHECKING:
@@ -86,6 +92,10 @@ def make_api(sm: SiteManager) -> FastAPI:
     @api.exception_handler(NotFound)
     async def not_found(_: Request, exc: NotFound) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @api.exception_handler(Invalid)
+    async def invalid(_: Request, exc: Invalid) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
 
     @api.exception_handler(ConcurrencyError)
     async def stale(_: Request, exc: ConcurrencyError) -> JSONResponse:

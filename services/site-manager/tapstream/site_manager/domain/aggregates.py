@@ -26,6 +26,11 @@ class NotFound(DomainError):
     """The aggregate does not exist (or was deleted)."""
 
 
+class Invalid(DomainError):
+    """A value the command carries is not acceptable (a bad name, a path outside the allowed roots):
+    the request is wrong, not the aggregate's state (REST: 422)."""
+
+
 def _name(kind: str, value: str) -> None:
     if not NAME.match(value):
         raise DomainError(
