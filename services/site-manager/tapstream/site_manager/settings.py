@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from tapstream.core.settings import TapstreamSettings
 
@@ -63,12 +63,52 @@ class SiteManagerSettings(TapstreamSettings):
     site_manager_stop_timeout_s: float = Field(
         30.0, gt=0, description="How long a child service may take to stop."
     )
+    # --- who may call the REST API (site_manager/auth.py) -------------------------------------
+    site_manager_tokens_file: Path | None = Field(
+        None,
+        description="Hashed API tokens (JSON, mode 0600); default tokens.json in the state dir. "
+        "Issue the first one on this host: `python -m tapstream.site_manager token issue NAME --role admin`.",
+    )
+    site_manager_tls_certfile: Path | None = Field(
+        None, description="Serve the REST API over HTTPS with this certificate (PEM, chain first)."
+    )
+    site_manager_tls_keyfile: Path | None = Field(
+        None, description="The private key of site_manager_tls_certfile (PEM)."
+    )
+    site_manager_tls_client_ca: Path | None = Field(
+        None,
+        description="mTLS: require a client certificate signed by this CA (PEM) besides the token.",
+    )
+    # --- the CLI's side of it ------------------------------------------------------------------
+    api_token: SecretStr | None = Field(
+        None,
+        description="CLI: the bearer token sent to the site managers (TAPSTREAM_API_TOKEN); "
+        "unset: read from api_token_file.",
+    )
+    api_token_file: Path = Field(
+        Path("~/.config/tapstream/token"),
+        description="CLI: a file holding the token, used when TAPSTREAM_API_TOKEN is unset.",
+    )
+    api_ca_file: Path | None = Field(
+        None,
+        description="CLI: CA bundle (PEM) that signed the site managers' HTTPS certificates "
+        "(unset: the system's CAs).",
+    )
+    api_client_cert: Path | None = Field(
+        None,
+        description="CLI: client certificate (PEM, key included or in api_client_key) for mTLS.",
+    )
+    api_client_key: Path | None = Field(None, description="CLI: the key of api_client_cert (PEM).")
 
     @property
     def api_port(self) -> int:
         if self.site_manager_port is not None:
             return self.site_manager_port
         return 8470 if self.site == "protected" else 8471
+
+    @property
+    def tokens_file(self) -> Path:
+        return self.site_manager_tokens_file or self.site_manager_state_dir / "tokens.json"
 
     def url(self, site: str) -> str:
         return (
