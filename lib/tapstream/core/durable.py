@@ -16,11 +16,16 @@ def fsync_dir(path: Path) -> None:
         os.close(dirfd)
 
 
-def atomic_write(path: Path, data: str | bytes) -> None:
+def atomic_write(path: Path, data: str | bytes, mode: int | None = None) -> None:
     """Replace `path` by `data`: readers see the old content or the new one, never a mix. On an
-    error (e.g. ENOSPC) the old content stays and the temp file is removed; the error is raised."""
+    error (e.g. ENOSPC) the old content stays and the temp file is removed; the error is raised.
+    `mode` (e.g. 0o600 for secrets) is set on the temp file before any byte is written."""
     tmp = path.with_name(path.name + ".tmp")
     try:
+        if mode is not None:
+            tmp.unlink(missing_ok=True)  # a leftover temp file keeps its own, maybe wider, mode
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode))
+            os.chmod(tmp, mode)  # exactly `mode`, whatever the umask
         with open(tmp, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)
             f.flush()

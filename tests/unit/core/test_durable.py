@@ -9,3 +9,13 @@ def test_atomic_write_replaces_whole_and_leaves_no_temp(tmp_path: Path) -> None:
     atomic_write(p, b"new")
     assert p.read_text() == "new"
     assert [x.name for x in tmp_path.iterdir()] == ["kept.json"]
+
+
+def test_a_mode_is_set_before_the_content_lands(tmp_path: Path) -> None:
+    target = tmp_path / "secret.json"
+    target.write_text("old")
+    target.chmod(0o644)
+    (tmp_path / "secret.json.tmp").write_text("left over by a crash")
+    atomic_write(target, "new", mode=0o600)
+    assert target.read_text() == "new"
+    assert target.stat().st_mode & 0o777 == 0o600
