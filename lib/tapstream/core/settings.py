@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as SourceError
 
@@ -89,6 +89,35 @@ class TapstreamSettings(BaseSettings):
     log_format: Literal["json", "console"] = Field("json", description="Structured log rendering.")
     metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus port; 0 means none.")
     metrics_host: str = Field("127.0.0.1", description="Address the metrics endpoint listens on.")
+    control_keys: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="Keys (HMAC-SHA256) that sign and verify tapstream.control commands, as JSON "
+        '{"key id": "secret"}; a verifier accepts any of them, so a new key is added everywhere '
+        "before it signs and an old one removed after. Empty: commands are neither signed nor "
+        "checked (a WARNING at start).",
+    )
+    control_key_id: str | None = Field(
+        None,
+        description="The key of TAPSTREAM_CONTROL_KEYS that signs; unset: the only one there "
+        "(required when there are several).",
+    )
+    control_max_age_s: float = Field(
+        300.0,
+        gt=0,
+        description="A signed command older or further in the future than this (by its ts) is "
+        "refused as a replay where commands are acted on once (tapper).",
+    )
+
+    @field_validator("control_key_id")
+    @classmethod
+    def _signing_key_known(cls, key_id: str | None, info: ValidationInfo) -> str | None:
+        keys = info.data.get("control_keys") or {}
+        key_id = key_id or None  # an empty variable: unset
+        if key_id is not None and key_id not in keys:
+            raise ValueError("not a key of TAPSTREAM_CONTROL_KEYS")
+        if key_id is None and len(keys) > 1:
+            raise ValueError("must name the signing key among TAPSTREAM_CONTROL_KEYS")
+        return key_id
 
     @property
     def bootstrap(self) -> str:
