@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tapstream.core.durable import atomic_write
+from tapstream.core.names import check_name
 
 
 @dataclass
@@ -33,7 +34,9 @@ class Position:
 
 class Replica:
     def __init__(self, replica_dir: Path, group: str, volume: str) -> None:
-        base = replica_dir / group
+        # Every replica path is built here: a name from a record never leaves the replica dir.
+        base = replica_dir / check_name("group", group)
+        check_name("volume", volume)
         self.image = base / f"{volume}.img"
         self.pos_file = base / f"{volume}.pos.json"
         self.lock_file = base / f"{volume}.lock"

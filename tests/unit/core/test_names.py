@@ -1,6 +1,9 @@
+from pathlib import Path
+
 import pytest
 
-from tapstream.core.names import valid_name
+from tapstream.core.names import InvalidName, check_name, valid_name
+from tapstream.core.replica import Replica
 
 
 @pytest.mark.parametrize("name", ["disk0", "vm1-disk0", "a.b_c", "G1", "x" * 128])
@@ -13,3 +16,18 @@ def test_valid(name: str) -> None:
 )
 def test_invalid(name: object) -> None:
     assert not valid_name(name)
+
+
+def test_check_name_says_what_a_name_may_hold() -> None:
+    assert check_name("volume", "disk0") == "disk0"
+    with pytest.raises(InvalidName, match=r"volume name '\.\./\.\./etc/x'.*without '\.\.'"):
+        check_name("volume", "../../etc/x")
+
+
+@pytest.mark.parametrize(("group", "volume"), [("g", "../../etc/x"), ("../g", "d"), ("g", "a/b")])
+def test_a_replica_is_never_built_from_an_invalid_name(
+    tmp_path: Path, group: str, volume: str
+) -> None:
+    with pytest.raises(InvalidName):
+        Replica(tmp_path / "replicas", group, volume)
+    assert list(tmp_path.iterdir()) == []

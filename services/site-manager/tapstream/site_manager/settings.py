@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 
 from tapstream.core.settings import TapstreamSettings
+from tapstream.site_manager.paths import default_roots
 
 
 class SiteManagerSettings(TapstreamSettings):
@@ -63,6 +64,18 @@ class SiteManagerSettings(TapstreamSettings):
     site_manager_stop_timeout_s: float = Field(
         30.0, gt=0, description="How long a child service may take to stop."
     )
+    # --- where volumes may live (site_manager/paths.py) ----------------------------------------
+    site_manager_volume_roots: list[Path] | None = Field(
+        None,
+        description="Directories a volume's path (its disk image at the protected site) must "
+        "resolve under, symlinks followed, JSON list; unset: /var/lib/libvirt/images, "
+        "/var/lib/tapstream/volumes and <state dir>/volumes.",
+    )
+    site_manager_target_roots: list[Path] | None = Field(
+        None,
+        description="Directories a volume's target_path (where the recovery site promotes it) must "
+        "resolve under, JSON list; unset: the same defaults as site_manager_volume_roots.",
+    )
     # --- who may call the REST API (site_manager/auth.py) -------------------------------------
     site_manager_tokens_file: Path | None = Field(
         None,
@@ -105,6 +118,16 @@ class SiteManagerSettings(TapstreamSettings):
         if self.site_manager_port is not None:
             return self.site_manager_port
         return 8470 if self.site == "protected" else 8471
+
+    @property
+    def volume_roots(self) -> list[Path]:
+        roots = self.site_manager_volume_roots
+        return default_roots(self.site_manager_state_dir) if roots is None else roots
+
+    @property
+    def target_roots(self) -> list[Path]:
+        roots = self.site_manager_target_roots
+        return default_roots(self.site_manager_state_dir) if roots is None else roots
 
     @property
     def tokens_file(self) -> Path:
