@@ -109,6 +109,7 @@ SAMPLES: dict[str, tuple[str, dict]] = {
             "site": "protected",
             "payload_json": '{"name": "pg1"}',
             "meta": {},
+            "actor": "alice",
         },
     ),
     "Alert": (

@@ -87,6 +87,7 @@ domain_event = st.fixed_dictionaries(
         "site": text,
         "payload_json": text,
         "meta": string_map,
+        "actor": st.none() | text,
     }
 )
 floats = st.floats(allow_nan=False)

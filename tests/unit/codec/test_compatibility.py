@@ -110,6 +110,17 @@ def test_the_codec_reads_v1_events_by_fingerprint() -> None:
     assert record["body"][1]["volume_size"] == 0 and record["body"][1]["tag"] == "before-upgrade"
 
 
+def test_the_codec_reads_v1_domain_events_without_an_actor() -> None:
+    # DomainEvent v2 records the actor; events written before it read as actor None.
+    from tapstream.site_manager.domain import Recorded
+
+    old = (Path(__file__).parent / "golden" / "v1" / "DomainEvent.bin").read_bytes()
+    name, record = SingleObjectCodec().decode(old)
+    assert name == "DomainEvent" and record["actor"] is None and record["aggregate_id"] == "pg1"
+    rec = Recorded.from_record({**record, "type": "GroupCreated"})
+    assert rec.actor is None and rec.event.name == "pg1"  # type: ignore[attr-defined]
+
+
 def test_every_changed_schema_keeps_its_v1_in_history() -> None:
     history = {
         build(p.name.split(".")[0], json.loads(p.read_text())).fingerprint

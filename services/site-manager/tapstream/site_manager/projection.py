@@ -30,6 +30,9 @@ create table if not exists sm_waiting (
 alter table sm_events add column if not exists prev text not null default '';
 alter table sm_conflicts add column if not exists prev text not null default '';
 alter table sm_waiting add column if not exists prev text not null default '';
+alter table sm_events add column if not exists actor text;
+alter table sm_conflicts add column if not exists actor text;
+alter table sm_waiting add column if not exists actor text;
 create table if not exists sm_offsets (topic text not null, kpartition int not null, next_offset bigint not null,
     primary key (topic, kpartition));
 """
@@ -104,7 +107,7 @@ class Projection:
                 if recs:
                     await conn.executemany(
                         f"insert into {table} (id, aggregate_type, aggregate_id, version, type, ts, site, payload, "
-                        "prev) values ($1,$2,$3,$4,$5,$6,$7,$8,$9) on conflict (id) do nothing",
+                        "prev, actor) values ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10) on conflict (id) do nothing",
                         [
                             (
                                 r.id,
@@ -116,6 +119,7 @@ class Projection:
                                 r.site,
                                 json.loads(to_payload(r.event)),
                                 r.prev,
+                                r.actor,
                             )
                             for r in recs
                         ],
@@ -164,7 +168,7 @@ class Projection:
     async def events(self, aggregate_type: str, aggregate_id: str) -> list[dict[str, Any]]:
         assert self.pool
         rows = await self.pool.fetch(
-            "select id, version, type, ts, site, payload from sm_events where aggregate_type=$1 and aggregate_id=$2 "
+            "select id, version, type, ts, site, actor, payload from sm_events where aggregate_type=$1 and aggregate_id=$2 "
             "order by version",
             aggregate_type,
             aggregate_id,

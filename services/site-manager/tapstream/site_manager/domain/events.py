@@ -262,6 +262,9 @@ class Recorded:
     prev: str = (
         ""  # id of the event at version - 1: what this one was decided on ("" for the first)
     )
+    # Who decided it: an API token's name, or "system" (the site manager itself); None for events
+    # recorded before actors were (DomainEvent v1).
+    actor: str | None = None
 
     @property
     def type(self) -> str:
@@ -279,6 +282,7 @@ class Recorded:
             "site": self.site,
             "payload_json": to_payload(self.event),
             "meta": {"prev": self.prev} if self.prev else {},
+            "actor": self.actor,
         }
 
     @classmethod
@@ -292,4 +296,5 @@ class Recorded:
             rec["site"],
             from_payload(rec["type"], rec["payload_json"]),
             (rec.get("meta") or {}).get("prev", ""),
+            rec.get("actor"),
         )
