@@ -7,14 +7,13 @@ appends the events with the version it loaded (optimistic concurrency: see `stor
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from tapstream.core.names import InvalidName, check_name, valid_name
 from tapstream.site_manager.domain import commands as c
 from tapstream.site_manager.domain import events as e
 
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MODES = ("sync", "async")
 
 
@@ -32,10 +31,11 @@ class Invalid(DomainError):
 
 
 def _name(kind: str, value: str) -> None:
-    if not NAME.match(value):
-        raise DomainError(
-            f"{kind} name {value!r}: use letters, digits, '.', '_' or '-' (it becomes a Kafka key)"
-        )
+    """Names become Kafka keys and file names (replicas, promoted volumes, tapper state)."""
+    try:
+        check_name(kind, value)
+    except InvalidName as exc:
+        raise Invalid(str(exc)) from None
 
 
 class Aggregate:
@@ -186,6 +186,8 @@ class ProtectionGroup(Aggregate):
             case c.AddVm(vm=vm, target_vm=target):
                 self._membership_can_change()
                 _name("VM", vm)
+                if target:
+                    _name("target VM", target)
                 if vm in self.vms:
                     raise DomainError(f"VM {vm!r} is already in group {self.id!r}")
                 return [e.VmAdded(vm, target)]
@@ -205,6 +207,7 @@ class ProtectionGroup(Aggregate):
                 return [e.TargetPaired(vm, target)] if self.vms[vm].target_vm != target else []
             case c.AddVolume(vm=vm, volume=volume, path=path, size=size, target_path=target_path):
                 self._membership_can_change()
+                _name("VM", vm)
                 self._vm(vm)
                 _name("volume", volume)
                 if volume in self.volumes():
@@ -386,7 +389,17 @@ class ProtectionGroup(Aggregate):
 
     # --- apply -----------------------------------------------------------------------------------
     def _apply(self, event: e.Event) -> None:
+        # An event decided at the other site passed its rules, not necessarily ours (an older or a
+        # compromised site): a name that could become a path outside our directories adds
+        # nothing here, and a group so named is never live. The version still moves, so both
+        # sites agree on what follows.
         match event:
+            case e.GroupCreated() if not valid_name(self.id):
+                self.status = DELETED
+            case e.VmAdded() if not valid_name(event.vm):
+                pass
+            case e.VolumeAdded() if not (valid_name(event.vm) and valid_name(event.volume)):
+                pass
             case e.GroupCreated():
                 self.status, self.mode = PROTECTING, event.mode
                 self.rpo_target_s, self.journal_history_s = (
@@ -408,7 +421,7 @@ class ProtectionGroup(Aggregate):
                 self.vms.pop(event.vm, None)
             case e.TargetPaired():
                 self.vms[event.vm].target_vm = event.target_vm
-            case e.VolumeAdded():
+            case e.VolumeAdded() if event.vm in self.vms:
                 self.vms[event.vm].volumes[event.volume] = Volume(
                     event.volume, event.path, event.size, event.target_path
                 )
