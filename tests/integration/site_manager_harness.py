@@ -53,6 +53,9 @@ def start_site_manager(
         "TAPSTREAM_SITE_MANAGER_ONLY_GROUPS": json.dumps(groups),
         "TAPSTREAM_LOG_FORMAT": "console",
         "TAPSTREAM_SITE_MANAGER_STOP_SERVICES": "true",  # tests leave nothing running
+        # Tests keep their volumes under their own tmp dir: that is all a site manager may touch.
+        "TAPSTREAM_SITE_MANAGER_VOLUME_ROOTS": json.dumps([str(tmp)]),
+        "TAPSTREAM_SITE_MANAGER_TARGET_ROOTS": json.dumps([str(tmp)]),
         **(extra or {}),
     }
     log = tmp / f"site-manager-{site}-{port}.log"
