@@ -95,6 +95,8 @@ SAMPLES: dict[str, tuple[str, dict]] = {
             "tag": None,
             "volumes": ["a"],
             "args": {"k": "v"},
+            "key_id": "site-2026",
+            "signature": "5f" * 32,
         },
     ),
     "DomainEvent": (

@@ -74,6 +74,8 @@ command = st.fixed_dictionaries(
         "tag": opt_text,
         "volumes": string_list,
         "args": string_map,
+        "key_id": opt_text,
+        "signature": opt_text,
     }
 )
 domain_event = st.fixed_dictionaries(

@@ -21,7 +21,11 @@ WRITE = {
     "group": "g1",
     "body": ("Write", {"offset": 4096, "length": 3, "data": b"abc", "checksum": 1}),
 }
-COMMAND = tag_command("g1", "cp-1", "kept", True, "test", 1_764_000_000_000_000)
+COMMAND = {
+    **tag_command("g1", "cp-1", "kept", True, "test", 1_764_000_000_000_000),
+    "key_id": None,
+    "signature": None,
+}
 
 
 def test_a_record_of_the_expected_type_is_returned_decoded() -> None:

@@ -129,6 +129,7 @@ def test_resync_ranges() -> None:
 def test_control_records_that_are_not_commands_are_skipped() -> None:
     codec = make_codec(TapstreamSettings())
     command = {**pause("op-a"), "sender": "t", "checkpoint_id": None, "tag": None, "volumes": []}
+    command |= {"key_id": None, "signature": None}
     assert decode_command(codec, codec.encode("Command", command)) == command
     flush = {"volume": "v", "seq": 1, "ts": 1, "host": "h", "group": "g1"}
     foreign = codec.encode("DiskEvent", {**flush, "body": ("Flush", {"fua": False})})
