@@ -74,9 +74,12 @@ bench-mirror: up
 	$(PY) bench/mirror_latency.py
 
 # Deployment files checked offline: compose, every Kustomize overlay rendered and validated against
-# Kubernetes' and Strimzi's schemas, TAPSTREAM_* names against the services' settings (also in `make test`).
+# Kubernetes' and Strimzi's schemas, TAPSTREAM_* names against the services' settings, volume mounts
+# against the settings' paths, the KafkaUsers and each service's Kafka credentials against the ACL
+# table (lib/tapstream/core/acl.py), and that table against the topics and groups the code uses
+# (also in `make test`).
 validate-deploy: setup
-	$(PY) -m pytest tests/unit/deploy -q
+	$(PY) -m pytest tests/unit/deploy tests/unit/core/test_acl.py -q
 
 # Encryption analyzer on benign and malicious ext4 workloads through the tapper -> bench/results/analyzer.json.
 .PHONY: eval-analyzer

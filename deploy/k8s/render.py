@@ -152,14 +152,16 @@ def _merge(into: Obj, patch: Obj) -> None:
             _merge(into[key], value)
         elif isinstance(value, list) and isinstance(into.get(key), list) and _named(value) and _named(into[key]):
             by_name = {item["name"]: item for item in into[key]}
-            added = []
+            patched = []
             for item in value:
                 if item["name"] in by_name:
                     _merge(by_name[item["name"]], item)
+                    patched.append(by_name[item["name"]])
                 else:
-                    added.append(copy.deepcopy(item))
-            # kustomize's merge puts the patch's new list items first.
-            into[key][:0] = added
+                    patched.append(copy.deepcopy(item))
+            # kustomize's merge puts the patch's items first (in the patch's order), then the rest.
+            names = {item["name"] for item in value}
+            into[key][:] = patched + [item for item in into[key] if item["name"] not in names]
         else:
             into[key] = copy.deepcopy(value)
 

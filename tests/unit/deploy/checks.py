@@ -19,6 +19,7 @@ from unittest import mock
 import jsonschema
 import kubernetes_validate
 from prometheus_client import REGISTRY
+from pydantic import BaseModel
 
 from tapstream.core.settings import ENV_PREFIX, TapstreamSettings
 
@@ -253,3 +254,178 @@ def check_metric_names(exprs: list[str], where: str) -> list[str]:
         for m in METRIC.findall(e)
         if m not in known
     ]
+
+
+# --- Kafka users and credentials (the ACL table) ---------------------------------------------------
+
+# The principal each service runs as, by `python -m` module and TAPSTREAM_SITE.
+PRINCIPAL_OF = {
+    "tapstream.tapper": lambda site: "tapper",
+    "tapstream.vdsa": lambda site: f"vdsa-{site}",
+    "tapstream.journal": lambda site: "journal",
+    "tapstream.replicator": lambda site: "replicator",
+    "tapstream.analyzer": lambda site: "analyzer",
+    "tapstream.site_manager": lambda site: f"site-manager-{site}",
+}
+OWN_CA = "tapstream-cluster-ca-cert"
+
+
+def check_kafka_users(objects: list[Obj], cluster: str) -> list[str]:
+    """The site's KafkaUsers are exactly what the ACL table generates for its cluster."""
+    from tapstream.core.acl_strimzi import kafka_users
+
+    want = {u["metadata"]["name"]: u for _p, u in kafka_users(table_settings(), cluster)}  # type: ignore[arg-type]
+    have = {o["metadata"]["name"]: o for o in objects if o["kind"] == "KafkaUser"}
+    problems = [
+        f"KafkaUser/{n}: in the ACL table, not deployed" for n in sorted(want.keys() - have.keys())
+    ]
+    problems += [
+        f"KafkaUser/{n}: deployed, not in the ACL table" for n in sorted(have.keys() - want.keys())
+    ]
+    for name in sorted(want.keys() & have.keys()):
+        for part in ("authentication", "authorization"):
+            if have[name]["spec"].get(part) != want[name]["spec"][part]:
+                problems.append(f"KafkaUser/{name}: spec.{part} differs from the ACL table")
+    return problems
+
+
+def table_settings() -> TapstreamSettings:
+    """Settings the manifests' names follow (no environment: the ConfigMap keeps the defaults)."""
+    with mock.patch.dict(os.environ, {}, clear=True):
+        return TapstreamSettings(_env_file=None)  # type: ignore[call-arg]
+
+
+def check_kafka_credentials(objects: list[Obj], cluster: str) -> list[str]:
+    """Each service logs in as its principal, with the password where that principal keeps it,
+    and a principal that reaches both clusters trusts both cluster CAs."""
+    from tapstream.core.acl import table
+    from tapstream.core.acl_strimzi import password_secret
+
+    principals = table(table_settings())
+    problems = []
+    for obj in objects:
+        spec = pod_spec(obj)
+        if spec is None:
+            continue
+        for c in spec["containers"]:
+            module = service_module(c.get("command", []))
+            if module is None or module not in PRINCIPAL_OF:
+                continue
+            where = f"{obj['kind']}/{obj['metadata']['name']}/{c['name']}"
+            env = {e["name"]: e for e in c.get("env", [])}
+            site = env.get("TAPSTREAM_SITE", {}).get("value", "protected")
+            p = principals[PRINCIPAL_OF[module](site)]
+            user = env.get("TAPSTREAM_KAFKA_SASL_USERNAME", {}).get("value")
+            if user != p.user:
+                problems.append(f"{where}: Kafka user {user!r}, the ACL table says {p.user!r}")
+            if not p.grants.get(cluster):  # type: ignore[call-overload]
+                problems.append(f"{where}: {p.user} has no ACLs on the {cluster} cluster")
+            ref = env.get("TAPSTREAM_KAFKA_SASL_PASSWORD", {}).get("valueFrom", {})
+            secret = ref.get("secretKeyRef", {}).get("name")
+            if secret != (password_secret(p) or p.user):
+                problems.append(
+                    f"{where}: password from Secret {secret!r}, expected "
+                    f"{password_secret(p) or p.user!r}"
+                    + (" (created at both sites)" if p.crosses_sites else " (Strimzi's)")
+                )
+            if p.crosses_sites and len(ca_secrets(spec)) < 2:
+                problems.append(
+                    f"{where}: {p.user} reaches both clusters but its CA file holds "
+                    f"{sorted(ca_secrets(spec))} (bundle both sites' cluster CAs in an init container)"
+                )
+    return problems
+
+
+def ca_secrets(spec: Obj) -> set[str]:
+    """The cluster CA Secrets a pod's Kafka CA file is made of."""
+    secrets = {
+        v["name"]: v["secret"]["secretName"]
+        for v in spec.get("volumes", [])
+        if "secret" in v and v["secret"]["secretName"].endswith("cluster-ca-cert")
+    }
+    used = {
+        m["name"]
+        for c in spec.get("initContainers", []) + spec["containers"]
+        for m in c.get("volumeMounts", [])
+    }
+    return {s for name, s in secrets.items() if name in used}
+
+
+# --- volume mounts against the settings' paths -----------------------------------------------------
+
+# Paths a service writes at a site: they must be set (a relative default lands in the read-only
+# image) and on a writable mount.
+WRITES_PATHS = {
+    ("tapstream.tapper", "protected"): ["tapper_state_dir"],
+    ("tapstream.vdsa", "recovery"): ["replica_dir"],
+    ("tapstream.site_manager", "protected"): ["site_manager_state_dir"],
+    ("tapstream.site_manager", "recovery"): ["site_manager_state_dir", "replica_dir"],
+}
+
+
+def _paths(value: Any, at: str) -> list[tuple[str, Path]]:
+    """Every Path inside a settings value (nested models and lists too)."""
+    if isinstance(value, Path):
+        return [(at, value)]
+    if isinstance(value, list | tuple):
+        return [p for i, v in enumerate(value) for p in _paths(v, f"{at}[{i}]")]
+    if isinstance(value, BaseModel):
+        return [p for f in type(value).model_fields for p in _paths(getattr(value, f), f"{at}.{f}")]
+    return []
+
+
+def _mount_of(path: Path, mounts: list[Obj]) -> Obj | None:
+    best = None
+    for m in mounts:
+        if path.is_relative_to(m["mountPath"]) and (
+            best is None or len(m["mountPath"]) > len(best["mountPath"])
+        ):
+            best = m
+    return best
+
+
+def check_path_mounts(objects: list[Obj]) -> list[str]:
+    """Each absolute path a service's settings name lies on one of its container's mounts; the
+    paths it writes are set and writable; every pod sharing the replicas mounts the same claim."""
+    problems = []
+    claims: dict[str, set[str]] = {}
+    for obj in objects:
+        spec = pod_spec(obj)
+        if spec is None:
+            continue
+        volumes = {v["name"]: v for v in spec.get("volumes", [])}
+        for c in spec["containers"]:
+            module = service_module(c.get("command", []))
+            if module is None:
+                continue
+            where = f"{obj['kind']}/{obj['metadata']['name']}/{c['name']}"
+            env, _ = container_env(c, objects, obj["metadata"].get("namespace"))
+            ours = {k: v for k, v in env.items() if k.startswith(ENV_PREFIX)}
+            with mock.patch.dict(os.environ, ours, clear=True):
+                try:
+                    settings = settings_class(module)(_env_file=None)  # type: ignore[call-arg]
+                except Exception:
+                    continue  # check_k8s_settings reports it
+            mounts = c.get("volumeMounts", [])
+            site = ours.get(f"{ENV_PREFIX}SITE", "protected")
+            for field in WRITES_PATHS.get((module, site), []):
+                if f"{ENV_PREFIX}{field}".upper() not in ours:
+                    problems.append(f"{where}: {ENV_PREFIX}{field.upper()} is not set")
+            for at, path in _paths(settings, "settings"):
+                field = at.split(".")[1].split("[")[0]
+                if not path.is_absolute():
+                    continue  # a default nobody set: flagged above where the service writes it
+                mount = _mount_of(path, mounts)
+                if mount is None:
+                    problems.append(f"{where}: {at} = {path} is on no volume mount")
+                    continue
+                written = field in WRITES_PATHS.get((module, site), []) or field == "tapper_volumes"
+                if written and mount.get("readOnly"):
+                    problems.append(f"{where}: {at} = {path} is on a read-only mount")
+                if field == "replica_dir":
+                    volume = volumes.get(mount["name"], {})
+                    claim = volume.get("persistentVolumeClaim", {}).get("claimName")
+                    claims.setdefault(str(claim), set()).add(where)
+    if len(claims) > 1:
+        problems.append(f"the replicas are on different volumes: {claims}")
+    return problems

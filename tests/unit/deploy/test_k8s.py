@@ -186,12 +186,132 @@ def test_each_user_reaches_only_its_topics(site: str) -> None:
             assert resource.get("name") != "*", f"{name} has a wildcard ACL"
             if resource["type"] == "topic" and name != "tapstream-mirrormaker":
                 assert resource["name"].startswith(OWN_TOPICS), (name, resource)
-    journal_topics = {
-        a["resource"]["name"]
-        for a in users.get("tapstream-journal", [])
-        if a["resource"]["type"] == "topic"
-    }
-    assert journal_topics in (set(), {"protected.tapstream.writes."})
+    # The journal reads the mirrored stream and writes nothing but dead letters.
+    journal = users.get("tapstream-journal", [])
+    assert all(
+        a["resource"]["name"] == "tapstream.dlq"
+        for a in journal
+        if a["resource"]["type"] == "topic" and "Write" in a["operations"]
+    )
+
+
+@pytest.mark.parametrize("site", sorted(RENDERED))
+def test_kafka_users_are_the_acl_table(site: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """validate-deploy: the KafkaUsers equal the ACL table's, and users.yaml is its generator's
+    output byte for byte."""
+    from tapstream.core.acl_strimzi import users_yaml
+
+    assert checks.check_kafka_users(RENDERED[site], site) == []
+    committed = (checks.OVERLAYS[site] / "users.yaml").read_text()
+    assert committed == users_yaml(checks.table_settings(), site), (
+        f"regenerate: python -m tapstream.core.acl_strimzi {site} > "
+        f"deploy/k8s/overlays/{site}/users.yaml"
+    )
+    (cm,) = [o for o in of_kind(site, "ConfigMap") if o["metadata"]["name"] == "tapstream-settings"]
+    assert cm["data"]["TAPSTREAM_TOPIC_PREFIX"] == checks.table_settings().topic_prefix
+
+
+def test_a_kafka_user_that_differs_from_the_table_fails() -> None:
+    objects = copy.deepcopy(RENDERED["recovery"])
+    vdsa = next(o for o in objects if o["metadata"]["name"] == "tapstream-vdsa-recovery")
+    # The issue's finding: without this ACL kept checkpoints are silently ignored.
+    acls = vdsa["spec"]["authorization"]["acls"]
+    acls[:] = [a for a in acls if a["resource"].get("name") != "protected.tapstream.control"]
+    objects = [o for o in objects if o["metadata"]["name"] != "tapstream-journal"]
+    problems = checks.check_kafka_users(objects, "recovery")
+    assert "KafkaUser/tapstream-vdsa-recovery: spec.authorization differs from the ACL table" in (
+        problems
+    )
+    assert "KafkaUser/tapstream-journal: in the ACL table, not deployed" in problems
+
+
+@pytest.mark.parametrize("site", sorted(RENDERED))
+def test_services_log_in_as_their_principal(site: str) -> None:
+    assert checks.check_kafka_credentials(RENDERED[site], site) == []
+    sm = named(site, "Deployment", "tapstream-site-manager")["spec"]["template"]["spec"]
+    # Move and failback command the other site: its credentials work on both clusters.
+    env = {e["name"]: e for e in sm["containers"][0]["env"]}
+    assert env["TAPSTREAM_KAFKA_SASL_USERNAME"]["value"] == f"tapstream-site-manager-{site}"
+    users = {u["metadata"]["name"]: u for u in of_kind(site, "KafkaUser")}
+    for other in ("protected", "recovery"):
+        auth = users[f"tapstream-site-manager-{other}"]["spec"]["authentication"]
+        assert auth["password"]["valueFrom"]["secretKeyRef"]["name"] == (
+            f"tapstream-site-manager-{other}-password"
+        )
+    assert len(checks.ca_secrets(sm)) == 2
+
+
+def test_wrong_credentials_fail() -> None:
+    objects = copy.deepcopy(RENDERED["recovery"])
+    vdsa = next(o for o in objects if o["metadata"]["name"] == "tapstream-vdsa")
+    spec = vdsa["spec"]["template"]["spec"]
+    env = {e["name"]: e for e in spec["containers"][0]["env"]}
+    env["TAPSTREAM_KAFKA_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] = "tapstream-vdsa"
+    del spec["initContainers"]  # no CA bundle: the protected cluster's certificate is unknown
+    sm = next(
+        o
+        for o in objects
+        if o["metadata"]["name"] == "tapstream-site-manager" and o["kind"] == "Deployment"
+    )
+    env = {e["name"]: e for e in sm["spec"]["template"]["spec"]["containers"][0]["env"]}
+    env["TAPSTREAM_KAFKA_SASL_USERNAME"]["value"] = "tapstream-site-manager"
+    problems = "\n".join(checks.check_kafka_credentials(objects, "recovery"))
+    assert "password from Secret 'tapstream-vdsa', expected 'tapstream-vdsa-recovery-password'" in (
+        problems
+    )
+    assert "tapstream-vdsa-recovery reaches both clusters but its CA file holds" in problems
+    assert "Kafka user 'tapstream-site-manager', the ACL table says" in problems
+
+
+@pytest.mark.parametrize("site", sorted(RENDERED))
+def test_volume_mounts_hold_the_settings_paths(site: str) -> None:
+    assert checks.check_path_mounts(RENDERED[site]) == []
+
+
+def test_missing_mounts_fail() -> None:
+    objects = copy.deepcopy(RENDERED["recovery"])
+    sm = next(
+        o
+        for o in objects
+        if o["metadata"]["name"] == "tapstream-site-manager" and o["kind"] == "Deployment"
+    )
+    container = sm["spec"]["template"]["spec"]["containers"][0]
+    container["volumeMounts"] = [m for m in container["volumeMounts"] if m["name"] != "replicas"]
+    for m in container["volumeMounts"]:
+        if m["name"] == "state":
+            m["readOnly"] = True
+    vdsa = next(
+        o
+        for o in objects
+        if o["metadata"]["name"] == "tapstream-vdsa" and o["kind"] == "Deployment"
+    )
+    env = vdsa["spec"]["template"]["spec"]["containers"][0]["env"]
+    env[:] = [e for e in env if e["name"] != "TAPSTREAM_REPLICA_DIR"]
+    problems = "\n".join(checks.check_path_mounts(objects))
+    assert "settings.replica_dir = /var/lib/tapstream/replicas is on no volume mount" in problems
+    assert "site_manager_state_dir = /var/lib/tapstream/site-manager is on a read-only mount" in (
+        problems
+    )
+    assert "tapstream-vdsa/vdsa: TAPSTREAM_REPLICA_DIR is not set" in problems
+    tapper = copy.deepcopy(named("protected", "DaemonSet", "tapstream-tapper"))
+    tapper["spec"]["template"]["spec"]["containers"][0]["volumeMounts"] = [
+        m
+        for m in tapper["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+        if m["name"] != "volumes"
+    ]
+    others = [o for o in RENDERED["protected"] if o["kind"] != "DaemonSet"]
+    assert any("tapper_volumes[0].path" in p for p in checks.check_path_mounts([*others, tapper]))
+
+
+@pytest.mark.parametrize("site", sorted(RENDERED))
+def test_the_api_answers_operators_only(site: str) -> None:
+    policy = named(site, "NetworkPolicy", "tapstream-site-manager")
+    for rule in policy["spec"]["ingress"]:
+        if any(p["port"] == 8470 for p in rule["ports"]):
+            assert rule.get("from"), "the API port is open to every pod"
+            for peer in rule["from"]:
+                assert peer.get("podSelector") or peer.get("namespaceSelector")
+                assert all(peer.get(k) != {} for k in ("podSelector", "namespaceSelector"))
 
 
 def _without_tapstream_env(monkeypatch: pytest.MonkeyPatch) -> None:
