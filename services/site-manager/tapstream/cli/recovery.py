@@ -209,12 +209,13 @@ def _latest_progress(
     from confluent_kafka import Consumer, TopicPartition
 
     from tapstream.core.codec import DecodeError, make_codec
+    from tapstream.core.kafka import client_config
 
     codec = make_codec(s)
     topic = s.topic("progress")
     c = Consumer(
         {
-            "bootstrap.servers": s.recovery_bootstrap,
+            **client_config(s, s.recovery_bootstrap),  # TLS and SASL as configured
             "group.id": "tapstream-status",
             "enable.auto.commit": False,
             "enable.partition.eof": True,

@@ -35,11 +35,17 @@ def tail(
     """Print every record of TOPIC as one JSON line (data bytes are summarised)."""
     from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
 
+    from tapstream.core.kafka import client_config
+
     settings = load(TapstreamSettings)
     bootstrap = settings.protected_bootstrap if site == "protected" else settings.recovery_bootstrap
     # Assigned, not subscribed: tail joins no consumer group, so it never waits for a rebalance.
     consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": "tapstream-tail", "enable.auto.commit": False}
+        {
+            **client_config(settings, bootstrap),  # TLS and SASL as configured
+            "group.id": "tapstream-tail",
+            "enable.auto.commit": False,
+        }
     )
     meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
     if meta is None or meta.error is not None:
