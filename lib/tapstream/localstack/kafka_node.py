@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import subprocess
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,10 @@ class KafkaNode:
     voters: tuple[tuple[int, int], ...] = ()
     link: tuple[int, int] | None = None  # (MM2 listener port, proxy port advertised for it)
     retention_check_ms: int | None = None  # log.retention.check.interval.ms (None: Kafka's)
+    # A secured node (localstack.secured): its properties rewritten, and format arguments added
+    # (SCRAM users that exist from the start).
+    secure: Callable[[dict[str, object]], dict[str, object]] | None = None
+    format_args: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -74,6 +79,8 @@ class KafkaNode:
             self.node_id, self.port, str(data), voters=self.voters, link=self.link,
             retention_check_ms=self.retention_check_ms,
         )  # fmt: skip
+        if self.secure is not None:
+            props = self.secure(props)
         self.conf.write_text(render(props))
         log_conf = self.home / "log4j2.properties"
         log_conf.write_text(log4j2_config(str(self.log)))
@@ -104,7 +111,7 @@ class KafkaNode:
         fmt = subprocess.run(
             ["java", "-Xmx256m", f"-Dlog4j2.configurationFile={log_conf}", "-cp", classpath,
              "kafka.tools.StorageTool", "format", "-t", cid,
-             "-c", str(self.conf), *quorum, "--ignore-formatted"],
+             "-c", str(self.conf), *quorum, *self.format_args, "--ignore-formatted"],
             capture_output=True, text=True, env=java_env(),
         )  # fmt: skip
         if fmt.returncode != 0:
