@@ -76,3 +76,8 @@ IO_ERRORS = Counter(
     "Errors of the protected volume's own writes, zero/trims and fdatasyncs",
     ["volume", "op"],
 )
+TLS_HANDSHAKES = Counter(
+    f"{NAMESPACE}_tapper_tls_handshakes",
+    "NBD_OPT_STARTTLS upgrades by outcome (failed: bad or missing client certificate, timeout)",
+    ["outcome"],
+)

@@ -5,11 +5,21 @@ place from the receive buffer and handed to the export synchronously, in arrival
 Replies are gathered and written once per event-loop turn. A bad request gets its NBD error and the
 connection goes on; garbage closes only its own connection; a connection whose client went away
 still finishes its requests (their events are in the stream), it just drops the replies.
+
+TLS: when the negotiation ACKs NBD_OPT_STARTTLS, the ACK goes out in plain text, reading stops (the
+client's ClientHello must reach the TLS layer, not the option parser) and loop.start_tls upgrades the
+transport in place; negotiation then starts again over TLS. Unix sockets never offer TLS: the
+socket file's owner and mode decide who connects.
 """
 
 from __future__ import annotations
 
 import asyncio
+import grp
+import os
+import pwd
+import socket
+import tempfile
 from collections.abc import Mapping
 from functools import partial
 from typing import Any, cast
@@ -33,8 +43,9 @@ from tapstream.tapper.protocol.constants import (
     Err,
 )
 from tapstream.tapper.protocol.frames import REQUEST, ProtocolError
-from tapstream.tapper.protocol.handshake import BlockSizes, ExportInfo, Negotiation
+from tapstream.tapper.protocol.handshake import BlockSizes, ExportInfo, Negotiation, TlsMode
 from tapstream.tapper.protocol.transmission import check_request
+from tapstream.tapper.tls import TlsCredentials
 
 log = get_logger("tapstream.tapper.server")
 
@@ -64,13 +75,23 @@ def export_infos(exports: Mapping[str, Export]) -> dict[str, ExportInfo]:
 
 
 class NbdConnection(asyncio.Protocol):
-    def __init__(self, exports: Mapping[str, Export], connections: set[NbdConnection]) -> None:
+    def __init__(
+        self,
+        exports: Mapping[str, Export],
+        connections: set[NbdConnection],
+        tls: TlsMode = "off",
+        creds: TlsCredentials | None = None,
+        tls_timeout_s: float = 10.0,
+    ) -> None:
         self.exports = exports
         self.connections = connections
         self.t: asyncio.Transport | None = None
         self.peer = "?"
         self.buf = bytearray()
-        self.neg: Negotiation | None = Negotiation(export_infos(exports), BLOCKS)
+        self.neg: Negotiation | None = Negotiation(export_infos(exports), BLOCKS, tls)
+        self.creds = creds
+        self.tls_timeout_s = tls_timeout_s
+        self._upgrading: asyncio.Task[None] | None = None
         self.export: Export | None = None
         self.structured = False
         self.aligned = False
@@ -127,11 +148,17 @@ class NbdConnection(asyncio.Protocol):
     # --- negotiation and request parsing ---------------------------------------------------------
     def _process(self) -> None:
         if self.neg is not None:
+            if self.neg.starttls:  # upgrading: nothing may arrive here until TLS is up
+                return
             out = self.neg.feed(self.buf)
             if out:
                 self._queue(out)
             if self.neg.closed is not None:
+                log.info("negotiation ended", peer=self.peer, reason=self.neg.closed)
                 self._close()
+                return
+            if self.neg.starttls:
+                self._start_tls()
                 return
             if self.neg.agreed is None:
                 return
@@ -235,6 +262,49 @@ class NbdConnection(asyncio.Protocol):
                 "request failed", volume=export.name, op=OPS.get(typ), offset=offset, length=length
             )
             reply(Err.EIO, repr(exc))
+
+    # --- TLS -------------------------------------------------------------------------------------
+    def _start_tls(self) -> None:
+        if self.buf:  # the client must wait for our ACK before its TLS handshake
+            raise ProtocolError("data sent after NBD_OPT_STARTTLS before its reply")
+        assert self.t is not None and self.creds is not None
+        self._flush()  # the ACK, in plain text, ahead of the TLS records
+        self.t.pause_reading()
+        self._upgrading = asyncio.get_running_loop().create_task(self._upgrade(self.t))
+
+    async def _upgrade(self, raw: asyncio.Transport) -> None:
+        assert self.creds is not None and self.neg is not None
+        try:
+            tls = await asyncio.get_running_loop().start_tls(
+                raw,
+                self,
+                self.creds.context(),
+                server_side=True,
+                ssl_handshake_timeout=self.tls_timeout_s,
+            )
+            if tls is None:
+                raise ConnectionError("connection closed during the TLS handshake")
+        except Exception as exc:  # a bad or missing client certificate, a timeout, a reset...
+            log.warning("TLS handshake failed", peer=self.peer, error=str(exc) or repr(exc))
+            metrics.TLS_HANDSHAKES.labels("failed").inc()
+            raw.close()
+            # the TLS layer owned the transport: our connection_lost will not come by itself
+            self.connection_lost(exc)
+            return
+        metrics.TLS_HANDSHAKES.labels("ok").inc()
+        self.t = cast(asyncio.Transport, tls)
+        self.neg.tls_started()
+        cert = tls.get_extra_info("peercert") or {}
+        log.info(
+            "TLS on",
+            peer=self.peer,
+            version=tls.get_extra_info("ssl_object").version(),
+            client=dict(x[0] for x in cert.get("subject", ())).get("commonName", ""),
+        )
+        if self.disconnecting:  # the server began stopping during the handshake
+            self._close()
+        elif self.buf:  # options that came over TLS before this task resumed
+            self.data_received(b"")
 
     # --- replies ---------------------------------------------------------------------------------
     def _begin(self) -> None:
@@ -366,28 +436,43 @@ class NbdConnection(asyncio.Protocol):
 
 
 class NbdServer:
-    """Listens on TCP and/or a Unix socket and serves `exports`."""
+    """Listens on TCP and/or a Unix socket and serves `exports`; TLS (if set) on TCP only."""
 
-    def __init__(self, exports: Mapping[str, Export]) -> None:
+    def __init__(
+        self,
+        exports: Mapping[str, Export],
+        tls: TlsMode = "off",
+        creds: TlsCredentials | None = None,
+        tls_timeout_s: float = 10.0,
+    ) -> None:
+        if tls != "off" and creds is None:
+            raise ValueError("TLS needs credentials")
         self.exports = exports
+        self.tls, self.creds, self.tls_timeout_s = tls, creds, tls_timeout_s
         self.connections: set[NbdConnection] = set()
         self.servers: list[asyncio.AbstractServer] = []
         self.port: int | None = None
 
-    def _factory(self) -> NbdConnection:
+    def _tcp(self) -> NbdConnection:
+        return NbdConnection(
+            self.exports, self.connections, self.tls, self.creds, self.tls_timeout_s
+        )
+
+    def _unix(self) -> NbdConnection:
         return NbdConnection(self.exports, self.connections)
 
     async def listen_tcp(self, host: str, port: int) -> int:
         server = await asyncio.get_running_loop().create_server(
-            self._factory, host, port, reuse_address=True
+            self._tcp, host, port, reuse_address=True
         )
         self.servers.append(server)
         self.port = int(server.sockets[0].getsockname()[1])
         return self.port
 
-    async def listen_unix(self, path: str) -> None:
+    async def listen_unix(self, path: str, mode: int = 0o600, owner: str = "") -> None:
+        sock = bind_unix(path, mode, owner)
         self.servers.append(
-            await asyncio.get_running_loop().create_unix_server(self._factory, path)
+            await asyncio.get_running_loop().create_unix_server(self._unix, sock=sock)
         )
 
     async def stop(self, grace_s: float = 60.0) -> None:
@@ -400,3 +485,36 @@ class NbdServer:
             )
             if pending:
                 log.warning("connections still busy at shutdown", count=len(pending))
+
+
+def bind_unix(path: str, mode: int, owner: str = "") -> socket.socket:
+    """A listening Unix socket at `path` with `mode` and `owner` from its first instant: bound in a
+    private directory beside `path`, given its mode and owner there, then renamed into place (a
+    chmod after binding would leave a window in which anyone could connect)."""
+    parent = os.path.dirname(os.path.abspath(path))
+    private = tempfile.mkdtemp(prefix=".nbd-", dir=parent)  # 0700
+    tmp = os.path.join(private, "sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(tmp)
+        os.chmod(tmp, mode)
+        if owner:
+            os.chown(tmp, *owner_ids(owner))
+        os.replace(tmp, path)
+        sock.listen(128)
+    except BaseException:
+        sock.close()
+        raise
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        os.rmdir(private)
+    return sock
+
+
+def owner_ids(owner: str) -> tuple[int, int]:
+    """`user[:group]`, names or numbers, as os.chown's (uid, gid); -1 leaves one unchanged."""
+    user, _, group = owner.partition(":")
+    uid = -1 if not user else int(user) if user.isdigit() else pwd.getpwnam(user).pw_uid
+    gid = -1 if not group else int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+    return uid, gid

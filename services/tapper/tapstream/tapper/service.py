@@ -27,6 +27,7 @@ from tapstream.tapper.fencing import Fences
 from tapstream.tapper.publish import SeqFile, VolumeStream, continue_after, last_seq
 from tapstream.tapper.server import NbdServer
 from tapstream.tapper.settings import TapperSettings, VolumeSpec
+from tapstream.tapper.tls import TlsCredentials
 from tapstream.tapper.volume import Volume
 
 log = get_logger("tapstream.tapper")
@@ -40,7 +41,18 @@ class Tapper:
         self.exports: dict[str, Export] = {}
         self.gates: dict[str, GroupGate] = {}
         self.producer: AsyncProducer | None = None
-        self.server = NbdServer(self.exports)
+        creds = None
+        if settings.tapper_tls != "off":
+            assert settings.tapper_tls_cert and settings.tapper_tls_key  # settings check both
+            creds = TlsCredentials(
+                settings.tapper_tls_cert,
+                settings.tapper_tls_key,
+                settings.tapper_tls_ca,
+                settings.tapper_tls_verify_peer,
+            )
+        self.server = NbdServer(
+            self.exports, settings.tapper_tls, creds, settings.tapper_tls_handshake_timeout_s
+        )
         self.checkpoints: Checkpoints | None = None
         self._housekeeping: asyncio.Task[None] | None = None
 
@@ -98,7 +110,9 @@ class Tapper:
             await self.server.listen_tcp(s.tapper_listen_host, s.tapper_listen_port)
         if s.tapper_unix_socket:
             s.tapper_unix_socket.unlink(missing_ok=True)
-            await self.server.listen_unix(str(s.tapper_unix_socket))
+            await self.server.listen_unix(
+                str(s.tapper_unix_socket), s.tapper_unix_socket_mode, s.tapper_unix_socket_owner
+            )
         self.checkpoints = Checkpoints(
             s,
             self.codec,
@@ -117,6 +131,7 @@ class Tapper:
             "serving",
             port=self.port,
             unix_socket=str(s.tapper_unix_socket or ""),
+            tls=s.tapper_tls,
             exports=[
                 {
                     "name": e.name,

@@ -15,10 +15,11 @@ import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import NoDecode
 
 from tapstream.core.settings import TapstreamSettings
+from tapstream.tapper.protocol.handshake import TlsMode
 
 Mode = Literal["sync", "async"]
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -87,6 +88,41 @@ class TapperSettings(TapstreamSettings):
         10809, ge=0, le=65535, description="TCP port (10809 is NBD's); 0 picks one."
     )
     tapper_unix_socket: Path | None = Field(None, description="Also serve NBD on this Unix socket.")
+    tapper_unix_socket_mode: int = Field(
+        0o600,
+        ge=0,
+        le=0o777,
+        description="Permissions of the Unix socket, octal (0600: only its owner may connect; TLS is not "
+        "offered there, the file mode is the access control).",
+    )
+    tapper_unix_socket_owner: str = Field(
+        "",
+        description="`user[:group]` (names or ids) to chown the Unix socket to, e.g. the hypervisor's "
+        "user; empty: the tapper's own.",
+    )
+    # Like qemu-nbd's --tls-creds and nbdkit's --tls: off by default so existing clients keep working.
+    tapper_tls: TlsMode = Field(
+        "off",
+        description="NBD over TLS on TCP (NBD_OPT_STARTTLS, X.509): off; on (plain and TLS clients); "
+        "require (plain clients get NBD_REP_ERR_TLS_REQD).",
+    )
+    tapper_tls_cert: Path | None = Field(
+        None, description="Server certificate chain (PEM); required unless TLS is off."
+    )
+    tapper_tls_key: Path | None = Field(
+        None, description="Server private key (PEM); required unless TLS is off."
+    )
+    tapper_tls_ca: Path | None = Field(
+        None, description="CA certificates (PEM) that client certificates must chain to."
+    )
+    tapper_tls_verify_peer: bool = Field(
+        False,
+        description="Require a client certificate signed by TAPSTREAM_TAPPER_TLS_CA (as qemu-nbd's "
+        "verify-peer); off: any TLS client is served (nbdkit's default).",
+    )
+    tapper_tls_handshake_timeout_s: float = Field(
+        10.0, gt=0, description="A TLS handshake not done by then closes the connection."
+    )
     tapper_host_id: str = Field(
         default_factory=socket.gethostname, description="Host name put in every event."
     )
@@ -154,9 +190,24 @@ class TapperSettings(TapstreamSettings):
             raise ValueError("volume names must be unique")
         return v
 
+    @field_validator("tapper_unix_socket_mode", mode="before")
+    @classmethod
+    def _octal(cls, v: Any) -> Any:
+        return int(v, 8) if isinstance(v, str) else v  # "0600", "600" and "0o600" all mean 0o600
+
     @field_validator("tapper_bitmap_granule", "tapper_bitmap_extent")
     @classmethod
     def _power_of_two(cls, v: int) -> int:
         if v & (v - 1):
             raise ValueError(f"{v} is not a power of two")
         return v
+
+    @model_validator(mode="after")
+    def _tls_files(self) -> TapperSettings:
+        if self.tapper_tls != "off" and not (self.tapper_tls_cert and self.tapper_tls_key):
+            raise ValueError(
+                "TAPSTREAM_TAPPER_TLS is on: set TAPSTREAM_TAPPER_TLS_CERT and TAPSTREAM_TAPPER_TLS_KEY"
+            )
+        if self.tapper_tls_verify_peer and not self.tapper_tls_ca:
+            raise ValueError("TAPSTREAM_TAPPER_TLS_VERIFY_PEER needs TAPSTREAM_TAPPER_TLS_CA")
+        return self

@@ -4,6 +4,12 @@
 bytes to send back; when it returns, `agreed` (go to transmission) or `closed` (drop the connection)
 may be set. Garbage raises ProtocolError: the caller closes that one connection. No sockets here, so
 the whole handshake is unit-tested and fuzzed in memory.
+
+TLS (the protocol document's "TLS support"): `tls="on"` is SELECTIVETLS with every export open to
+both plain and TLS clients; `tls="require"` is FORCEDTLS: before STARTTLS every option but STARTTLS
+and ABORT gets NBD_REP_ERR_TLS_REQD, and NBD_OPT_EXPORT_NAME, which cannot be refused, closes. After
+the ACK to STARTTLS `feed` stops and sets `starttls`; the caller upgrades the socket and calls
+`tls_started()`, which forgets what was negotiated in plain text (a man in the middle chose it).
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 from tapstream.tapper.protocol import frames
 from tapstream.tapper.protocol.constants import (
@@ -21,6 +28,8 @@ from tapstream.tapper.protocol.constants import (
     Rep,
 )
 from tapstream.tapper.protocol.frames import ProtocolError
+
+TlsMode = Literal["off", "on", "require"]
 
 
 @dataclass(frozen=True)
@@ -51,15 +60,28 @@ class Agreed:
 
 class Negotiation:
     def __init__(
-        self, exports: Mapping[str, ExportInfo], blocks: BlockSizes = BlockSizes()
+        self,
+        exports: Mapping[str, ExportInfo],
+        blocks: BlockSizes = BlockSizes(),
+        tls: TlsMode = "off",
     ) -> None:
         self.exports = exports
         self.blocks = blocks
+        self.tls = tls
         self.no_zeroes = False
         self.structured = False
         self.agreed: Agreed | None = None
         self.closed: str | None = None  # why the server ends the connection without transmission
+        self.starttls = False  # ACK sent: the caller must upgrade to TLS before feeding more
+        self.encrypted = False
+        self.fixed = False  # TLS needs fixed newstyle on both sides
         self._have_flags = False
+
+    def tls_started(self) -> None:
+        """The TLS handshake succeeded: negotiate afresh, nothing from plain text carries over."""
+        self.starttls = False
+        self.encrypted = True
+        self.structured = False
 
     @staticmethod
     def greeting() -> bytes:
@@ -68,7 +90,7 @@ class Negotiation:
     def feed(self, buf: bytearray) -> bytes:
         """Consume complete messages from the front of `buf`; return the replies to send."""
         out: list[bytes] = []
-        while self.agreed is None and self.closed is None:
+        while self.agreed is None and self.closed is None and not self.starttls:
             if not self._have_flags:
                 if len(buf) < 4:
                     break
@@ -77,7 +99,10 @@ class Negotiation:
                 if flags & ~(CLIENT_FIXED_NEWSTYLE | CLIENT_NO_ZEROES):
                     raise ProtocolError(f"unknown client flags {flags:#x}")
                 self.no_zeroes = bool(flags & CLIENT_NO_ZEROES)
+                self.fixed = bool(flags & CLIENT_FIXED_NEWSTYLE)
                 self._have_flags = True
+                if self.tls == "require" and not self.fixed:
+                    self.closed = "TLS required: the client does not speak fixed newstyle"
                 continue
             if len(buf) < 16:
                 break
@@ -94,6 +119,15 @@ class Negotiation:
         return next(iter(self.exports)) if len(self.exports) == 1 else ""
 
     def _option(self, option: int, payload: bytes) -> bytes:
+        if option == Opt.STARTTLS:
+            return self._starttls(payload)
+        if self.tls == "require" and not self.encrypted and option != Opt.ABORT:
+            if option == Opt.EXPORT_NAME:
+                self.closed = "TLS required: NBD_OPT_EXPORT_NAME before NBD_OPT_STARTTLS"
+                return b""
+            return frames.option_reply(
+                option, Rep.ERR_TLS_REQD, b"this server requires TLS: send NBD_OPT_STARTTLS first"
+            )
         if option == Opt.EXPORT_NAME:
             name = payload.decode(errors="replace") or self._default()
             export = self.exports.get(name)
@@ -131,11 +165,20 @@ class Negotiation:
             return frames.option_reply(
                 option, Rep.ACK
             )  # no metadata contexts (yet): zero of them, then ACK
-        if option == Opt.STARTTLS:
-            return frames.option_reply(
-                option, Rep.ERR_POLICY, b"TLS is not available on this server yet"
-            )
         return frames.option_reply(option, Rep.ERR_UNSUP)
+
+    def _starttls(self, payload: bytes) -> bytes:
+        option = Opt.STARTTLS
+        if self.tls == "off" or not self.fixed:
+            return frames.option_reply(
+                option, Rep.ERR_POLICY, b"TLS is off on this server (TAPSTREAM_TAPPER_TLS)"
+            )
+        if self.encrypted:
+            return frames.option_reply(option, Rep.ERR_INVALID, b"TLS is already on")
+        if payload:
+            return frames.option_reply(option, Rep.ERR_INVALID, b"NBD_OPT_STARTTLS takes no data")
+        self.starttls = True
+        return frames.option_reply(option, Rep.ACK)
 
     def _info(self, option: int, payload: bytes) -> bytes:
         try:
