@@ -37,8 +37,8 @@ from tapstream.core.logging import get_logger
 from tapstream.core.ports import free_port
 from tapstream.core.replica import Replica
 from tapstream.core.settings import TapstreamSettings
-from tapstream.site_manager import metrics
-from tapstream.site_manager.domain import DomainError, ProtectionGroup
+from tapstream.site_manager import metrics, paths
+from tapstream.site_manager.domain import DomainError, Invalid, ProtectionGroup
 from tapstream.site_manager.domain import aggregates as a
 from tapstream.site_manager.domain import commands as c
 from tapstream.site_manager.domain.services import (
@@ -168,17 +168,27 @@ class Operations:
             self._ports_file.write_text(json.dumps(self._ports))
         return self._ports[key]
 
+    # Both sites see every group event (mirrored), and the other site may have other roots or be
+    # compromised: a path is checked against this site's roots right before this site acts on it.
+    def volume_path(self, vol: a.Volume) -> Path:
+        """The original volume at this site (served, copied, written back): under its roots."""
+        try:
+            return paths.volume_path(vol.path, self.s.volume_roots)
+        except Invalid as exc:
+            raise OperationFailed(str(exc)) from None
+
     def promoted_path(self, g: ProtectionGroup, vol: a.Volume) -> Path:
-        return (
-            Path(vol.target_path)
-            if vol.target_path
-            else self.dir / "volumes" / g.id / f"{vol.name}.img"
-        )
+        if not vol.target_path:
+            return self.dir / "volumes" / g.id / f"{vol.name}.img"
+        try:
+            return paths.target_path(vol.target_path, self.s.target_roots)
+        except Invalid as exc:
+            raise OperationFailed(str(exc)) from None
 
     def serving_paths(self, g: ProtectionGroup) -> dict[str, Path]:
         """The volumes this site serves for `g` when it is the active site."""
         if self.site == g.source_site:
-            return {v.name: Path(v.path) for v in g.volumes().values()}
+            return {v.name: self.volume_path(v) for v in g.volumes().values()}
         return {v.name: self.promoted_path(g, v) for v in g.volumes().values()}
 
     def exports(self, g: ProtectionGroup) -> dict[str, str]:
@@ -433,7 +443,7 @@ class Operations:
         applier = ReverseApplier(
             self.s,
             g.id,
-            {v.name: Path(v.path) for v in g.volumes().values()},
+            {v.name: self.volume_path(v) for v in g.volumes().values()},
             self.dir / "reverse" / f"{g.id}.json",
             self.tapper_state(g),
             GRANULE,
@@ -788,14 +798,14 @@ class Operations:
         for vol, v in g.volumes().items():
             path = self.tapper_state(g) / f"{vol}.dirty"
             if path.exists():
-                size = Path(v.path).stat().st_size
+                size = self.volume_path(v).stat().st_size
                 bitmap = DirtyBitmap(path, size, GRANULE)
                 for a, b in bitmap.dirty_ranges():
                     mark(vol, a, b)
                 bitmap.close()
         out: dict[str, list[tuple[int, int]]] = {}
         for vol, gs in granules.items():
-            size = Path(g.volumes()[vol].path).stat().st_size
+            size = self.volume_path(g.volumes()[vol]).stat().st_size
             ranges: list[tuple[int, int]] = []
             for r in sorted(gs):
                 a, b = r * GRANULE, min(size, (r + 1) * GRANULE)

@@ -36,7 +36,7 @@ def under_roots(path: str, roots: Sequence[Path], what: str, setting: str) -> Pa
     real_roots = [real(r) for r in roots]
     listed = ", ".join(str(r) for r in real_roots) or "(none)"
     refuse = (
-        f"{what} {path!r} {{why}}; this site accepts volumes only under {listed} "
+        f"{what} {path!r} {{why}}; this site accepts it only under {listed} "
         f"(TAPSTREAM_{setting}, a JSON list)"
     )
     if not path or "\0" in path:
@@ -51,3 +51,13 @@ def under_roots(path: str, roots: Sequence[Path], what: str, setting: str) -> Pa
             return resolved
     shown = "" if str(resolved) == path else f" (it resolves to {resolved})"
     raise Invalid(refuse.format(why=f"is outside the allowed roots{shown}"))
+
+
+def volume_path(path: str, roots: Sequence[Path]) -> Path:
+    """A volume's disk image at the protected site (served and copied by its tapper)."""
+    return under_roots(path, roots, "volume path", "SITE_MANAGER_VOLUME_ROOTS")
+
+
+def target_path(path: str, roots: Sequence[Path]) -> Path:
+    """Where the recovery site promotes a volume (written by a failover or move)."""
+    return under_roots(path, roots, "target path", "SITE_MANAGER_TARGET_ROOTS")

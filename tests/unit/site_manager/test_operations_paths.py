@@ -1,0 +1,69 @@
+"""The site that acts on a volume checks its path against its own roots right before it acts: the
+other site (which decided the event) may have other roots, or lie."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from tapstream.site_manager.domain import ProtectionGroup
+from tapstream.site_manager.domain import events as e
+from tapstream.site_manager.operations import OperationFailed, Operations
+from tapstream.site_manager.settings import SiteManagerSettings
+
+
+def operations(tmp_path: Path, site: str) -> Operations:
+    s = SiteManagerSettings(
+        site=site,
+        site_manager_state_dir=tmp_path / "sm",
+        site_manager_volume_roots=[tmp_path / "images"],
+        site_manager_target_roots=[tmp_path / "targets"],
+    )
+    return Operations(SimpleNamespace(s=s, site=site))  # type: ignore[arg-type]
+
+
+def group(path: Path, target: Path | str = "") -> ProtectionGroup:
+    """A group as events decided elsewhere made it (no rule of ours ran on them)."""
+    g = ProtectionGroup("g1")
+    for ev in (
+        e.GroupCreated("g1"),
+        e.VmAdded("vm1"),
+        e.VolumeAdded("vm1", "disk0", str(path), 0, str(target)),
+    ):
+        g.apply(ev)
+    return g
+
+
+def test_the_protected_site_serves_only_volumes_under_its_roots(tmp_path: Path) -> None:
+    (tmp_path / "images").mkdir()
+    ops = operations(tmp_path, "protected")
+    inside = tmp_path / "images" / "d0.img"
+    assert ops.serving_paths(group(inside)) == {"disk0": inside}
+    for path in (Path("/etc/shadow"), tmp_path / "images" / ".." / "x.img"):
+        with pytest.raises(OperationFailed, match="SITE_MANAGER_VOLUME_ROOTS"):
+            ops.serving_paths(group(path))
+    (tmp_path / "images" / "evil.img").symlink_to("/etc/shadow")
+    with pytest.raises(OperationFailed, match="resolves to /etc/shadow"):
+        ops.serving_paths(group(tmp_path / "images" / "evil.img"))
+    with pytest.raises(OperationFailed, match="images"):
+        ops.volume_path(group(Path("/etc/shadow")).volumes()["disk0"])
+
+
+def test_the_recovery_site_promotes_only_into_its_target_roots(tmp_path: Path) -> None:
+    (tmp_path / "targets").mkdir()
+    ops = operations(tmp_path, "recovery")
+    disk = Path("/anywhere/else/d0.img")  # the protected site's path: not ours to judge
+    g = group(disk, tmp_path / "targets" / "d0.img")
+    assert ops.serving_paths(g) == {"disk0": tmp_path / "targets" / "d0.img"}
+    default = group(disk)
+    assert (
+        ops.promoted_path(default, default.volumes()["disk0"])
+        == (tmp_path / "sm" / "volumes" / "g1" / "disk0.img").resolve()
+    )
+    (tmp_path / "targets" / "link.img").symlink_to(tmp_path / "images" / "d0.img")
+    for target in ("/etc/cron.d/x", tmp_path / "targets" / "link.img", "relative.img"):
+        bad = group(disk, target)
+        with pytest.raises(OperationFailed, match="SITE_MANAGER_TARGET_ROOTS"):
+            ops.promoted_path(bad, bad.volumes()["disk0"])
