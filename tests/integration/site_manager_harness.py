@@ -22,9 +22,17 @@ class SiteManagerProcess:
     url: str
     log: Path
     state_dir: Path
+    token: str = ""  # an admin's (the API refuses requests without one)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers=self.headers, timeout=30)
 
     def get(self, path: str) -> Any:
-        r = httpx.get(self.url + path, timeout=30)
+        r = httpx.get(self.url + path, headers=self.headers, timeout=30)
         r.raise_for_status()
         return r.json()
 
@@ -32,6 +40,19 @@ class SiteManagerProcess:
         if self.proc.poll() is None:
             self.proc.terminate()
         return self.proc.wait(timeout)
+
+
+def admin_token(tokens_file: Path) -> str:
+    """The test's admin token in `tokens_file` (issued once, kept beside it for later calls), as
+    `python -m tapstream.site_manager token issue` does on a real host."""
+    from tapstream.site_manager.auth import Role, TokenStore
+
+    kept = tokens_file.with_name(tokens_file.name + ".admin")
+    store = TokenStore(tokens_file)
+    if kept.exists() and store.authenticate(kept.read_text()) is not None:
+        return kept.read_text()
+    kept.write_text(store.issue(f"test-admin-{len(store.tokens())}", Role.ADMIN))
+    return kept.read_text()
 
 
 def start_site_manager(
@@ -44,6 +65,7 @@ def start_site_manager(
 ) -> SiteManagerProcess:
     port = int((extra or {}).get("TAPSTREAM_SITE_MANAGER_PORT") or free_port())
     state = tmp / f"sm-{site}"
+    tokens = Path((extra or {}).get("TAPSTREAM_SITE_MANAGER_TOKENS_FILE") or tmp / "tokens.json")
     env = {
         **stack.env,
         "TAPSTREAM_SITE": site,
@@ -53,6 +75,7 @@ def start_site_manager(
         "TAPSTREAM_SITE_MANAGER_ONLY_GROUPS": json.dumps(groups),
         "TAPSTREAM_LOG_FORMAT": "console",
         "TAPSTREAM_SITE_MANAGER_STOP_SERVICES": "true",  # tests leave nothing running
+        "TAPSTREAM_SITE_MANAGER_TOKENS_FILE": str(tokens),  # both sites of a test share it
         # Tests keep their volumes under their own tmp dir: that is all a site manager may touch.
         "TAPSTREAM_SITE_MANAGER_VOLUME_ROOTS": json.dumps([str(tmp)]),
         "TAPSTREAM_SITE_MANAGER_TARGET_ROOTS": json.dumps([str(tmp)]),
@@ -63,7 +86,7 @@ def start_site_manager(
         proc = subprocess.Popen(
             [sys.executable, "-m", "tapstream.site_manager"], env=env, stdout=out, stderr=out
         )
-    sm = SiteManagerProcess(proc, site, f"http://127.0.0.1:{port}", log, state)
+    sm = SiteManagerProcess(proc, site, f"http://127.0.0.1:{port}", log, state, admin_token(tokens))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -88,6 +111,7 @@ def cli_env(
         "TAPSTREAM_SITE_MANAGER_PROTECTED_URL": protected.url,
         "TAPSTREAM_SITE_MANAGER_RECOVERY_URL": recovery.url,
         "TAPSTREAM_REPLICA_DIR": str(tmp / "replicas"),
+        "TAPSTREAM_API_TOKEN": protected.token,
         "COLUMNS": "200",
     }
 

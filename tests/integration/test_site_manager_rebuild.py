@@ -44,13 +44,33 @@ def test_rest_concurrency_mirroring_and_rebuild(stack, tmp_path: Path, unique_na
     pm = start_site_manager(stack, tmp_path, "protected", [group], NO_SERVICES)
     rm = None
     try:
-        api = httpx.Client(base_url=pm.url, timeout=30)
+        api = pm.client()
         assert "/groups/{name}/failover-test" in api.get("/openapi.json").json()["paths"]
+        # Only /health (and the metrics, the OpenAPI document) without a token; roles are enforced.
+        assert httpx.get(f"{pm.url}/health", timeout=30).status_code == 200
+        r = httpx.get(f"{pm.url}/groups", timeout=30)
+        assert r.status_code == 401 and "Bearer" in r.headers["WWW-Authenticate"]
+        r = api.get("/tokens")
+        assert r.status_code == 200, r.text
+        (admin,) = [t["name"] for t in r.json()]
+        r = api.post("/tokens", json={"name": f"{group}-viewer", "role": "viewer"})
+        viewer = {"Authorization": f"Bearer {r.json()['token']}"}
+        assert httpx.get(f"{pm.url}/groups", headers=viewer, timeout=30).status_code == 200
+        r = httpx.post(f"{pm.url}/groups", json={"name": group}, headers=viewer, timeout=30)
+        assert r.status_code == 403 and "needs admin" in r.json()["detail"]
+        r = api.post(
+            "/groups",
+            content=f'{{"name": "{group}", "rpo_target_s": NaN}}',
+            headers={"content-type": "application/json"},
+        )
+        assert r.status_code == 422, r.text
         r = api.post("/groups", json={"name": group, "mode": "async", "rpo_target_s": 10})
         assert r.status_code == 201 and r.json()["version"] == 1
         r = api.post("/groups", json={"name": group})
         assert r.status_code == 409 and f"tapstream group show {group}" in r.json()["detail"]
-        r = api.post(f"/groups/{group}/vms/vm1/volumes", json={"volume": "d0", "path": "/x"})
+        r = api.post(
+            f"/groups/{group}/vms/vm1/volumes", json={"volume": "d0", "path": str(tmp_path / "x")}
+        )
         assert r.status_code == 409 and "add-vm" in r.json()["detail"]
         assert api.get("/groups/nope-" + group).status_code == 404
         assert (
@@ -63,7 +83,7 @@ def test_rest_concurrency_mirroring_and_rebuild(stack, tmp_path: Path, unique_na
             assert (
                 api.post(
                     f"/groups/{group}/vms/vm1/volumes",
-                    json={"volume": f"d{i}", "path": f"/v/d{i}.img"},
+                    json={"volume": f"d{i}", "path": str(tmp_path / f"d{i}.img")},
                 ).status_code
                 == 201
             )
@@ -84,7 +104,7 @@ def test_rest_concurrency_mirroring_and_rebuild(stack, tmp_path: Path, unique_na
                         httpx.post(
                             f"{pm.url}/groups/{group}/vms",
                             json={"vm": vm},
-                            headers={"If-Match": "5"},
+                            headers={**pm.headers, "If-Match": "5"},
                             timeout=30,
                         ).status_code
                     ),
@@ -108,6 +128,7 @@ def test_rest_concurrency_mirroring_and_rebuild(stack, tmp_path: Path, unique_na
         ]
         events = api.get(f"/groups/{group}/events").json()
         assert [e["type"] for e in events][:3] == ["GroupCreated", "VmAdded", "VolumeAdded"]
+        assert {e["actor"] for e in events} == {admin}  # every change was the admin's
         assert "tapstream_site_manager_events_total" in api.get("/metrics/").text
         # The refused writer above left no event behind: nothing of this group is kept aside.
         assert all(c["aggregate_id"] != group for c in api.get("/conflicts").json())
@@ -117,11 +138,17 @@ def test_rest_concurrency_mirroring_and_rebuild(stack, tmp_path: Path, unique_na
         wait_until(
             "the group at the recovery site",
             lambda: (
-                httpx.get(f"{rm.url}/groups/{group}").status_code == 200
-                and httpx.get(f"{rm.url}/groups/{group}").json() == state
+                httpx.get(f"{rm.url}/groups/{group}", headers=rm.headers).status_code == 200
+                and httpx.get(f"{rm.url}/groups/{group}", headers=rm.headers).json() == state
             ),
             timeout=60,
         )
+
+        # The actor crossed MirrorMaker 2 with the events.
+        r_events = httpx.get(f"{rm.url}/groups/{group}/events", headers=rm.headers).json()
+        assert [(e["type"], e["actor"]) for e in r_events] == [
+            (e["type"], e["actor"]) for e in events
+        ]
 
         # Rebuild: drop the projection, read the topics again, get the same state.
         before, before_events = projection(stack.protected_database_url)
@@ -142,7 +169,9 @@ def test_rest_concurrency_mirroring_and_rebuild(stack, tmp_path: Path, unique_na
         assert "rebuilding" in pm.log.read_text()
         after, after_events = projection(stack.protected_database_url)
         assert after[("group", group)] == before[("group", group)]
-        assert httpx.get(f"{pm.url}/groups/{group}").json() == state
+        assert httpx.get(f"{pm.url}/groups/{group}", headers=pm.headers).json() == state
+        rebuilt = httpx.get(f"{pm.url}/groups/{group}/events", headers=pm.headers).json()
+        assert {e["actor"] for e in rebuilt} == {admin}
         # Every aggregate as it was, unless other tests' events (mirrored a little later) moved it on.
         assert before_events <= after_events
         changed = {
@@ -153,12 +182,15 @@ def test_rest_concurrency_mirroring_and_rebuild(stack, tmp_path: Path, unique_na
         assert not changed, changed
 
         # A site manager killed during a move: the next one fails the operation and releases the group.
-        r = httpx.post(f"{rm.url}/groups/{group}/move", timeout=30)
+        r = httpx.post(f"{rm.url}/groups/{group}/move", headers=rm.headers, timeout=30)
         assert r.status_code == 202, r.text
         op = r.json()["id"]
         wait_until(
             "the move running",
-            lambda: httpx.get(f"{rm.url}/groups/{group}").json()["status"] == "failing_over",
+            lambda: (
+                httpx.get(f"{rm.url}/groups/{group}", headers=rm.headers).json()["status"]
+                == "failing_over"
+            ),
         )
         rm.proc.kill()
         rm.proc.wait(30)
@@ -169,11 +201,15 @@ def test_rest_concurrency_mirroring_and_rebuild(stack, tmp_path: Path, unique_na
             [group],
             {**NO_SERVICES, "TAPSTREAM_SITE_MANAGER_PORT": rm.url.rsplit(":", 1)[1]},
         )
-        done = httpx.get(f"{rm.url}/operations/{op}").json()
+        done = httpx.get(f"{rm.url}/operations/{op}", headers=rm.headers).json()
         assert done["status"] == "failed" and "retry" in done["error"], done
-        g = httpx.get(f"{rm.url}/groups/{group}").json()
+        g = httpx.get(f"{rm.url}/groups/{group}", headers=rm.headers).json()
         assert (g["status"], g["operation"]) == ("protecting", None)
-        trail = [e["type"] for e in httpx.get(f"{rm.url}/groups/{group}/events").json()]
+        rows = httpx.get(f"{rm.url}/groups/{group}/events", headers=rm.headers).json()
+        trail = [e["type"] for e in rows]
+        # The operator's move, and the abort the next site manager decided on its own.
+        by = {e["type"]: e["actor"] for e in rows}
+        assert (by["FailoverStarted"], by["FailoverAborted"]) == (admin, "system")
         fences = ("WritesFenced", "WritesUnfenced")
         assert [t for t in trail if t not in fences][-2:] == ["FailoverStarted", "FailoverAborted"]
         # Whether or not the move had fenced the protected site before it was killed, the abort

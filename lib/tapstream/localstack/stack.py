@@ -14,6 +14,7 @@ from pydantic import SecretStr
 
 from tapstream.core.settings import TapstreamSettings
 from tapstream.localstack import postgres, readiness, toxiproxy
+from tapstream.localstack.api_tokens import api_token_env
 from tapstream.localstack.classpath import resolve
 from tapstream.localstack.jvm import java_env
 from tapstream.localstack.kafka_node import KafkaNode, kafka_cluster_id
@@ -159,6 +160,7 @@ class Stack:
             "TAPSTREAM_PROTECTED_DATABASE_URL": self.database_url("protected"),
             "TAPSTREAM_RECOVERY_DATABASE_URL": self.database_url("recovery"),
             "TAPSTREAM_STATE_DIR": str(self.root),
+            **api_token_env(self.root),  # the CLI's admin token for the local site managers
         }
 
     def client_settings(self) -> TapstreamSettings:

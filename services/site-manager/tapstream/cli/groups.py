@@ -6,6 +6,7 @@ test, failover and move to the recovery site's; reverse and failback to the orig
 from __future__ import annotations
 
 import json
+import ssl
 import time
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -49,6 +50,37 @@ def _settings() -> SiteManagerSettings:
     return load(SiteManagerSettings)
 
 
+def api_token(s: SiteManagerSettings) -> str | None:
+    """TAPSTREAM_API_TOKEN, else the token file (first line), else none."""
+    if s.api_token is not None and s.api_token.get_secret_value():
+        return s.api_token.get_secret_value().strip()
+    path = s.api_token_file.expanduser()
+    try:
+        return path.read_text().strip().splitlines()[0] or None
+    except (OSError, IndexError):
+        return None
+
+
+def client_options(s: SiteManagerSettings) -> dict[str, Any]:
+    """httpx options for the site managers: the bearer token, the CA that signed their HTTPS
+    certificates (default: the system's; a server certificate is always verified), mTLS."""
+    token = api_token(s)
+    opts: dict[str, Any] = {
+        "headers": {"Authorization": f"Bearer {token}"} if token else {},
+        "timeout": s.site_manager_timeout_s,
+    }
+    if s.api_ca_file is not None:
+        opts["verify"] = ssl.create_default_context(cafile=str(s.api_ca_file.expanduser()))
+    if s.api_client_cert is not None:
+        ctx = opts.get("verify") or ssl.create_default_context()
+        ctx.load_cert_chain(
+            str(s.api_client_cert.expanduser()),
+            str(s.api_client_key.expanduser()) if s.api_client_key else None,
+        )
+        opts["verify"] = ctx
+    return opts
+
+
 def call(
     site: str,
     method: str,
@@ -59,16 +91,22 @@ def call(
     """One REST call; errors end the command with the server's advice."""
     s = _settings()
     url = s.url(site)
-    headers = {"If-Match": str(version)} if version is not None else {}
+    opts = client_options(s)
+    if version is not None:
+        opts["headers"]["If-Match"] = str(version)
     try:
-        r = httpx.request(
-            method, url + path, json=body, headers=headers, timeout=s.site_manager_timeout_s
-        )
+        r = httpx.request(method, url + path, json=body, **opts)
     except httpx.TransportError as exc:
+        hint = (
+            " The server's certificate was not trusted: point TAPSTREAM_API_CA_FILE at the CA "
+            "that signed it."
+            if "CERTIFICATE_VERIFY_FAILED" in str(exc)
+            else ""
+        )
         err.print(
             f"[red]no answer from the {site} site manager at {url}[/] ({exc.__class__.__name__}). Start it with "
             f"`TAPSTREAM_SITE={site} python -m tapstream.site_manager`, or point "
-            f"TAPSTREAM_SITE_MANAGER_{site.upper()}_URL at it."
+            f"TAPSTREAM_SITE_MANAGER_{site.upper()}_URL at it.{hint}"
         )
         raise typer.Exit(2) from None
     if r.status_code >= 400:
@@ -81,6 +119,22 @@ def call(
                 f"{'.'.join(map(str, d.get('loc', [])))}: {d.get('msg')}" for d in detail
             )
         err.print(f"[red]{method} {path} refused ({r.status_code}):[/] {detail}")
+        if r.status_code == 401:
+            source = (
+                "TAPSTREAM_API_TOKEN"
+                if s.api_token is not None
+                else f"the token file {s.api_token_file}"
+                if api_token(s)
+                else "no token: neither TAPSTREAM_API_TOKEN nor the token file "
+                f"{s.api_token_file} is set"
+            )
+            err.print(
+                f"Sent {source}. Set TAPSTREAM_API_TOKEN to a token of the {site} site (or write "
+                f"it to {s.api_token_file}); an admin issues one with `tapstream token issue NAME "
+                f"--role viewer|operator|admin --site {site}`."
+            )
+        elif r.status_code == 403:
+            err.print("Ask an admin of that site for a token with the role named above.")
         raise typer.Exit(1)
     return r.json()
 

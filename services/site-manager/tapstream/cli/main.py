@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from tapstream.cli import analyze, groups, recovery, replicator, tail, tapper, volume
+from tapstream.cli import analyze, groups, recovery, replicator, tail, tapper, token, volume
 
 app = typer.Typer(no_args_is_help=True, help="tapstream: continuous data protection on Kafka.")
 app.add_typer(tapper.app, name="tapper")
@@ -22,6 +22,7 @@ app.command("reverse")(groups.reverse)
 app.command("failback")(groups.failback)
 app.add_typer(groups.operation_app, name="operation")
 app.add_typer(volume.app, name="volume")
+app.add_typer(token.app, name="token")
 
 
 def main() -> None:

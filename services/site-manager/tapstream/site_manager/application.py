@@ -11,6 +11,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 
 from tapstream.site_manager.domain import commands as c
 from tapstream.site_manager.domain.aggregates import Aggregate
@@ -18,6 +19,10 @@ from tapstream.site_manager.domain.events import Recorded
 from tapstream.site_manager.domain.ledger import ConcurrencyError, Ledger
 
 Sink = Callable[[list[Recorded]], Awaitable[None]]
+
+# Who decides: the API sets the caller's token name for its request; a task the request starts (an
+# operation's steps) inherits it; anything else is the site manager's own decision.
+ACTOR: ContextVar[str] = ContextVar("tapstream_actor", default="system")
 
 
 def now_us() -> int:
@@ -57,7 +62,7 @@ class Application:
             events = agg.decide(command)
             if not events:
                 return agg
-            base, ts = agg.version, self.clock()
+            base, ts, actor = agg.version, self.clock(), ACTOR.get()
             ids = [self.new_id() for _ in events]
             prev = self.ledger.last_id(aggregate_type, aggregate_id)
             recs = [
@@ -70,6 +75,7 @@ class Application:
                     self.site,
                     ev,
                     ids[i - 1] if i else prev,
+                    actor,
                 )
                 for i, ev in enumerate(events)
             ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import Iterator
 from typing import Any
 
@@ -29,6 +30,28 @@ class _Server(uvicorn.Server):
         yield
 
 
+def tls_options(s: SiteManagerSettings) -> dict[str, Any]:
+    """uvicorn's HTTPS options: none without a certificate; with a client CA, mTLS (a client
+    certificate signed by it is required before any request, then the bearer token as always)."""
+    if not s.site_manager_tls_certfile:
+        if s.site_manager_tls_client_ca:
+            raise ValueError(
+                "TAPSTREAM_SITE_MANAGER_TLS_CLIENT_CA needs TAPSTREAM_SITE_MANAGER_TLS_CERTFILE "
+                "(mTLS is on top of HTTPS)"
+            )
+        return {}
+    tls: dict[str, Any] = {
+        "ssl_certfile": str(s.site_manager_tls_certfile),
+        "ssl_keyfile": str(s.site_manager_tls_keyfile) if s.site_manager_tls_keyfile else None,
+    }
+    if s.site_manager_tls_client_ca:
+        tls |= {
+            "ssl_ca_certs": str(s.site_manager_tls_client_ca),
+            "ssl_cert_reqs": ssl.CERT_REQUIRED,
+        }
+    return tls
+
+
 class SiteManager:
     def __init__(self, settings: SiteManagerSettings) -> None:
         self.s = settings
@@ -45,10 +68,12 @@ class SiteManager:
 
     @property
     def api_url(self) -> str:
-        return f"http://{self.s.site_manager_host}:{self.port}"
+        scheme = "https" if self.s.site_manager_tls_certfile else "http"
+        return f"{scheme}://{self.s.site_manager_host}:{self.port}"
 
     async def start(self) -> None:
         from tapstream.site_manager.api import make_api
+        from tapstream.site_manager.auth import TokenStore
         from tapstream.site_manager.operations import Operations
 
         await self.projection.start(rebuild=self.s.site_manager_rebuild)
@@ -62,13 +87,21 @@ class SiteManager:
         self.events.follow(await self.projection.offsets(), self._on_reads)
         await self.events.wait_caught_up()
         self.operations = Operations(self)
+        tokens = TokenStore(self.s.tokens_file)
+        if not tokens.tokens():
+            log.warning(
+                "no API token issued yet: every request but /health is refused until one is; "
+                "on this host run `python -m tapstream.site_manager token issue NAME --role admin`",
+                tokens_file=str(tokens.path),
+            )
         config = uvicorn.Config(
-            make_api(self),
+            make_api(self, tokens),
             host=self.s.site_manager_host,
             port=self.s.api_port,
             log_config=None,
             access_log=False,
             lifespan="off",
+            **tls_options(self.s),
         )
         self._server = _Server(config)
         self._server_task = asyncio.create_task(self._server.serve())
