@@ -81,6 +81,13 @@ bench-mirror: up
 validate-deploy: setup
 	$(PY) -m pytest tests/unit/deploy tests/unit/core/test_acl.py -q
 
+# A secured Kafka node of its own (SASL_SSL + SCRAM-SHA-512, StandardAuthorizer, the ACL table's
+# users and ACLs): a service is refused what the table does not grant. Not in `make test` (the
+# node's start takes 30 s to 2 min on a busy machine).
+.PHONY: secured
+secured: setup system-deps
+	$(PY) -m pytest -m secured tests/integration/secured
+
 # Encryption analyzer on benign and malicious ext4 workloads through the tapper -> bench/results/analyzer.json.
 .PHONY: eval-analyzer
 eval-analyzer: up

@@ -137,3 +137,58 @@ logger.mm2source.filter.kafka20017.regex = Could not alter configuration of topi
 logger.mm2source.filter.kafka20017.onMatch = DENY
 logger.mm2source.filter.kafka20017.onMismatch = NEUTRAL
 """
+
+
+def secured_properties(
+    props: Mapping[str, object],
+    *,
+    ca_file: str,
+    keystore_file: str,
+    admin_password: str,
+    broker_principal: str,
+    admin: str = "admin",
+) -> dict[str, object]:
+    """`broker_properties` of a lone node, secured: clients on SASL_SSL with SCRAM-SHA-512, the
+    controller on mutual TLS (KRaft controllers cannot use SCRAM: its credentials live in the
+    metadata they serve), and the StandardAuthorizer: what no ACL allows is refused, except to the
+    admin and the broker itself (`broker_principal`, the subject of its certificate).
+
+    `keystore_file` is one PEM file with the broker's unencrypted PKCS#8 key and its certificate;
+    `ca_file` the CA that signed it (clients trust it too)."""
+    out = dict(props)
+    swap = {"PLAINTEXT://": "SASL_SSL://"}
+    for key in ("listeners", "advertised.listeners"):
+        text = str(out[key])
+        for old, new in swap.items():
+            text = text.replace(old, new)
+        out[key] = text
+    jaas = (
+        "org.apache.kafka.common.security.scram.ScramLoginModule required "
+        f'username="{admin}" password="{admin_password}";'
+    )
+    out |= {
+        "listener.security.protocol.map": "CONTROLLER:SSL,SASL_SSL:SASL_SSL",
+        "inter.broker.listener.name": "SASL_SSL",
+        "sasl.enabled.mechanisms": "SCRAM-SHA-512",
+        "sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-512",
+        "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": jaas,
+        "ssl.keystore.type": "PEM",
+        "ssl.keystore.location": keystore_file,
+        "ssl.truststore.type": "PEM",
+        "ssl.truststore.location": ca_file,
+        "listener.name.controller.ssl.client.auth": "required",
+        "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "allow.everyone.if.no.acl.found": False,
+        "super.users": f"User:{admin};User:{broker_principal}",
+    }
+    return out
+
+
+def scram_format_args(users: Mapping[str, str]) -> list[str]:
+    """StorageTool `format` arguments creating SCRAM-SHA-512 users (name -> password) with the
+    cluster, so the first client (and the broker itself) can log in."""
+    return [
+        arg
+        for name, password in users.items()
+        for arg in ("--add-scram", f"SCRAM-SHA-512=[name={name},password={password}]")
+    ]

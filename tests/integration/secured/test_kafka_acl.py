@@ -1,0 +1,143 @@
+"""A real secured broker (SASL_SSL + SCRAM-SHA-512, StandardAuthorizer, the ACL table's users and
+ACLs) refuses a service what the table does not grant: an analyzer cannot write tapstream.control,
+the site manager can; `tapstream tail` reads it with the CLI's credentials.
+
+The broker is a node of its own (own home and ports, localstack.secured), not the shared stack."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tapstream.core.kafka import AsyncProducer, TopicSpec, client_config, ensure_topics
+from tapstream.core.kafka.config import producer_config
+from tapstream.core.kafka.exceptions import PublishError
+from tapstream.core.settings import load
+from tapstream.localstack import LocalStackSettings
+from tapstream.localstack.classpath import resolve
+from tapstream.localstack.secured import SecuredKafka
+
+pytestmark = [pytest.mark.integration, pytest.mark.secured]
+
+
+def _free_pair() -> int:
+    """A port p with p + 1 free too (client and controller listeners)."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port < 65000:
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port + 1))
+                    return port
+                except OSError:
+                    continue
+    raise RuntimeError("no two adjacent free ports")
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SecuredKafka, float]]:
+    local = load(LocalStackSettings)
+    classpath = resolve(local.state_dir, local.maven_repo)
+    kafka = SecuredKafka(tmp_path_factory.mktemp("secured-kafka"), _free_pair())
+    began = time.monotonic()
+    try:
+        kafka.start(classpath)
+        yield kafka, time.monotonic() - began
+    finally:
+        kafka.stop()
+
+
+async def test_an_analyzer_cannot_command_and_the_site_manager_can(
+    secured: tuple[SecuredKafka, float],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    kafka, startup_s = secured
+    control = kafka.settings().topic("control")
+    manager = kafka.settings("tapstream-site-manager-protected")
+    analyzer = kafka.settings("tapstream-analyzer")
+    # The site manager creates the control topic and commands over it.
+    await ensure_topics(client_config(manager), [TopicSpec(control, partitions=1)])
+    p = AsyncProducer(producer_config(manager, linger_ms=0, delivery_timeout_ms=15_000))
+    await p.start()
+    try:
+        msg = await p.produce(control, b"PAUSE from the site manager", key=b"g1")
+        assert msg.offset() == 0
+    finally:
+        await p.stop()
+    # The analyzer may publish alerts but not write control: refused by the broker's ACLs.
+    await ensure_topics(client_config(analyzer), [TopicSpec(analyzer.topic("alerts"))])
+    p = AsyncProducer(producer_config(analyzer, linger_ms=0, delivery_timeout_ms=15_000))
+    await p.start()
+    try:
+        await p.produce(analyzer.topic("alerts"), b"an alert", key=b"vol")
+        with pytest.raises(PublishError, match="TOPIC_AUTHORIZATION_FAILED"):
+            await p.produce(control, b"forged RELEASE", key=b"g1")
+    finally:
+        await p.stop(timeout=5)
+    # Nothing but the site manager's record is on control; the CLI (its own user) reads it.
+    from tapstream.cli.tail import tail
+
+    env = {
+        "TAPSTREAM_ENV_FILE": "",
+        "TAPSTREAM_PROTECTED_BOOTSTRAP": kafka.bootstrap,
+        "TAPSTREAM_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "TAPSTREAM_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+        "TAPSTREAM_KAFKA_SASL_USERNAME": "tapstream-cli",
+        "TAPSTREAM_KAFKA_SASL_PASSWORD": kafka.passwords["tapstream-cli"],
+        "TAPSTREAM_KAFKA_SSL_CAFILE": str(kafka.ca_file),
+    }
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    capsys.readouterr()
+    tail(control, "protected", True, 1)
+    (line,) = capsys.readouterr().out.splitlines()
+    assert json.loads(line)["offset"] == 0
+    print(f"secured broker up with users and ACLs in {startup_s:.1f}s")
+
+
+async def test_a_wrong_password_is_refused(secured: tuple[SecuredKafka, float]) -> None:
+    from confluent_kafka import KafkaError, KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    kafka, _ = secured
+    intruder = kafka.settings(
+        "tapstream-site-manager-protected", kafka_sasl_password="not-the-password"
+    )
+    errors: list[KafkaError] = []
+    admin = AdminClient({**client_config(intruder), "error_cb": errors.append})
+    with pytest.raises(KafkaException):
+        admin.list_topics(timeout=10)
+    admin.poll(1)  # serves the error callback
+    assert any(e.code() == KafkaError._AUTHENTICATION for e in errors), errors
+
+
+def test_acl_bindings_cover_the_table(secured: tuple[SecuredKafka, float]) -> None:
+    """What the broker holds is the table: every principal's bindings, nothing else."""
+    from confluent_kafka.admin import (
+        AclBindingFilter,
+        AclOperation,
+        AclPermissionType,
+        AdminClient,
+        ResourcePatternType,
+        ResourceType,
+    )
+
+    from tapstream.localstack.secured import acl_bindings
+
+    kafka, _ = secured
+    admin = AdminClient(client_config(kafka.settings("admin")))
+    every = AclBindingFilter(
+        ResourceType.ANY, None, ResourcePatternType.ANY, None, None,
+        AclOperation.ANY, AclPermissionType.ANY,
+    )  # fmt: skip
+    held = admin.describe_acls(every, request_timeout=30).result()
+    want = [b for p in kafka.principals.values() for b in acl_bindings(p, kafka.cluster)]
+    assert sorted(map(str, held)) == sorted(map(str, want))
+    assert not any("analyzer" in str(b) and "control" in str(b) and "WRITE" in str(b) for b in held)
