@@ -9,6 +9,7 @@ Which stack (TAPSTREAM_TEST_STACK, default auto):
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import uuid
@@ -24,6 +25,7 @@ from pydantic import SecretStr
 from tapstream.core.settings import TapstreamSettings, load
 from tapstream.localstack import LocalStackSettings, Stack
 from tapstream.localstack.classpath import resolve
+from tapstream.localstack.control_keys import control_key_env
 from tapstream.localstack.mirrormaker_node import MirrorMakerNode
 from tapstream.localstack.readiness import kafka_answers, postgres_answers
 
@@ -75,6 +77,14 @@ def _running_stack(settings: TapstreamSettings, state_dir: Path, kind: str) -> R
     }
     env_file = state_dir / "local.env"
     if kind == "containers":
+        variables |= control_key_env(state_dir)  # as `make up` writes it
+        keys = json.loads(variables["TAPSTREAM_CONTROL_KEYS"])
+        settings = settings.model_copy(
+            update={
+                "control_keys": {k: SecretStr(v) for k, v in keys.items()},
+                "control_key_id": variables["TAPSTREAM_CONTROL_KEY_ID"],
+            }
+        )
         env_file.write_text("".join(f"{k}={v}\n" for k, v in variables.items()))
     return RunningStack(
         settings=settings,

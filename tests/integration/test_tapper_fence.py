@@ -15,6 +15,7 @@ import pytest
 from confluent_kafka import Producer
 
 from tapstream.core.codec import make_codec
+from tapstream.core.control_auth import Keyring, sign
 from tapstream.core.kafka import client_config, producer_config
 from tapstream.core.replay import read_stream
 from tapstream.localstack import faults
@@ -29,20 +30,19 @@ SIZE = 4 * 1024 * 1024
 def send(stack, group: str, kind: str, args: dict[str, str], cp: str | None = None) -> str:
     settings = stack.settings
     cid = str(uuid.uuid4())
-    value = make_codec(settings).encode(
-        "Command",
-        {
-            "id": cid,
-            "group": group,
-            "kind": kind,
-            "sender": "test",
-            "ts": time.time_ns() // 1000,
-            "checkpoint_id": cp,
-            "tag": None,
-            "volumes": [],
-            "args": args,
-        },
-    )
+    command = {
+        "id": cid,
+        "group": group,
+        "kind": kind,
+        "sender": "test",
+        "ts": time.time_ns() // 1000,
+        "checkpoint_id": cp,
+        "tag": None,
+        "volumes": [],
+        "args": args,
+    }
+    # As a site manager would: signed with the stack's control key.
+    value = make_codec(settings).encode("Command", sign(command, Keyring.from_settings(settings)))
     p = Producer(producer_config(settings, linger_ms=0))
     p.produce(settings.topic("control"), value, key=group.encode())
     assert p.flush(30) == 0

@@ -26,7 +26,7 @@ import hashlib
 import hmac
 import json
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -184,9 +184,18 @@ def check(
 class Verifier:
     """One reader's check of the commands it reads: logs and counts what it ignores."""
 
-    def __init__(self, settings: TapstreamSettings, service: str, replay_guard: bool = False):
+    def __init__(
+        self,
+        settings: TapstreamSettings,
+        service: str,
+        acts_on: Iterable[str] | None = None,
+        replay_guard: bool = False,
+    ) -> None:
         self.ring = Keyring.from_settings(settings)
         self.service = service
+        # Kinds this reader does something with; the rest pass (it ignores them anyway), so that
+        # other readers' traffic and old history are neither checked nor counted here.
+        self.acts_on = frozenset(acts_on) if acts_on is not None else None
         self.window_us = int(settings.control_max_age_s * 1e6)
         self.seen = SeenIds(self.window_us) if replay_guard else None
         if not self.ring.enabled:
@@ -199,6 +208,8 @@ class Verifier:
 
     def accept(self, cmd: Mapping[str, Any], now_us: int) -> bool:
         """True if `cmd` may be acted on; else it is logged (WARNING) and counted."""
+        if self.acts_on is not None and cmd.get("kind") not in self.acts_on:
+            return True
         reason = check(cmd, self.ring, now_us, self.window_us, self.seen)
         if reason is None:
             return True

@@ -16,6 +16,7 @@ from tapstream.core.settings import TapstreamSettings
 from tapstream.localstack import postgres, readiness, toxiproxy
 from tapstream.localstack.api_tokens import api_token_env
 from tapstream.localstack.classpath import resolve
+from tapstream.localstack.control_keys import control_key_env
 from tapstream.localstack.jvm import java_env
 from tapstream.localstack.kafka_node import KafkaNode, kafka_cluster_id
 from tapstream.localstack.layout import overlapping, site_nodes
@@ -161,6 +162,7 @@ class Stack:
             "TAPSTREAM_RECOVERY_DATABASE_URL": self.database_url("recovery"),
             "TAPSTREAM_STATE_DIR": str(self.root),
             **api_token_env(self.root),  # the CLI's admin token for the local site managers
+            **control_key_env(self.root),  # every process signs and checks tapstream.control
         }
 
     def client_settings(self) -> TapstreamSettings:

@@ -11,6 +11,7 @@ from typing import Any
 from aiokafka import ConsumerRecord
 
 from tapstream.core.codec import make_codec
+from tapstream.core.control_auth import Verifier
 from tapstream.core.dlq import DeadLetters, Poison, classify
 from tapstream.core.kafka import make_consumer, wait_for_partitions
 from tapstream.core.keep import TagRequest, parse_tag_command
@@ -110,6 +111,8 @@ class Journal:
         the beginning (no committed offsets): a dropped or rebuilt index gets its tags back, and
         recording a command twice changes nothing."""
         topic = self.s.mirrored(self.s.topic("control"))
+        # The same rule as the recovery VDSA's: the index must not show a kept checkpoint released.
+        verifier = Verifier(self.s, "journal", acts_on={"CHECKPOINT_TAG"})
         consumer = make_consumer(self.s, group_id=None, metadata_max_age_ms=2000)
         await consumer.start()
         try:
@@ -127,6 +130,8 @@ class Journal:
                         if cmd is None:
                             assert poison is not None
                             self._dead_letter(msg, poison)
+                            continue
+                        if not verifier.accept(cmd, time.time_ns() // 1000):
                             continue
                         req = parse_tag_command(cmd)
                         if req and req.group in self.s.journal_groups:

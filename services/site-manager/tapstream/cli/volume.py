@@ -22,6 +22,7 @@ def resync(
     """Ask the protected site's tappers of GROUP to send all of VOLUME again (a DELTA sync of every
     region). A replica halted on a gap, a bad checksum or an undecodable record heals from it."""
     from tapstream.core.codec import make_codec
+    from tapstream.core.control_auth import Keyring, sign
     from tapstream.core.kafka import AsyncProducer, PublishError, producer_config
     from tapstream.core.names import valid_name
     from tapstream.vdsa.halts import resync_command
@@ -35,9 +36,8 @@ def resync(
         p = AsyncProducer(producer_config(s, s.protected_bootstrap, linger_ms=0))
         await p.start()
         try:
-            value = make_codec(s).encode(
-                "Command", resync_command(group, volume, "tapstream-cli", reason)
-            )
+            command = resync_command(group, volume, "tapstream-cli", reason)
+            value = make_codec(s).encode("Command", sign(command, Keyring.from_settings(s)))
             await asyncio.wait_for(p.produce(s.topic("control"), value, key=group.encode()), 30)
         finally:
             await p.stop(timeout=5)

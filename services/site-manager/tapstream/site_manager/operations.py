@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tapstream.core.codec import make_codec
+from tapstream.core.control_auth import Keyring, sign
 from tapstream.core.kafka import (
     AsyncProducer,
     TopicSpec,
@@ -212,19 +213,19 @@ class Operations:
             )
             p = self._producers[site] = AsyncProducer(producer_config(settings, linger_ms=0))
             await p.start()
+        command = {
+            "id": str(uuid.uuid4()),
+            "group": group,
+            "kind": kind,
+            "sender": f"site-manager@{self.site}",
+            "ts": time.time_ns() // 1000,
+            "checkpoint_id": None,
+            "tag": None,
+            "volumes": [],
+            "args": args or {},
+        }
         value = make_codec(settings).encode(
-            "Command",
-            {
-                "id": str(uuid.uuid4()),
-                "group": group,
-                "kind": kind,
-                "sender": f"site-manager@{self.site}",
-                "ts": time.time_ns() // 1000,
-                "checkpoint_id": None,
-                "tag": None,
-                "volumes": [],
-                "args": args or {},
-            },
+            "Command", sign(command, Keyring.from_settings(settings))
         )
         await p.produce(settings.topic("control"), value, key=group.encode())
         opts = args or {}

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from aiokafka import AIOKafkaConsumer
 
 from tapstream.core.codec import Codec
+from tapstream.core.control_auth import Keyring, sign
 from tapstream.core.kafka import AsyncProducer
 from tapstream.core.logging import get_logger
 from tapstream.core.settings import TapstreamSettings
@@ -107,6 +108,7 @@ class Checkpoints:
         self.publish_timeout_s = publish_timeout_s
         self.announce_interval_s = announce_interval_s
         self.fences = fences
+        self.ring = Keyring.from_settings(settings)
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -183,8 +185,8 @@ class Checkpoints:
                     continue
                 try:
                     # The fence first and in order: a move's final checkpoint cut follows it.
-                    await self.fences.on_command(cmd, msg.partition, msg.offset)
-                    await self._on_command(cmd)
+                    if await self.fences.on_command(cmd, msg.partition, msg.offset):
+                        await self._on_command(cmd)
                 except Exception as exc:  # one bad command must not end checkpoint participation
                     log.error("control command failed", kind=cmd.get("kind"), error=repr(exc))
         finally:
@@ -258,20 +260,18 @@ class Checkpoints:
     async def _send(
         self, kind: str, group: str, cp: str | None = None, tag: str | None = None
     ) -> None:
-        value = self.codec.encode(
-            "Command",
-            {
-                "id": str(uuid.uuid4()),
-                "group": group,
-                "kind": kind,
-                "sender": self.sender,
-                "ts": now_us(),
-                "checkpoint_id": cp,
-                "tag": tag,
-                "volumes": sorted(v.name for v in self._group_volumes(group)),
-                "args": {},
-            },
-        )
+        command = {
+            "id": str(uuid.uuid4()),
+            "group": group,
+            "kind": kind,
+            "sender": self.sender,
+            "ts": now_us(),
+            "checkpoint_id": cp,
+            "tag": tag,
+            "volumes": sorted(v.name for v in self._group_volumes(group)),
+            "args": {},
+        }
+        value = self.codec.encode("Command", sign(command, self.ring))
         await self.producer.produce(self.s.topic("control"), value, key=group.encode())
 
     async def _announce_loop(self) -> None:

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from aiokafka import AIOKafkaConsumer
 
 from tapstream.core.codec import Codec, DecodeError
+from tapstream.core.control_auth import Verifier
 from tapstream.core.kafka import make_consumer
 from tapstream.core.kafka.consumer import partitions_now
 from tapstream.core.logging import get_logger
@@ -29,6 +30,10 @@ from tapstream.tapper import metrics
 from tapstream.tapper.fence import Fence, FenceFile, decide
 
 log = get_logger("tapstream.tapper.fencing")
+# What the tapper does on tapstream.control (checkpoint.py): each needs a signature when keys are set.
+ACTS_ON = frozenset(
+    ("PAUSE", "RESUME", "RESYNC", "CHECKPOINT_PREPARE", "CHECKPOINT_COMMIT", "CHECKPOINT_ABORT")
+)
 SAVE_OFFSETS_EVERY_S = 60.0  # bounds what the next start replays
 CATCH_UP_TIMEOUT_S = 30.0  # without a record: Kafka does not answer
 
@@ -49,6 +54,7 @@ class Fences:
         self.state: dict[str, Fence] = {}
         self.volumes = volumes
         self.position: dict[int, int] = {}  # next control offset per partition, all before applied
+        self.verifier: Verifier | None = None  # set by catch_up, from the settings
         self._saved_at = time.monotonic()
 
     def load(self) -> None:
@@ -66,6 +72,8 @@ class Fences:
     async def catch_up(self, settings: TapstreamSettings, codec: Codec) -> AIOKafkaConsumer:
         """Replay tapstream.control up to its end; returns a consumer positioned there."""
         topic = settings.topic("control")
+        # Signed, and each command once and near its ts: a replayed old PAUSE must not fence again.
+        self.verifier = Verifier(settings, "tapper", acts_on=ACTS_ON, replay_guard=True)
         consumer = make_consumer(settings, group_id=None, isolation_level="read_uncommitted")
         await consumer.start()
         try:
@@ -93,8 +101,10 @@ class Fences:
                         if msg.offset >= ends[tp]:
                             break
                         cmd = decode_command(codec, msg.value)
-                        if cmd is not None:
-                            self.apply(cmd)
+                        # In the replay, "now" is when the broker took the record.
+                        if cmd is not None and cmd.get("kind") in ("PAUSE", "RESUME"):
+                            if self.accept(cmd, msg.timestamp * 1000):
+                                self.apply(cmd)
                         replayed += 1
                     if await consumer.position(tp) >= ends[tp]:
                         pending.discard(tp)
@@ -132,15 +142,25 @@ class Fences:
         )
         return True
 
-    async def on_command(self, cmd: dict[str, Any], partition: int, offset: int) -> None:
-        """A live command: applied at once, saved before the next command is read."""
+    def accept(self, cmd: dict[str, Any], now_us: int) -> bool:
+        """Whether `cmd` may be acted on (core.control_auth); the others are logged and counted.
+        Commands of groups not served here are acted on by nobody here: neither checked nor counted."""
+        if self.verifier is None or cmd.get("group") not in self.state:
+            return True
+        return self.verifier.accept(cmd, now_us)
+
+    async def on_command(self, cmd: dict[str, Any], partition: int, offset: int) -> bool:
+        """A live command: applied at once, saved before the next command is read. False: it is
+        not to be acted on (unsigned, badly signed or replayed), yet read past."""
         self.position[partition] = offset + 1
-        changed = self.apply(cmd)
+        accepted = self.accept(cmd, time.time_ns() // 1000)
+        changed = accepted and self.apply(cmd)
         if changed or time.monotonic() - self._saved_at > SAVE_OFFSETS_EVERY_S:
             try:
                 await asyncio.to_thread(self.save_all)
             except OSError as exc:  # the fence holds in memory; the next start replays from older
                 log.error("could not save the write fence", error=repr(exc))
+        return accepted
 
     def save_all(self) -> None:
         for group, fence in self.state.items():

@@ -8,6 +8,7 @@ import uuid
 from typing import Any
 
 from tapstream.core.codec import DecodeError, make_codec
+from tapstream.core.control_auth import Keyring, Verifier, sign
 from tapstream.core.kafka import (
     AsyncProducer,
     TopicSpec,
@@ -42,6 +43,10 @@ class Coordinator:
     ) -> None:
         self.s = settings
         self.codec = make_codec(settings)
+        self.ring = Keyring.from_settings(settings)
+        # A forged ANNOUNCE or PREPARED would make a round wait for, or count, a tapper that holds
+        # nothing: only the tappers' signed answers count.
+        self.verifier = Verifier(settings, "vdsa", acts_on={"ANNOUNCE", "CHECKPOINT_PREPARED"})
         self.prepare_timeout_s = prepare_timeout_s
         self.live = LiveTappers(int(announce_window_s * 1e6))
         self.topic = settings.topic("control")
@@ -85,7 +90,8 @@ class Coordinator:
                     _, cmd = self.codec.decode(msg.value)
                 except DecodeError:
                     continue
-                self._on(cmd)
+                if self.verifier.accept(cmd, _now_us()):
+                    self._on(cmd)
                 if msg.offset + 1 >= end:
                     self._caught_up.set()
         finally:
@@ -111,20 +117,18 @@ class Coordinator:
         args: dict[str, str] | None = None,
     ) -> None:
         assert self._producer is not None
-        value = self.codec.encode(
-            "Command",
-            {
-                "id": str(uuid.uuid4()),
-                "group": group,
-                "kind": kind,
-                "sender": "vdsa",
-                "ts": _now_us(),
-                "checkpoint_id": checkpoint_id,
-                "tag": tag,
-                "volumes": [],
-                "args": args or {},
-            },
-        )
+        command = {
+            "id": str(uuid.uuid4()),
+            "group": group,
+            "kind": kind,
+            "sender": "vdsa",
+            "ts": _now_us(),
+            "checkpoint_id": checkpoint_id,
+            "tag": tag,
+            "volumes": [],
+            "args": args or {},
+        }
+        value = self.codec.encode("Command", sign(command, self.ring))
         await self._producer.produce(self.topic, value, key=group.encode())
 
     async def checkpoint(self, group: str, tag: str | None = None) -> str:

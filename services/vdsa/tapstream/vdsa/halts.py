@@ -15,6 +15,7 @@ import uuid
 from typing import Any
 
 from tapstream.core.codec import Codec
+from tapstream.core.control_auth import Keyring, sign
 from tapstream.core.kafka import AsyncProducer, producer_config
 from tapstream.core.logging import get_logger
 from tapstream.vdsa import metrics
@@ -111,9 +112,8 @@ class HaltReporter:
                 producer_config(self.s, self.s.protected_bootstrap, linger_ms=0)
             )
             self._protected.start_now()
-        value = self.codec.encode(
-            "Command", resync_command(group, volume, f"vdsa@{self.s.site}", reason)
-        )
+        command = resync_command(group, volume, f"vdsa@{self.s.site}", reason)
+        value = self.codec.encode("Command", sign(command, Keyring.from_settings(self.s)))
         log.warning("resync of the whole volume requested", group=group, volume=volume)
         self._protected.produce_nowait(
             self.s.topic("control"), value, key=group.encode()

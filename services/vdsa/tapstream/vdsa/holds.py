@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tapstream.core.codec import DecodeError, make_codec
+from tapstream.core.control_auth import Keyring, Verifier, sign
 from tapstream.core.durable import atomic_write
 from tapstream.core.kafka import AsyncProducer, make_consumer, partitions_now, producer_config
 from tapstream.core.keep import Keeps, TagRequest, parse_tag_command, tag_command
@@ -41,6 +42,8 @@ class HoldFollower:
         self.state_dir = state_dir
         self.codec = make_codec(settings)
         self.keeps = Keeps()
+        # An unsigned release would let the replica run past a checkpoint kept after an alert.
+        self.verifier = Verifier(settings, "vdsa", acts_on={"CHECKPOINT_TAG"})
         self.on_change = on_change
         self.caught_up = asyncio.Event()
         self.topic = settings.mirrored(settings.topic("control"))
@@ -128,6 +131,8 @@ class HoldFollower:
                             _, cmd = self.codec.decode(msg.value)
                         except DecodeError:
                             continue
+                        if not self.verifier.accept(cmd, time.time_ns() // 1000):
+                            continue
                         req = parse_tag_command(cmd)
                         if req is None or req.group not in self.groups:
                             continue
@@ -149,7 +154,10 @@ async def send_tag(
 ) -> dict[str, object]:
     """Publish a CHECKPOINT_TAG command on the protected cluster's control topic; returns the command."""
     codec = make_codec(settings)
-    command = tag_command(group, checkpoint_id, tag, keep, sender, time.time_ns() // 1000, reason)
+    command = sign(
+        tag_command(group, checkpoint_id, tag, keep, sender, time.time_ns() // 1000, reason),
+        Keyring.from_settings(settings),
+    )
     producer = AsyncProducer(producer_config(settings, settings.protected_bootstrap, linger_ms=0))
     await producer.start()
     try:
