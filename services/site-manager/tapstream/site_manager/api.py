@@ -36,23 +36,25 @@ log = get_logger("tapstream.site_manager.api")
 
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"  # tapstream.core.names; '..' checked apart
-TEXT_PATTERN = r"^[^\x00]*$"  # Postgres text and jsonb hold no NUL
+TEXT_PATTERN = r"^[^\x00]*$"  # Postgres text and jsonb hold no NUL (nor lone surrogates: 422)
 MAX_SECONDS = 366 * 86400.0  # a year: beyond it a setting is a typo, not a plan
 MAX_SIZE = 2**63 - 1  # Avro long
 
 
-def _no_dotdot(name: NamePath) -> str:
+def _no_dotdot(name: str) -> str:
     if ".." in name:
         raise ValueError("a name may not contain '..'")
     return name
 
 
-Name = Annotated[str, Field(pattern=NAME_PATTERN), AfterValidator(_no_dotdot)]
-OptionalName = Annotated[str, Field(pattern=r"^$|" + NAME_PATTERN), AfterValidator(_no_dotdot)]
+# Group, VM and volume names are the domain's to judge (core.names, a 422 naming the field); here
+# only what must never reach Postgres. Token names are this module's own.
+DomainName = Annotated[str, Field(max_length=4096, pattern=TEXT_PATTERN)]
+TokenName = Annotated[str, Field(pattern=NAME_PATTERN), AfterValidator(_no_dotdot)]
 Text = Annotated[str, Field(max_length=1024, pattern=TEXT_PATTERN)]
 PathText = Annotated[str, Field(max_length=4096, pattern=TEXT_PATTERN)]
 Seconds = Annotated[float, Field(gt=0, le=MAX_SECONDS)]
-NamePath = Annotated[str, PathParam(pattern=NAME_PATTERN), AfterValidator(_no_dotdot)]
+NamePath = Annotated[str, PathParam(max_length=4096, pattern=TEXT_PATTERN)]
 IfMatch = Annotated[
     int | None,
     Header(alias="If-Match", description="Expected aggregate version", ge=0, le=MAX_SIZE),
@@ -66,7 +68,7 @@ class Body(BaseModel):
 
 
 class GroupIn(Body):
-    name: Name
+    name: DomainName
     mode: Literal["sync", "async"] = Field(
         "sync",
         description="sync: the VM's write is acked after Kafka; async: after the local write",
@@ -84,16 +86,16 @@ class GroupSettingsIn(Body):
 
 
 class VmIn(Body):
-    vm: Name
-    target_vm: OptionalName = ""
+    vm: DomainName
+    target_vm: DomainName = ""
 
 
 class TargetIn(Body):
-    target_vm: Name
+    target_vm: DomainName
 
 
 class VolumeIn(Body):
-    volume: Name
+    volume: DomainName
     path: PathText = Field(description="Disk image at the protected site")
     size: int = Field(0, ge=0, le=MAX_SIZE)
     target_path: PathText = Field(
@@ -114,7 +116,7 @@ class RecoveryIn(Body):
 
 
 class TokenIn(Body):
-    name: Name
+    name: TokenName
     role: Literal["viewer", "operator", "admin"] = Field(
         description="viewer: reads; operator: also checkpoints, pause/resume, failover test, "
         "failover, move, reverse, failback; admin: also groups, VMs, volumes, pairing, tokens"
