@@ -141,3 +141,49 @@ def test_acl_bindings_cover_the_table(secured: tuple[SecuredKafka, float]) -> No
     want = [b for p in kafka.principals.values() for b in acl_bindings(p, kafka.cluster)]
     assert sorted(map(str, held)) == sorted(map(str, want))
     assert not any("analyzer" in str(b) and "control" in str(b) and "WRITE" in str(b) for b in held)
+
+
+async def test_aiokafka_consumers_log_in_and_read_only_what_is_granted(
+    secured: tuple[SecuredKafka, float],
+) -> None:
+    """The services' aiokafka path (make_consumer: SCRAM over TLS with the CA file): the checkpoint
+    VDSA reads control from its start; an analyzer's consumer is refused it."""
+    from aiokafka.errors import TopicAuthorizationFailedError
+
+    from tapstream.core.dlq import DeadLetters, Poison
+    from tapstream.core.kafka import make_consumer
+
+    kafka, _ = secured
+    control = kafka.settings().topic("control")
+    vdsa = kafka.settings("tapstream-vdsa-protected")
+    await ensure_topics(client_config(vdsa), [TopicSpec(control, partitions=1)])
+    consumer = make_consumer(vdsa, group_id=None, isolation_level="read_uncommitted")
+    await consumer.start()
+    try:
+        from aiokafka import TopicPartition
+
+        tp = TopicPartition(control, 0)
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        got = await consumer.getmany(tp, timeout_ms=10_000)
+        assert [m.value for m in got[tp]][:1] == [b"PAUSE from the site manager"]
+    finally:
+        await consumer.stop()
+    analyzer = kafka.settings("tapstream-analyzer")
+    consumer = make_consumer(analyzer, control, group_id=None)
+    await consumer.start()
+    try:
+        with pytest.raises(TopicAuthorizationFailedError):
+            await consumer.getmany(timeout_ms=10_000)
+            await consumer.getmany(timeout_ms=10_000)
+    finally:
+        await consumer.stop()
+    # The analyzer's dead letters go through (Create and Write on tapstream.dlq).
+    dead = DeadLetters(analyzer, "analyzer.test")
+    await dead.start()
+    try:
+        fut = dead.send(control, 0, 7, b"k", b"poison", Poison("undecodable", "test"))
+        assert fut is not None
+        await fut
+    finally:
+        await dead.stop()
