@@ -199,3 +199,10 @@ def test_a_client_ca_without_a_certificate_is_a_configuration_error(tmp_path: Pa
     )
     with pytest.raises(ValueError, match="needs TAPSTREAM_SITE_MANAGER_TLS_CERTFILE"):
         tls_options(settings)
+
+
+def test_the_event_trail_shows_who(url: str, store: TokenStore) -> None:
+    admin = store.issue("root", Role.ADMIN)
+    assert run(url, "group", "create", "g1", TAPSTREAM_API_TOKEN=admin)[0] == 0
+    code, out, _ = run(url, "group", "events", "g1", TAPSTREAM_API_TOKEN=admin)
+    assert code == 0 and "GroupCreated" in out and "root" in out

@@ -419,9 +419,11 @@ def events(name: str, site: Site = "protected", as_json: Json = False) -> None:
     if as_json:
         print(json.dumps(rows, indent=2))
         return
-    table = Table("v", "type", "site", "payload")
+    table = Table("v", "type", "site", "actor", "payload")
     for r in rows:
-        table.add_row(str(r["version"]), r["type"], r["site"], json.dumps(r["payload"]))
+        table.add_row(
+            str(r["version"]), r["type"], r["site"], r.get("actor") or "", json.dumps(r["payload"])
+        )
     console.print(table)
 
 
