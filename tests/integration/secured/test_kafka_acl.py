@@ -157,6 +157,12 @@ async def test_aiokafka_consumers_log_in_and_read_only_what_is_granted(
     control = kafka.settings().topic("control")
     vdsa = kafka.settings("tapstream-vdsa-protected")
     await ensure_topics(client_config(vdsa), [TopicSpec(control, partitions=1)])
+    p = AsyncProducer(producer_config(vdsa, linger_ms=0, delivery_timeout_ms=15_000))
+    await p.start()
+    try:
+        sent = await p.produce(control, b"CHECKPOINT_PREPARE from the VDSA", key=b"g1")
+    finally:
+        await p.stop()
     consumer = make_consumer(vdsa, group_id=None, isolation_level="read_uncommitted")
     await consumer.start()
     try:
@@ -164,9 +170,9 @@ async def test_aiokafka_consumers_log_in_and_read_only_what_is_granted(
 
         tp = TopicPartition(control, 0)
         consumer.assign([tp])
-        await consumer.seek_to_beginning(tp)
+        consumer.seek(tp, sent.offset())
         got = await consumer.getmany(tp, timeout_ms=10_000)
-        assert [m.value for m in got[tp]][:1] == [b"PAUSE from the site manager"]
+        assert [m.value for m in got[tp]][:1] == [b"CHECKPOINT_PREPARE from the VDSA"]
     finally:
         await consumer.stop()
     analyzer = kafka.settings("tapstream-analyzer")
