@@ -26,6 +26,7 @@ from tapstream.tapper.protocol.constants import Err
 from tapstream.tapper.publish import SeqFile, VolumeStream, continue_after, now_us
 from tapstream.tapper.settings import VolumeSpec
 from tapstream.tapper.volume import Volume
+from tapstream.tapper.zeroing import ZEROING, RangeGate
 
 log = get_logger("tapstream.tapper.export")
 
@@ -41,6 +42,7 @@ class Export:
         find_last_seq: Callable[[], int],
         seq_file: SeqFile,
         backlog_bytes: int = 64 << 20,
+        inline_zero_bytes: int = 8 << 20,
     ) -> None:
         self.spec = spec
         self.name = spec.name
@@ -52,6 +54,8 @@ class Export:
         self.mode: SyncMode | AsyncMode
         self.publish_timeout_s = publish_timeout_s
         self.backlog_bytes = backlog_bytes
+        self.inline_zero_bytes = inline_zero_bytes
+        self.ranges = RangeGate()  # ranges being zeroed off the loop, and requests held behind them
         self._find_last_seq = find_last_seq
         self._seq_file = seq_file
         self._recovering: asyncio.Task[None] | None = None
@@ -95,6 +99,60 @@ class Export:
 
     def flush(self, reply: Reply) -> None:
         self.mode.flush(reply)
+
+    # --- touching the disk (zeroing.py) -----------------------------------------------------------
+    def when_clear(self, offset: int, end: int, run: Callable[[], None], reply: Reply) -> None:
+        """Run a request's disk step now, or after the zeroing it overlaps (its event after the
+        Zero's). A held request fails on its own: EIO for an unexpected error."""
+
+        def guarded() -> None:
+            try:
+                run()
+            except Exception as exc:
+                log.exception(
+                    "request failed", volume=self.name, offset=offset, length=end - offset
+                )
+                reply(Err.EIO, repr(exc))
+
+        self.ranges.run_when_clear(offset, end, guarded)
+
+    def zero_locally(
+        self,
+        offset: int,
+        length: int,
+        punch: bool,
+        then: Callable[[OSError | None], None],
+        reply: Reply,
+    ) -> None:
+        """Zero the range on disk, then `then(error)`: inline when small, else in the zeroing
+        thread while the event loop serves everyone else."""
+        if length <= self.inline_zero_bytes:
+            try:
+                self.volume.zero(offset, length, punch)
+            except OSError as exc:
+                then(exc)
+                return
+            then(None)
+            return
+        end = offset + length
+        self.ranges.begin(offset, end)
+        metrics.ZEROING.inc()
+
+        def done(fut: asyncio.Future[None]) -> None:
+            metrics.ZEROING.dec()
+            exc = fut.exception() if not fut.cancelled() else OSError(5, "zeroing cancelled")
+            error = exc if isinstance(exc, OSError) or exc is None else OSError(5, repr(exc))
+            try:
+                then(error)
+            except Exception as e:
+                log.exception("zero failed", volume=self.name, offset=offset, length=length)
+                reply(Err.EIO, repr(e))
+            for start, stop, run in self.ranges.end(offset, end):  # their events after the Zero's
+                self.ranges.run_when_clear(start, stop, run)
+
+        asyncio.get_running_loop().run_in_executor(
+            ZEROING, self.volume.zero, offset, length, punch
+        ).add_done_callback(done)
 
     def durable_locally(self, reply: Reply, bitmap: bool = False) -> None:
         """fdatasync the volume (and the bitmap) off the event loop, then reply."""
@@ -412,7 +470,7 @@ class Export:
 
     async def drain(self) -> None:
         """Wait until every request was answered and every event acked or refused."""
-        while self.mode.in_flight():
+        while self.mode.in_flight() or self.ranges.busy or len(self.ranges):
             self.mode.watchdog(time.monotonic())
             await asyncio.sleep(0.01)
         await self.stream.settled()

@@ -81,3 +81,15 @@ TLS_HANDSHAKES = Counter(
     "NBD_OPT_STARTTLS upgrades by outcome (failed: bad or missing client certificate, timeout)",
     ["outcome"],
 )
+ZEROING = Gauge(
+    f"{NAMESPACE}_tapper_zeroing",
+    "Large WRITE_ZEROES/TRIM requests running in the zeroing thread (off the event loop)",
+)
+CONNECTIONS = Gauge(
+    f"{NAMESPACE}_tapper_connections", "NBD connections in transmission, per export", ["volume"]
+)
+CONNECTIONS_REFUSED = Counter(
+    f"{NAMESPACE}_tapper_connections_refused",
+    "Connections refused at the per-export limit (TAPSTREAM_TAPPER_MAX_CONNECTIONS_PER_EXPORT)",
+    ["volume"],
+)

@@ -78,6 +78,11 @@ class SyncMode:
         if not self.x.stream.healthy:
             self._wait_for_stream(lambda: self.write(offset, data, fua, reply), reply)
             return
+        self.x.when_clear(
+            offset, offset + len(data), lambda: self._write(offset, data, fua, reply), reply
+        )
+
+    def _write(self, offset: int, data: bytes, fua: bool, reply: Reply) -> None:
         try:
             self.x.volume.write(offset, data)
         except OSError as exc:  # nothing published: the region is marked dirty instead
@@ -102,20 +107,27 @@ class SyncMode:
         if not self.x.stream.healthy:
             self._wait_for_stream(lambda: self.zero(offset, length, trim, punch, fua, reply), reply)
             return
-        try:
-            self.x.volume.zero(offset, length, punch)
-        except OSError as exc:
-            reply(*self.x.io_failed("zero", exc, offset, length))
-            return
-        self.x.wrote(offset, length)
-        p = self._track(reply, fua, offset, length)
-        try:
-            self.x.stream.publish(
-                "Zero", {"offset": offset, "length": length, "trim": trim}, p_done(self, p)
-            )
-        except Exception:
-            self._unpublished(p)
-            raise
+
+        def zeroed(exc: OSError | None) -> None:
+            if exc is not None:
+                reply(*self.x.io_failed("zero", exc, offset, length))
+                return
+            self.x.wrote(offset, length)
+            p = self._track(reply, fua, offset, length)
+            try:
+                self.x.stream.publish(
+                    "Zero", {"offset": offset, "length": length, "trim": trim}, p_done(self, p)
+                )
+            except Exception:
+                self._unpublished(p)
+                raise
+
+        self.x.when_clear(
+            offset,
+            offset + length,
+            lambda: self.x.zero_locally(offset, length, punch, zeroed, reply),
+            reply,
+        )
 
     def flush(self, reply: Reply) -> None:
         """Durable locally (fdatasync) and in Kafka (the Flush event, after every earlier one, is acked)."""
@@ -257,18 +269,27 @@ class AsyncMode:
         fua: bool,
         reply: Reply,
     ) -> None:
-        self.x.volume.zero(offset, length, punch)
-        self.x.wrote(offset, length)
-        if self.x.stream.healthy and not self.ahead:
-            self.x.stream.publish(
-                "Zero", {"offset": offset, "length": length, "trim": trim}, self._settler(regions)
-            )
-        else:
-            self.bitmap.fail(regions)
-        if fua:
-            self.x.durable_locally(reply)
-        else:
-            reply(0, "")
+
+        def zeroed(exc: OSError | None) -> None:
+            if exc is not None:
+                self.bitmap.fail(regions)  # the bits stay: resent once the volume works again
+                reply(*self.x.io_failed("zero", exc, offset, length))
+                return
+            self.x.wrote(offset, length)
+            if self.x.stream.healthy and not self.ahead:
+                self.x.stream.publish(
+                    "Zero",
+                    {"offset": offset, "length": length, "trim": trim},
+                    self._settler(regions),
+                )
+            else:
+                self.bitmap.fail(regions)
+            if fua:
+                self.x.durable_locally(reply)
+            else:
+                reply(0, "")
+
+        self.x.zero_locally(offset, length, punch, zeroed, reply)
 
     def flush(self, reply: Reply) -> None:
         """Durable locally (volume and bitmap); the Flush event goes to Kafka in the background."""
@@ -314,10 +335,13 @@ class AsyncMode:
                 self.bitmap.fail(regions)  # the bits stay: resent once the volume works again
                 reply(*self.x.io_failed(op, exc, offset, end - offset))
 
+        def gated() -> None:  # and behind a zeroing it overlaps (zeroing.py)
+            self.x.when_clear(offset, end, guarded, reply)
+
         if not wait and not (self._queue and self._overlaps(offset, end)):
-            guarded()
+            gated()
             return
-        self._queue.append((offset, end, guarded))
+        self._queue.append((offset, end, gated))
         if not self._syncing:
             self._syncing = True
             asyncio.get_running_loop().create_task(self._sync_bitmap())

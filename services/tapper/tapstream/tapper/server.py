@@ -20,7 +20,9 @@ import os
 import pwd
 import socket
 import tempfile
+from collections import Counter
 from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, cast
 
@@ -62,6 +64,19 @@ TRANSMISSION_FLAGS = (
 )
 MAX_INFLIGHT = 256  # requests per connection before we stop reading (back-pressure)
 MAX_BUFFERED = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one client may take (TAPSTREAM_TAPPER_MAX_*): connections per export, bytes of READ
+    and WRITE requests in flight per connection (reading stops until replies bring it down), and
+    time to finish negotiating (a client that connects and says nothing holds no socket forever)."""
+
+    connections_per_export: int = 16
+    inflight_bytes: int = 64 * 1024 * 1024
+    negotiation_timeout_s: float = 30.0
+
+
 OPS = {int(c): c.name.lower() for c in Cmd}
 
 
@@ -75,23 +90,23 @@ def export_infos(exports: Mapping[str, Export]) -> dict[str, ExportInfo]:
 
 
 class NbdConnection(asyncio.Protocol):
-    def __init__(
-        self,
-        exports: Mapping[str, Export],
-        connections: set[NbdConnection],
-        tls: TlsMode = "off",
-        creds: TlsCredentials | None = None,
-        tls_timeout_s: float = 10.0,
-    ) -> None:
-        self.exports = exports
-        self.connections = connections
+    def __init__(self, server: NbdServer, tls: TlsMode = "off") -> None:
+        self.exports = server.exports
+        self.connections = server.connections
+        self.per_export = server.per_export
+        self.limits = server.limits
         self.t: asyncio.Transport | None = None
         self.peer = "?"
         self.buf = bytearray()
-        self.neg: Negotiation | None = Negotiation(export_infos(exports), BLOCKS, tls)
-        self.creds = creds
-        self.tls_timeout_s = tls_timeout_s
+        self.neg: Negotiation | None = Negotiation(
+            export_infos(self.exports), BLOCKS, tls, self._admit
+        )
+        self.creds = server.creds
+        self.tls_timeout_s = server.tls_timeout_s
         self._upgrading: asyncio.Task[None] | None = None
+        self._negotiation_timer: asyncio.TimerHandle | None = None
+        self.inflight_bytes = 0  # of READ and WRITE requests not answered yet
+        self._counted: str | None = None  # the export this connection counts against
         self.export: Export | None = None
         self.structured = False
         self.aligned = False
@@ -114,7 +129,25 @@ class NbdConnection(asyncio.Protocol):
         self.t = cast(asyncio.Transport, transport)
         self.peer = str(transport.get_extra_info("peername") or "unix")
         self.connections.add(self)
+        self._negotiation_timer = asyncio.get_running_loop().call_later(
+            self.limits.negotiation_timeout_s, self._negotiation_expired
+        )
         self.t.write(Negotiation.greeting())
+
+    def _negotiation_expired(self) -> None:
+        if self.neg is not None and not self.lost:
+            log.warning("closing a connection that did not finish negotiating", peer=self.peer)
+            self._close()
+
+    def _admit(self, export: str) -> str | None:
+        n = self.per_export[export]
+        if n >= self.limits.connections_per_export:
+            metrics.CONNECTIONS_REFUSED.labels(export).inc()
+            return (
+                f"export {export} already has {n} connections "
+                "(TAPSTREAM_TAPPER_MAX_CONNECTIONS_PER_EXPORT)"
+            )
+        return None
 
     def data_received(self, data: bytes) -> None:
         if self.disconnecting:
@@ -164,11 +197,21 @@ class NbdConnection(asyncio.Protocol):
                 return
             agreed = self.neg.agreed
             self.neg = None
+            if self._negotiation_timer is not None:
+                self._negotiation_timer.cancel()
             self.export = self.exports[agreed.export]
+            self.per_export[agreed.export] += 1
+            self._counted = agreed.export
+            metrics.CONNECTIONS.labels(agreed.export).inc()
             self.structured, self.aligned = agreed.structured, agreed.aligned
         buf, pos, end = self.buf, 0, len(self.buf)
         try:
             while not self.disconnecting:
+                if (
+                    self.inflight_bytes >= self.limits.inflight_bytes
+                    or self.inflight >= MAX_INFLIGHT
+                ):
+                    break  # the rest waits in the buffer until replies bring these down
                 if self.skip:
                     n = min(self.skip, end - pos)
                     pos += n
@@ -228,6 +271,8 @@ class NbdConnection(asyncio.Protocol):
         if error:
             self._answer(handle, typ, 0, error, "invalid request")
             return
+        if typ == Cmd.READ or typ == Cmd.WRITE:
+            self.inflight_bytes += length  # their replies (nbytes=length) give it back
         reply = partial(self._answer, handle, typ, length)
         try:
             if typ == Cmd.WRITE:
@@ -339,6 +384,8 @@ class NbdConnection(asyncio.Protocol):
         offset: int,
     ) -> None:
         self.inflight -= 1
+        if typ == Cmd.READ or typ == Cmd.WRITE:
+            self.inflight_bytes -= nbytes
         metrics.INFLIGHT.dec()
         self._count(typ, nbytes, error)
         if not self.lost:
@@ -354,7 +401,11 @@ class NbdConnection(asyncio.Protocol):
                 self._queue(frames.structured_error(handle, error, message))
             else:
                 self._queue(frames.simple_reply(handle, error))
-        if self._read_paused and self.inflight < MAX_INFLIGHT // 2:
+        if (
+            self._read_paused
+            and self.inflight < MAX_INFLIGHT // 2
+            and self.inflight_bytes <= self.limits.inflight_bytes // 2
+        ):
             self._update_reading()
         if not self.inflight:
             if self.lost:
@@ -397,6 +448,7 @@ class NbdConnection(asyncio.Protocol):
             return
         want_pause = (
             self.inflight >= MAX_INFLIGHT
+            or self.inflight_bytes >= self.limits.inflight_bytes
             or self._write_paused
             or len(self.buf) > MAX_BUFFERED
             or self.disconnecting
@@ -422,6 +474,12 @@ class NbdConnection(asyncio.Protocol):
 
     def _forget(self) -> None:
         self.connections.discard(self)
+        if self._negotiation_timer is not None:
+            self._negotiation_timer.cancel()
+        if self._counted is not None:  # once, however many ways the connection ends
+            self.per_export[self._counted] -= 1
+            metrics.CONNECTIONS.labels(self._counted).dec()
+            self._counted = None
 
     async def shutdown(self) -> None:
         """Take no more requests, finish the ones in flight, then close (SIGTERM)."""
@@ -444,22 +502,23 @@ class NbdServer:
         tls: TlsMode = "off",
         creds: TlsCredentials | None = None,
         tls_timeout_s: float = 10.0,
+        limits: Limits = Limits(),
     ) -> None:
         if tls != "off" and creds is None:
             raise ValueError("TLS needs credentials")
         self.exports = exports
         self.tls, self.creds, self.tls_timeout_s = tls, creds, tls_timeout_s
+        self.limits = limits
+        self.per_export: Counter[str] = Counter()  # connections in transmission, per export
         self.connections: set[NbdConnection] = set()
         self.servers: list[asyncio.AbstractServer] = []
         self.port: int | None = None
 
     def _tcp(self) -> NbdConnection:
-        return NbdConnection(
-            self.exports, self.connections, self.tls, self.creds, self.tls_timeout_s
-        )
+        return NbdConnection(self, self.tls)
 
     def _unix(self) -> NbdConnection:
-        return NbdConnection(self.exports, self.connections)
+        return NbdConnection(self)
 
     async def listen_tcp(self, host: str, port: int) -> int:
         server = await asyncio.get_running_loop().create_server(

@@ -25,7 +25,7 @@ from tapstream.tapper.event_encoder import WriteEncoder
 from tapstream.tapper.export import Export
 from tapstream.tapper.fencing import Fences
 from tapstream.tapper.publish import SeqFile, VolumeStream, continue_after, last_seq
-from tapstream.tapper.server import NbdServer
+from tapstream.tapper.server import Limits, NbdServer
 from tapstream.tapper.settings import TapperSettings, VolumeSpec
 from tapstream.tapper.tls import TlsCredentials
 from tapstream.tapper.volume import Volume
@@ -51,7 +51,15 @@ class Tapper:
                 settings.tapper_tls_verify_peer,
             )
         self.server = NbdServer(
-            self.exports, settings.tapper_tls, creds, settings.tapper_tls_handshake_timeout_s
+            self.exports,
+            settings.tapper_tls,
+            creds,
+            settings.tapper_tls_handshake_timeout_s,
+            Limits(
+                settings.tapper_max_connections_per_export,
+                settings.tapper_max_inflight_bytes,
+                settings.tapper_negotiation_timeout_s,
+            ),
         )
         self.checkpoints: Checkpoints | None = None
         self._housekeeping: asyncio.Task[None] | None = None
@@ -174,7 +182,14 @@ class Tapper:
         )
         gate = self.gates.setdefault(spec.group, GroupGate())
         export = Export(
-            spec, volume, bitmap, gate, s.tapper_publish_timeout_s, find_last_seq, seq_file
+            spec,
+            volume,
+            bitmap,
+            gate,
+            s.tapper_publish_timeout_s,
+            find_last_seq,
+            seq_file,
+            inline_zero_bytes=s.tapper_inline_zero_bytes,
         )
         encoder = WriteEncoder(self.codec, spec.name, s.tapper_host_id, spec.group)
         export.attach(

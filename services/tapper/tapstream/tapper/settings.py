@@ -177,6 +177,30 @@ class TapperSettings(TapstreamSettings):
         2.0, gt=0, description="How often the tapper announces its volumes on tapstream.control."
     )
 
+    # One client may not starve the others (qemu-nbd limits clients with --shared, nbdkit with
+    # its limit filter). No 0-means-unlimited: every limit has a floor.
+    tapper_max_connections_per_export: int = Field(
+        16,
+        ge=1,
+        description="NBD connections in transmission per export; one more is refused "
+        "(NBD_REP_ERR_POLICY to NBD_OPT_GO).",
+    )
+    tapper_max_inflight_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=32 * 1024 * 1024,
+        description="READ and WRITE bytes in flight per connection before the server stops "
+        "reading from it (at least the 32 MiB maximum payload).",
+    )
+    tapper_negotiation_timeout_s: float = Field(
+        30.0, gt=0, description="A connection that has not chosen an export by then is closed."
+    )
+    tapper_inline_zero_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=0,
+        description="WRITE_ZEROES/TRIM up to this size run on the event loop; larger ones in a "
+        "zeroing thread while requests that overlap them wait (the others go on).",
+    )
+
     @field_validator("tapper_volumes", mode="before")
     @classmethod
     def _parse_volumes(cls, v: Any) -> Any:

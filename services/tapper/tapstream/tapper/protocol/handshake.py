@@ -15,7 +15,7 @@ the ACK to STARTTLS `feed` stops and sets `starttls`; the caller upgrades the so
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -64,8 +64,10 @@ class Negotiation:
         exports: Mapping[str, ExportInfo],
         blocks: BlockSizes = BlockSizes(),
         tls: TlsMode = "off",
+        admit: Callable[[str], str | None] = lambda export: None,
     ) -> None:
         self.exports = exports
+        self.admit = admit  # why a new connection to the export is refused (a limit), or None
         self.blocks = blocks
         self.tls = tls
         self.no_zeroes = False
@@ -134,6 +136,10 @@ class Negotiation:
             if export is None:
                 self.closed = f"unknown export {name!r}"  # the only answer the protocol allows here
                 return b""
+            refusal = self.admit(export.name)
+            if refusal is not None:
+                self.closed = refusal
+                return b""
             self.agreed = Agreed(export.name, self.structured, aligned=False)
             return frames.export_name_reply(export.size, export.flags, self.no_zeroes)
         if option == Opt.ABORT:
@@ -190,6 +196,10 @@ class Negotiation:
             return frames.option_reply(
                 option, Rep.ERR_UNKNOWN, f"no export named {req.name!r}".encode()
             )
+        if option == Opt.GO:
+            refusal = self.admit(export.name)
+            if refusal is not None:
+                return frames.option_reply(option, Rep.ERR_POLICY, refusal.encode())
         out = []
         if Info.NAME in req.infos:
             out.append(frames.info_name(option, export.name))
