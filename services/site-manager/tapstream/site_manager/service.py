@@ -11,7 +11,7 @@ from typing import Any
 import uvicorn
 
 from tapstream.core.logging import get_logger
-from tapstream.site_manager import metrics
+from tapstream.site_manager import metrics, paths
 from tapstream.site_manager.application import Application
 from tapstream.site_manager.domain import Aggregate, Ledger, Outcome, Recorded
 from tapstream.site_manager.domain import commands as c
@@ -142,6 +142,11 @@ class SiteManager:
         command: c.Command,
         expected_version: int | None = None,
     ) -> Aggregate:
+        if isinstance(command, c.AddVolume):
+            # Refused here already (422); each site checks again with its own roots before it acts.
+            paths.volume_path(command.path, self.s.volume_roots)
+            if command.target_path:
+                paths.target_path(command.target_path, self.s.target_roots)
         with metrics.COMMAND_SECONDS.labels(type(command).__name__).time():
             agg = await self.app.execute(aggregate_type, aggregate_id, command, expected_version)
         if self.operations is not None:
