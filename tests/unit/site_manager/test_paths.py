@@ -61,6 +61,7 @@ def test_relative_empty_and_nul_are_refused(
     assert "relative" in refused("./x.img", root)
     refused("", root)
     refused(f"{root}/x\0.img", root)
+    refused(f"{root}/x\ud800.img", root)  # not encodable: refused, not a crash
 
 
 def test_a_symlink_inside_pointing_outside_is_refused(tmp_path: Path) -> None:

@@ -45,7 +45,10 @@ def under_roots(path: str, roots: Sequence[Path], what: str, setting: str) -> Pa
         raise Invalid(refuse.format(why="is relative: give an absolute path"))
     if ".." in PurePosixPath(path).parts:
         raise Invalid(refuse.format(why="holds '..'"))
-    resolved = real(path)
+    try:
+        resolved = real(path)
+    except (ValueError, OSError) as exc:  # a name the filesystem cannot encode
+        raise Invalid(refuse.format(why=f"cannot be resolved ({exc})")) from None
     for root in real_roots:
         if resolved != root and resolved.is_relative_to(root):
             return resolved
