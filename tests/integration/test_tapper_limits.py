@@ -1,5 +1,6 @@
 """One client cannot stall the others: a greedy client's large WRITE_ZEROES runs off the event loop
-while an honest client's writes elsewhere on the volume complete, a write over the range being
+while an honest client's writes elsewhere on the volume complete (beside a slow client stuck in the
+middle of a request and one that never negotiates), a write over the range being
 zeroed waits and lands after the zeroes (on disk and in the stream), and a client beyond the
 per-export connection limit is refused with qemu-img's own error while the others go on."""
 
@@ -64,7 +65,9 @@ def test_greedy_zeroing_does_not_stall_an_honest_client(
         f.truncate(SIZE)
     tapper = start_tapper(stack, tmp_path, unique_name, {"vol": vol})
     try:
-        greedy, honest = connect(tapper.port), connect(tapper.port)
+        greedy, honest, slow = connect(tapper.port), connect(tapper.port), connect(tapper.port)
+        slow.sendall(request(NBD_CMD_WRITE, 9, 2 * ZEROED - MiB, 4096) + b"\x01" * 1000)  # stalls
+        silent = socket.create_connection(("127.0.0.1", tapper.port))  # never negotiates
         # The zeroing, then a write inside its range, pipelined on one connection.
         greedy.sendall(
             request(NBD_CMD_WRITE_ZEROES, 1, 0, ZEROED, NBD_CMD_FLAG_NO_HOLE)
@@ -87,6 +90,8 @@ def test_greedy_zeroing_does_not_stall_an_honest_client(
         for s in (greedy, honest):
             s.sendall(request(NBD_CMD_DISC, 0, 0, 0))
             s.close()
+        slow.close()
+        silent.close()
     finally:
         assert tapper.stop() == 0, tapper.log.read_text()[-3000:]
     with open(vol, "rb") as f:
