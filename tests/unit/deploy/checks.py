@@ -429,3 +429,37 @@ def check_path_mounts(objects: list[Obj]) -> list[str]:
     if len(claims) > 1:
         problems.append(f"the replicas are on different volumes: {claims}")
     return problems
+
+
+# --- secrets ---------------------------------------------------------------------------------------
+
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|_KEY$|PRIVATE|DATABASE_URL", re.IGNORECASE)
+
+
+def check_secrets_in_secrets(objects: list[Obj]) -> list[str]:
+    """Passwords, tokens, keys and database URLs come from Secrets: never a literal in a manifest
+    or a ConfigMap (both are readable by anyone who may read the namespace's configuration)."""
+    problems = []
+    for obj in objects:
+        if obj["kind"] == "ConfigMap":
+            problems += [
+                f"ConfigMap/{obj['metadata']['name']}: {k} looks secret; put it in a Secret"
+                for k in obj.get("data", {})
+                if SECRET_NAME.search(k)
+            ]
+        spec = pod_spec(obj)
+        if spec is None:
+            continue
+        for c in spec.get("initContainers", []) + spec["containers"]:
+            for item in c.get("env", []):
+                # A path names a file (a key from a Secret volume), not the secret itself.
+                if str(item.get("value", "")).startswith("/"):
+                    continue
+                if SECRET_NAME.search(item["name"]) and "secretKeyRef" not in item.get(
+                    "valueFrom", {}
+                ):
+                    problems.append(
+                        f"{obj['kind']}/{obj['metadata']['name']}/{c['name']}: {item['name']} "
+                        "is not from a Secret"
+                    )
+    return problems

@@ -386,3 +386,27 @@ def test_renderer_refuses_what_it_does_not_handle(tmp_path: Path) -> None:
     )
     with pytest.raises(render.RenderError, match="replace of missing"):
         render.render(tmp_path)
+
+
+@pytest.mark.parametrize("site", sorted(RENDERED))
+def test_secrets_stay_in_secrets(site: str) -> None:
+    assert checks.check_secrets_in_secrets(RENDERED[site]) == []
+
+
+def test_a_literal_password_fails() -> None:
+    objects = copy.deepcopy(RENDERED["protected"])
+    sm = next(
+        o
+        for o in objects
+        if o["metadata"]["name"] == "tapstream-site-manager" and o["kind"] == "Deployment"
+    )
+    env = sm["spec"]["template"]["spec"]["containers"][0]["env"]
+    for e in env:
+        if e["name"] == "TAPSTREAM_KAFKA_SASL_PASSWORD":
+            e.pop("valueFrom")
+            e["value"] = "hunter2"
+    cm = next(o for o in objects if o["metadata"]["name"] == "tapstream-settings")
+    cm["data"]["TAPSTREAM_API_TOKEN"] = "t0k3n"
+    problems = "\n".join(checks.check_secrets_in_secrets(objects))
+    assert "TAPSTREAM_KAFKA_SASL_PASSWORD is not from a Secret" in problems
+    assert "ConfigMap/tapstream-settings: TAPSTREAM_API_TOKEN looks secret" in problems
