@@ -133,6 +133,18 @@ def test_the_fuse_file_fails_writes_with_eio_only_while_the_trigger_exists(
     assert data[8192:12288] == b"\x33" * 4096
 
 
+def probe_errors(port: int) -> float:
+    """The tapper's probes that met the failing disk (io_errors_total with op="probe")."""
+    import httpx
+
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("tapstream_tapper_io_errors_total{") and 'op="probe"' in line
+    )
+
+
 @pytest.mark.parametrize(
     ("mode", "failing"), [("sync", "write -P 0xb2"), ("async", "write -z")], ids=["sync", "async"]
 )
@@ -166,7 +178,14 @@ def test_eio_fails_the_request_stops_writes_and_the_failed_region_is_resent(
         assert nbd_flush(uri) == "EIO"  # qemu-io skips a flush with nothing written: libnbd
         out = qemu_io(uri, "read -P 0xa1 0 64k")
         assert "failed" not in out and "Pattern verification failed" not in out, out
-        assert failing_disk.injected() == 1  # refused in the tapper: they never reached the disk
+        # Refused in the tapper: they never reached the disk. Only the first write and the probes
+        # (every 2 s; a loaded machine may run one by now) met the failing disk; a probe that just
+        # injected may not be counted yet, hence the short wait.
+        wait_until(
+            "injections = the first write + the probes",
+            lambda: failing_disk.injected() - probe_errors(metrics_port) == 1,
+            10,
+        )
         # a probe meets the still failing disk: the volume stays failed
         wait_until("a probe of the failing disk", lambda: failing_disk.injected() >= 2, 15)
         assert metric(metrics_port, "tapstream_tapper_volume_failed") == 1
