@@ -193,3 +193,38 @@ async def test_aiokafka_consumers_log_in_and_read_only_what_is_granted(
         await fut
     finally:
         await dead.stop()
+
+
+async def test_a_refused_checkpoint_tag_does_not_crash_the_analyzer(
+    secured: tuple[SecuredKafka, float],
+) -> None:
+    """The analyzer's CHECKPOINT_TAG request through a real aiokafka producer (faust's transport):
+    refused for the analyzer, counted and logged, not raised; sent for a principal that may."""
+    from aiokafka import AIOKafkaProducer
+
+    from tapstream.analyzer import metrics
+    from tapstream.analyzer.runtime import ask_to_keep
+    from tapstream.core.kafka.config import aiokafka_config
+
+    kafka, _ = secured
+    control = kafka.settings().topic("control")
+    await ensure_topics(
+        client_config(kafka.settings("tapstream-site-manager-protected")),
+        [TopicSpec(control, partitions=1)],
+    )
+    refused = metrics.COMMANDS_REFUSED.labels("encryption", "g1")
+    before = refused._value.get()
+    for user, sent in (("tapstream-analyzer", False), ("tapstream-site-manager-protected", True)):
+        producer = AIOKafkaProducer(**aiokafka_config(kafka.settings(user)))
+        await producer.start()
+        try:
+            ok = await ask_to_keep(
+                lambda p=producer: p.send_and_wait(control, b"CHECKPOINT_TAG", key=b"g1"),
+                "encryption",
+                "g1",
+                "cp-1",
+            )
+        finally:
+            await producer.stop()
+        assert ok is sent, user
+    assert refused._value.get() == before + 1

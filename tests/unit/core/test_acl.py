@@ -45,7 +45,8 @@ SCANNED = ["lib/tapstream/core", "services"]
 REFUSED: dict[tuple[str, str, str], str] = {
     ("analyzer", "tapstream.control", "Write"): (
         "an analyzer's CHECKPOINT_TAG after an alert: user code must not command tappers and "
-        "VDSAs (issue 11); the alert names the checkpoint, the site manager has to tag it"
+        "VDSAs (issue 11); refused, it is counted and logged (runtime.ask_to_keep), the alert "
+        "names the checkpoint; to keep it automatically, the site manager has to tag it"
     ),
     ("analyzer", "tapstream.control", "Create"): "ensure_topics creates control only if missing",
 }

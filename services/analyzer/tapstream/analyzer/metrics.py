@@ -34,3 +34,8 @@ RATE = Gauge(
     "Bytes/s written in the last closed window",
     ["group", "volume"],
 )
+COMMANDS_REFUSED = Counter(
+    f"{NAMESPACE}_analyzer_commands_refused",
+    "Commands (checkpoint tags) the cluster refused this analyzer: its ACLs give it no control",
+    ["analyzer", "group"],
+)

@@ -16,7 +16,7 @@ import base64
 import contextlib
 import time
 import uuid
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from typing import Any
 
 import faust
@@ -112,6 +112,29 @@ class BytesTable(MutableMapping[str, bytes]):
         return len(self.table)
 
 
+async def ask_to_keep(
+    send: Callable[[], Awaitable[object]], analyzer: str, group: str, checkpoint: str
+) -> bool:
+    """Send a CHECKPOINT_TAG request. A secured cluster refuses it (the ACL table gives analyzers no
+    Write on tapstream.control: user code must not command tappers and VDSAs); the refusal is
+    logged and counted, never a crash of the agent: the alert already names the checkpoint."""
+    from aiokafka.errors import TopicAuthorizationFailedError
+
+    try:
+        await send()
+        return True
+    except TopicAuthorizationFailedError as exc:
+        metrics.COMMANDS_REFUSED.labels(analyzer, group).inc()
+        log.warning(
+            "not allowed to write tapstream.control: checkpoint not kept; the alert names it, "
+            "keep it with `tapstream checkpoint keep`",
+            group=group,
+            checkpoint=checkpoint,
+            error=repr(exc),
+        )
+        return False
+
+
 def build_app(analyzer: Analyzer, settings: AnalyzerSettings, partitions: int) -> faust.App:
     """The faust app; not started. Separate from run() so tests can look at its wiring."""
     name = analyzer.name
@@ -201,7 +224,12 @@ def build_app(analyzer: Analyzer, settings: AnalyzerSettings, partitions: int) -
                     "onset_ts": str(req.onset_ts),
                 },
             }
-            await control.send(key=group.encode(), value=codec.encode("Command", command))
+            await ask_to_keep(
+                lambda: control.send(key=group.encode(), value=codec.encode("Command", command)),
+                name,
+                group,
+                cp.id,
+            )
 
     @app.agent(source, name=f"analyze-{name}")
     async def analyze(stream: Any) -> None:
