@@ -228,3 +228,58 @@ async def test_a_refused_checkpoint_tag_does_not_crash_the_analyzer(
             await producer.stop()
         assert ok is sent, user
     assert refused._value.get() == before + 1
+
+
+@pytest.fixture(scope="module")
+def recovery(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredKafka]:
+    """A node standing for the recovery cluster (the table's recovery ACLs)."""
+    local = load(LocalStackSettings)
+    classpath = resolve(local.state_dir, local.maven_repo)
+    kafka = SecuredKafka(tmp_path_factory.mktemp("secured-recovery"), _free_pair(), "recovery")
+    try:
+        kafka.start(classpath)
+        yield kafka
+    finally:
+        kafka.stop()
+
+
+async def test_the_recovery_vdsa_reads_the_mirrored_control_topic(recovery: SecuredKafka) -> None:
+    """The issue's finding, against a broker: MirrorMaker 2 writes protected.tapstream.control, the
+    recovery VDSA (kept checkpoints) and the journal (tags) read it; the VDSA may not command here."""
+    from aiokafka import TopicPartition
+
+    from tapstream.core.kafka import make_consumer
+
+    s = recovery.settings()
+    mirrored = s.mirrored(s.topic("control"))
+    mm2 = recovery.settings("tapstream-mirrormaker")
+    await ensure_topics(client_config(mm2), [TopicSpec(mirrored, partitions=1)])
+    p = AsyncProducer(producer_config(mm2, linger_ms=0, delivery_timeout_ms=15_000))
+    await p.start()
+    try:
+        sent = await p.produce(mirrored, b"CHECKPOINT_TAG keep", key=b"g1")
+    finally:
+        await p.stop()
+    for user in ("tapstream-vdsa-recovery", "tapstream-journal"):
+        consumer = make_consumer(recovery.settings(user), group_id=None)
+        await consumer.start()
+        try:
+            tp = TopicPartition(mirrored, 0)
+            consumer.assign([tp])
+            consumer.seek(tp, sent.offset())
+            got = await consumer.getmany(tp, timeout_ms=10_000)
+            assert [m.value for m in got[tp]][:1] == [b"CHECKPOINT_TAG keep"], user
+        finally:
+            await consumer.stop()
+    vdsa = recovery.settings("tapstream-vdsa-recovery")
+    await ensure_topics(
+        client_config(recovery.settings("tapstream-site-manager-recovery")),
+        [TopicSpec(s.topic("control"), partitions=1)],
+    )
+    p = AsyncProducer(producer_config(vdsa, linger_ms=0, delivery_timeout_ms=15_000))
+    await p.start()
+    try:
+        with pytest.raises(PublishError, match="TOPIC_AUTHORIZATION_FAILED"):
+            await p.produce(s.topic("control"), b"RESYNC", key=b"g1")
+    finally:
+        await p.stop(timeout=5)
