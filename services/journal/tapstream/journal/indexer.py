@@ -131,6 +131,8 @@ class Journal:
                             assert poison is not None
                             self._dead_letter(msg, poison)
                             continue
+                        if cmd.get("group") not in self.s.journal_groups:
+                            continue
                         if not verifier.accept(cmd, time.time_ns() // 1000):
                             continue
                         req = parse_tag_command(cmd)

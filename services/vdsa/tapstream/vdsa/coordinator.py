@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 from tapstream.core.codec import DecodeError, make_codec
@@ -40,8 +41,11 @@ class Coordinator:
         settings: TapstreamSettings,
         prepare_timeout_s: float = 2.0,
         announce_window_s: float = 6.0,
+        groups: Iterable[str] | None = None,
     ) -> None:
         self.s = settings
+        # The groups it coordinates (None: any); other groups' commands are not checked or counted.
+        self.groups = frozenset(groups) if groups is not None else None
         self.codec = make_codec(settings)
         self.ring = Keyring.from_settings(settings)
         # A forged ANNOUNCE or PREPARED would make a round wait for, or count, a tapper that holds
@@ -90,7 +94,8 @@ class Coordinator:
                     _, cmd = self.codec.decode(msg.value)
                 except DecodeError:
                     continue
-                if self.verifier.accept(cmd, _now_us()):
+                ours = self.groups is None or cmd["group"] in self.groups
+                if ours and self.verifier.accept(cmd, _now_us()):
                     self._on(cmd)
                 if msg.offset + 1 >= end:
                     self._caught_up.set()
@@ -169,7 +174,7 @@ class Coordinator:
 
 async def create_checkpoint(settings: TapstreamSettings, group: str, tag: str | None = None) -> str:
     """One on-demand checkpoint (what `tapstream checkpoint create` does)."""
-    coord = Coordinator(settings)
+    coord = Coordinator(settings, groups=[group])
     await coord.start()
     try:
         return await coord.checkpoint(group, tag)

@@ -131,6 +131,8 @@ class HoldFollower:
                             _, cmd = self.codec.decode(msg.value)
                         except DecodeError:
                             continue
+                        if cmd.get("group") not in self.groups:
+                            continue  # another VDSA's: neither checked nor counted here
                         if not self.verifier.accept(cmd, time.time_ns() // 1000):
                             continue
                         req = parse_tag_command(cmd)

@@ -28,7 +28,10 @@ class Vdsa:
             raise ValueError('no protection groups: set TAPSTREAM_VDSA_GROUPS, e.g. ["g1"]')
         if self.s.site == "protected":
             self.coordinator = Coordinator(
-                self.s, self.s.vdsa_prepare_timeout_s, self.s.vdsa_announce_window_s
+                self.s,
+                self.s.vdsa_prepare_timeout_s,
+                self.s.vdsa_announce_window_s,
+                groups=self.s.vdsa_groups,
             )
             await self.coordinator.start()
             if self.s.vdsa_checkpoint_interval_s > 0:
