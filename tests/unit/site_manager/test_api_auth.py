@@ -200,3 +200,10 @@ def test_bad_names_in_the_path_are_422_not_a_database_error(api: Api) -> None:
     for path in ("/groups/a%00b", "/groups/..", "/operations/x%00"):
         r = api.client.get(path, headers=api.as_("viewer"))
         assert r.status_code in (404, 422), (path, r.status_code)
+
+
+def test_an_unreadable_token_store_lets_nobody_in(api: Api) -> None:
+    api.store.path.write_text("{not json")
+    r = api.client.get("/groups", headers=api.as_("admin"))
+    assert r.status_code == 503 and "token store" in r.json()["detail"]
+    assert api.client.get("/health").status_code == 200

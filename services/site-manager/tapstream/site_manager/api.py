@@ -144,7 +144,13 @@ class Authenticate:
         headers = dict(scope["headers"])
         header = headers.get(b"authorization", b"").decode("latin-1")
         token = auth.bearer(header)
-        who = self.store.authenticate(token) if token else None
+        try:
+            self.store.tokens()  # read (or re-read) first: an unreadable store refuses everyone
+            who = self.store.authenticate(token) if token else None
+        except TokenError as exc:
+            log.error("API token store unreadable: every request is refused", error=str(exc))
+            await self._refuse(scope, receive, send, 503, str(exc))
+            return
         if who is None:
             await self._refuse(scope, receive, send, 401, self._why_401(token))
             return

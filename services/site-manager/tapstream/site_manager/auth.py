@@ -139,12 +139,18 @@ class TokenStore:
     def _read(self) -> dict[str, Token]:
         try:
             rows = json.loads(self.path.read_text()).get("tokens", [])
+            return {
+                r["name"]: Token(r["name"], Role.parse(r["role"]), float(r["created"]), r["sha256"])
+                for r in rows
+            }
         except FileNotFoundError:
             return {}
-        return {
-            r["name"]: Token(r["name"], Role.parse(r["role"]), float(r["created"]), r["sha256"])
-            for r in rows
-        }
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            # Fail closed: nobody is let in on a store that cannot be read.
+            raise TokenError(
+                f"the token store {self.path} is unreadable ({exc}); fix or remove it and issue "
+                "tokens again with `python -m tapstream.site_manager token issue`"
+            ) from None
 
     def authenticate(self, token: str) -> Token | None:
         """The token's entry, or None. Every entry is compared, in constant time each."""
