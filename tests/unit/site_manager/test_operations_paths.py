@@ -67,3 +67,25 @@ def test_the_recovery_site_promotes_only_into_its_target_roots(tmp_path: Path) -
         bad = group(disk, target)
         with pytest.raises(OperationFailed, match="SITE_MANAGER_TARGET_ROOTS"):
             ops.promoted_path(bad, bad.volumes()["disk0"])
+
+
+@pytest.mark.parametrize("site", ["protected", "recovery"])
+def test_the_tapper_it_starts_accepts_exactly_what_it_checked(tmp_path: Path, site: str) -> None:
+    from tapstream.tapper.settings import TapperSettings
+
+    for d in ("images", "targets"):
+        (tmp_path / d).mkdir()
+    ops = operations(tmp_path, site)
+    for target in ("", tmp_path / "targets" / "d0.img"):
+        g = group(tmp_path / "images" / "d0.img", target)
+        served = ops.serving_paths(g)
+        tapper = TapperSettings(
+            tapper_volumes=[{"name": n, "path": str(p), "group": "g1"} for n, p in served.items()],
+            tapper_volume_roots=ops.serving_roots(g),
+        )
+        assert {v.name: v.path for v in tapper.tapper_volumes} == served
+    with pytest.raises(ValueError, match="TAPPER_VOLUME_ROOTS"):
+        TapperSettings(
+            tapper_volumes=[{"name": "d0", "path": "/etc/shadow", "group": "g1"}],
+            tapper_volume_roots=ops.serving_roots(g),
+        )

@@ -192,6 +192,12 @@ class Operations:
             return {v.name: self.volume_path(v) for v in g.volumes().values()}
         return {v.name: self.promoted_path(g, v) for v in g.volumes().values()}
 
+    def serving_roots(self, g: ProtectionGroup) -> list[Path]:
+        """Where the volumes this site serves for `g` may live (the roots serving_paths checked)."""
+        if self.site == g.source_site:
+            return list(self.s.volume_roots)
+        return [*self.s.target_roots, self.dir / "volumes"]
+
     def exports(self, g: ProtectionGroup) -> dict[str, str]:
         port = self.port(f"tapper-{g.id}")
         return {v: f"nbd://{self.s.site_manager_nbd_host}:{port}/{v}" for v in g.volumes()}
@@ -410,6 +416,10 @@ class Operations:
                 "TAPSTREAM_TAPPER_LISTEN_HOST": self.s.site_manager_nbd_host,
                 "TAPSTREAM_TAPPER_LISTEN_PORT": str(port),
                 "TAPSTREAM_TAPPER_STATE_DIR": str(self.tapper_state(g)),
+                # The tapper checks the paths again: it serves nothing outside this site's roots.
+                "TAPSTREAM_TAPPER_VOLUME_ROOTS": json.dumps(
+                    [str(r) for r in self.serving_roots(g)]
+                ),
                 "TAPSTREAM_TAPPER_HOST_ID": f"{self.site}-tapper",
             },
             ready_port=port,

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import NoDecode
 
+from tapstream.core.roots import under_roots
 from tapstream.core.settings import TapstreamSettings
 from tapstream.tapper.protocol.handshake import TlsMode
 
@@ -129,6 +130,12 @@ class TapperSettings(TapstreamSettings):
     tapper_state_dir: Path = Field(
         Path(".tapstream/tapper"), description="Dirty bitmaps and seq files."
     )
+    tapper_volume_roots: list[Path] | None = Field(
+        None,
+        description="Directories every volume's path must resolve under (symlinks followed, no "
+        "'..'), JSON list; the site manager sets its own roots here. Unset: the paths in "
+        "tapper_volumes are the operator's own and are not checked.",
+    )
     tapper_chunk_bytes: int = Field(
         1024 * 1024,
         ge=4096,
@@ -225,6 +232,17 @@ class TapperSettings(TapstreamSettings):
         if v & (v - 1):
             raise ValueError(f"{v} is not a power of two")
         return v
+
+    @model_validator(mode="after")
+    def _under_roots(self) -> TapperSettings:
+        # The volumes are served over NBD and copied into Kafka: never a file outside the roots.
+        if self.tapper_volume_roots is not None:
+            for spec in self.tapper_volumes:
+                what = f"volume {spec.name!r}: path"
+                spec.path = under_roots(
+                    str(spec.path), self.tapper_volume_roots, what, "TAPPER_VOLUME_ROOTS"
+                )
+        return self
 
     @model_validator(mode="after")
     def _tls_files(self) -> TapperSettings:
