@@ -219,13 +219,17 @@ def test_no_key_means_no_check_and_a_warning(stack, tmp_path: Path) -> None:
     """An existing deployment without keys keeps working, and is told it is not protected."""
     group = f"sig-none-{uuid.uuid4().hex[:8]}"
     vol = blank_volume(tmp_path, "vol", SIZE)
-    tapper = start_tapper(
-        stack,
-        tmp_path,
-        group,
-        {"vol": vol},
-        extra_env={"TAPSTREAM_CONTROL_KEYS": "{}", "TAPSTREAM_CONTROL_KEY_ID": ""},
-    )
+    # The stack's settings without the key (a dict setting from the env file is merged with, not
+    # replaced by, one from the environment: an empty one would not remove it).
+    local = Path(stack.env["TAPSTREAM_ENV_FILE"]).read_text().splitlines()
+    keyless = tmp_path / "keyless.env"
+    keyless.write_text("".join(f"{x}\n" for x in local if not x.startswith("TAPSTREAM_CONTROL_")))
+    env = {
+        "TAPSTREAM_ENV_FILE": str(keyless),
+        "TAPSTREAM_CONTROL_KEYS": "{}",
+        "TAPSTREAM_CONTROL_KEY_ID": "",
+    }
+    tapper = start_tapper(stack, tmp_path, group, {"vol": vol}, extra_env=env)
     try:
         produce(stack, command(group, "PAUSE", {"writes": "refuse", "owner": "op"}))
         wait_until(

@@ -312,6 +312,4 @@ def run(
     """Run an analyzer as its own consumer group on GROUP's write stream (until Ctrl-C / SIGTERM)."""
     args = [sys.executable, "-m", "tapstream.analyzer"]
     args += ([analyzer] if ":" not in analyzer else ["run", analyzer]) + ["--group", group]
-    # An analyzer runs user code: it gets no control key (its unsigned CHECKPOINT_TAG can only keep).
-    os.environ |= {"TAPSTREAM_CONTROL_KEYS": "{}", "TAPSTREAM_CONTROL_KEY_ID": ""}
     os.execv(sys.executable, args)
