@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from collections.abc import Callable
@@ -173,6 +174,13 @@ class Stack:
             recovery_bootstrap=self.bootstrap("recovery"),
             protected_database_url=SecretStr(self.database_url("protected")),
             recovery_database_url=SecretStr(self.database_url("recovery")),
+        )
+        # The stack's control key, even when these settings were loaded before `up` made it (a
+        # fresh state dir): unsigned commands from this process would be ignored by the services.
+        keys = control_key_env(self.root)
+        shared.update(
+            control_keys=json.loads(keys["TAPSTREAM_CONTROL_KEYS"]),
+            control_key_id=keys["TAPSTREAM_CONTROL_KEY_ID"],
         )
         return TapstreamSettings.model_validate(shared)
 
