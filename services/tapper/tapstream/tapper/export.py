@@ -104,6 +104,9 @@ class Export:
     def when_clear(self, offset: int, end: int, run: Callable[[], None], reply: Reply) -> None:
         """Run a request's disk step now, or after the zeroing it overlaps (its event after the
         Zero's). A held request fails on its own: EIO for an unexpected error."""
+        if not self.ranges.busy and not self.ranges.held:
+            run()  # nothing being zeroed (almost always): no closure, no scan; errors go to the caller
+            return
 
         def guarded() -> None:
             try:
