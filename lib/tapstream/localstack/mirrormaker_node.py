@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+from tapstream.core.kafka import client_config
 from tapstream.core.settings import TapstreamSettings
 from tapstream.localstack import processes, readiness
 from tapstream.localstack.jvm import java_command, java_env
@@ -65,10 +66,13 @@ class MirrorMakerNode:
         since: float,
         timeout_s: float,
         say: Callable[[str], None] | None = None,
+        secured: bool = False,
     ) -> None:
         """Return when both directions replicate: each cluster holds a heartbeat mirrored from the
         other that was emitted at or after `since` (epoch seconds); older ones may be left over
-        from an earlier run. Raises readiness.NotReady naming the log file."""
+        from an earlier run. Raises readiness.NotReady naming the log file. `secured`: the probe
+        logs in with `settings`' Kafka credentials (the secured stack)."""
+        conf = client_config(settings) if secured else None
         p = (settings.protected_alias, settings.protected_bootstrap)
         r = (settings.recovery_alias, settings.recovery_bootstrap)
         for (source, _), (target, target_bootstrap) in ((p, r), (r, p)):
@@ -77,7 +81,7 @@ class MirrorMakerNode:
                 say(f"waiting for mirrormaker 2 {source} -> {target}")
             readiness.wait_for(
                 f"mirrormaker 2 {source}->{target} (fresh heartbeats mirrored as {topic} on {target})",
-                partial(readiness.fresh_records, target_bootstrap, topic, since),
+                partial(readiness.fresh_records, target_bootstrap, topic, since, conf),
                 timeout_s,
                 self.log,
                 running=self.pid,

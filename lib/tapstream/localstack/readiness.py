@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
@@ -52,7 +52,9 @@ def kafka_answers(bootstrap: str, brokers: int = 1) -> bool:
     return len(md.brokers) >= brokers
 
 
-def newest_timestamp_ms(bootstrap: str, topic: str) -> int | None:
+def newest_timestamp_ms(
+    bootstrap: str, topic: str, conf: Mapping[str, object] | None = None
+) -> int | None:
     """Timestamp of the newest record of `topic` (max over partitions); None if it has none yet.
 
     Used on MirrorMaker 2's mirrored heartbeats: a fresh one proves that direction replicates now,
@@ -88,9 +90,11 @@ def newest_timestamp_ms(bootstrap: str, topic: str) -> int | None:
         consumer.close()
 
 
-def fresh_records(bootstrap: str, topic: str, since_s: float) -> bool:
+def fresh_records(
+    bootstrap: str, topic: str, since_s: float, conf: Mapping[str, object] | None = None
+) -> bool:
     """`topic` has a record stamped at or after `since_s` (epoch seconds)."""
-    newest = newest_timestamp_ms(bootstrap, topic)
+    newest = newest_timestamp_ms(bootstrap, topic, conf)
     return newest is not None and newest >= since_s * 1000
 
 
