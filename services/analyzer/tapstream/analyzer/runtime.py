@@ -207,7 +207,7 @@ def build_app(analyzer: Analyzer, settings: AnalyzerSettings, partitions: int) -
             share=round(req.encrypted_share, 3),
         )
         if req.tag_checkpoint and cp is not None:
-            # Ask for the checkpoint to be tagged and kept (CONTRACTS: CHECKPOINT_TAG).
+            # Ask for the checkpoint to be tagged and kept (schemas/README.md: "Kept checkpoints").
             command = {
                 "id": str(uuid.uuid5(ALERT_NS, f"tag:{alert_id}")),
                 "group": group,
