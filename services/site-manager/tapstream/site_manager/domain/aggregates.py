@@ -8,7 +8,8 @@ appends the events with the version it loaded (optimistic concurrency: see `stor
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from enum import StrEnum
+from typing import Any, ClassVar, Literal
 
 from tapstream.core.names import InvalidName, check_name, valid_name
 from tapstream.site_manager.domain import commands as c
@@ -111,16 +112,27 @@ class Vm:
     volumes: dict[str, Volume] = field(default_factory=dict)
 
 
-# Group states. `active_site` says which site serves the volumes.
-PROTECTING, PAUSED, FAILING_OVER, FAILED_OVER, REVERSE_PROTECTING, FAILING_BACK, DELETED = (
-    "protecting",
-    "paused",
-    "failing_over",
-    "failed_over",
-    "reverse_protecting",
-    "failing_back",
-    "deleted",
-)
+class GroupStatus(StrEnum):
+    """A group's state; `active_site` says which site serves the volumes. The values are in the
+    projection (Postgres) and the API: never change one."""
+
+    PROTECTING = "protecting"
+    PAUSED = "paused"
+    FAILING_OVER = "failing_over"
+    FAILED_OVER = "failed_over"
+    REVERSE_PROTECTING = "reverse_protecting"
+    FAILING_BACK = "failing_back"
+    DELETED = "deleted"
+
+
+# The names other modules use (a StrEnum member equals its value, so string comparisons still hold).
+PROTECTING = GroupStatus.PROTECTING
+PAUSED = GroupStatus.PAUSED
+FAILING_OVER = GroupStatus.FAILING_OVER
+FAILED_OVER = GroupStatus.FAILED_OVER
+REVERSE_PROTECTING = GroupStatus.REVERSE_PROTECTING
+FAILING_BACK = GroupStatus.FAILING_BACK
+DELETED = GroupStatus.DELETED
 FORWARD = (PROTECTING, PAUSED)
 
 
@@ -129,7 +141,8 @@ class ProtectionGroup(Aggregate):
 
     def __init__(self, id: str) -> None:
         super().__init__(id)
-        self.status = ""
+        # A GroupStatus ("" before GroupCreated); typed str while operations.py sets it from a str.
+        self.status: str = ""
         self.mode = "sync"
         self.rpo_target_s = 30.0
         self.journal_history_s = 3600.0
@@ -505,7 +518,17 @@ class ProtectionGroup(Aggregate):
 
 
 # --- operation -----------------------------------------------------------------------------------
-RUNNING, SUCCEEDED, FAILED = "running", "succeeded", "failed"
+class OperationStatus(StrEnum):
+    """An operation's state, in the projection and the API (`tapstream operation show`)."""
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+RUNNING = OperationStatus.RUNNING
+SUCCEEDED = OperationStatus.SUCCEEDED
+FAILED = OperationStatus.FAILED
 KINDS = ("failover-test", "failover", "move", "reverse", "failback", "checkpoint")
 
 
@@ -517,7 +540,7 @@ class Operation(Aggregate):
         self.kind = ""
         self.group = ""
         self.params: dict[str, str] = {}
-        self.status = ""
+        self.status: OperationStatus | Literal[""] = ""  # "": not started yet
         self.steps: list[dict[str, Any]] = []
         self.result: dict[str, str] = {}
         self.error = ""
