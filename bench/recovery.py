@@ -18,9 +18,8 @@ import threading
 import time
 from pathlib import Path
 
-from confluent_kafka import Consumer
-
 from tapstream.core.codec import make_codec
+from tapstream.core.kafka import sync_consumer
 from tapstream.core.settings import TapstreamSettings, load
 from tapstream.journal.restore import restore
 from tapstream.journal.rows import EventRow
@@ -73,14 +72,15 @@ def rpo_under_load(
     stop = threading.Event()
 
     def follow() -> None:
-        c = Consumer(
-            {
-                "bootstrap.servers": settings.recovery_bootstrap,
-                "group.id": f"rpo-{group}-{mbps}",
+        c = sync_consumer(
+            settings,
+            group_id=f"rpo-{group}-{mbps}",
+            bootstrap=settings.recovery_bootstrap,
+            options={
                 "auto.offset.reset": "latest",
                 "topic.metadata.refresh.interval.ms": 500,
                 "fetch.wait.max.ms": 10,
-            }
+            },
         )
         c.subscribe([topic])
         while not stop.is_set():

@@ -12,10 +12,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import TopicPartition
 
 from tapstream.core.codec import Codec
 from tapstream.core.contract import Cursor, Halt, StreamError, verify_body
+from tapstream.core.kafka import sync_consumer
 
 __all__ = ["Halt", "StreamError", "VolumeReplay", "apply_body", "read_stream", "replay_volume"]
 
@@ -83,13 +84,8 @@ def read_stream(
 ) -> Iterator[tuple[int, int, dict[str, Any]]]:
     """Every record of `topic` from the beginning to the end offsets seen at the start:
     yields (partition, offset, record)."""
-    consumer = Consumer(
-        {
-            **conf,
-            "group.id": "tapstream-replay",
-            "enable.auto.commit": False,
-            "enable.partition.eof": False,
-        }
+    consumer = sync_consumer(
+        conf, group_id="tapstream-replay", options={"enable.partition.eof": False}
     )
     try:
         meta = consumer.list_topics(topic, timeout=10).topics[topic]

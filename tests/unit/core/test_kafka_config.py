@@ -2,7 +2,12 @@
 
 from pydantic import SecretStr
 
-from tapstream.core.kafka.config import aiokafka_config, client_config, producer_config
+from tapstream.core.kafka.config import (
+    aiokafka_config,
+    client_config,
+    consumer_config,
+    producer_config,
+)
 from tapstream.core.settings import TapstreamSettings
 
 
@@ -35,3 +40,39 @@ def test_sasl_credentials_reach_the_client_but_not_repr() -> None:
 def test_message_limit_leaves_room_for_the_largest_chunk() -> None:
     conf = producer_config(TapstreamSettings(), max_message_bytes=2 * 1024 * 1024)
     assert conf["message.max.bytes"] > 2 * 1024 * 1024
+
+
+def test_a_synchronous_consumer_carries_the_security_settings() -> None:
+    settings = TapstreamSettings(
+        kafka_security_protocol="SASL_SSL",
+        kafka_sasl_mechanism="SCRAM-SHA-512",
+        kafka_sasl_username="cli",
+        kafka_sasl_password=SecretStr("s3cret"),
+        kafka_ssl_cafile="/etc/ca.pem",
+    )
+    conf = consumer_config(settings, group_id="tapstream-tail", bootstrap="r:1")
+    assert conf["security.protocol"] == "SASL_SSL"
+    assert conf["sasl.mechanism"] == "SCRAM-SHA-512"
+    assert (conf["sasl.username"], conf["sasl.password"]) == ("cli", "s3cret")
+    assert conf["ssl.ca.location"] == "/etc/ca.pem"
+    assert conf["bootstrap.servers"] == "r:1"
+    assert (conf["group.id"], conf["enable.auto.commit"]) == ("tapstream-tail", False)
+
+
+def test_a_synchronous_consumer_from_a_built_config_keeps_it_and_takes_options() -> None:
+    base = client_config(TapstreamSettings(kafka_security_protocol="SSL"))
+    conf = consumer_config(base, group_id="g", options={"enable.partition.eof": True})
+    assert conf["security.protocol"] == "SSL"
+    assert conf["enable.partition.eof"] is True
+    assert "group.id" not in base  # the caller's config is not changed
+
+
+def test_the_factory_builds_the_client_from_that_config(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import confluent_kafka
+
+    from tapstream.core.kafka import sync_consumer
+
+    seen: list[dict[str, object]] = []
+    monkeypatch.setattr(confluent_kafka, "Consumer", seen.append)
+    sync_consumer(TapstreamSettings(kafka_security_protocol="SSL"), group_id="g")
+    assert seen[0]["security.protocol"] == "SSL" and seen[0]["group.id"] == "g"

@@ -5,8 +5,13 @@ Nobody else sets `acks` or `enable.idempotence`. The write path produces with co
 """
 
 from tapstream.core.kafka.admin import TopicSpec, ensure_topics
-from tapstream.core.kafka.config import client_config, producer_config
-from tapstream.core.kafka.consumer import make_consumer, partitions_now, wait_for_partitions
+from tapstream.core.kafka.config import client_config, consumer_config, producer_config
+from tapstream.core.kafka.consumer import (
+    make_consumer,
+    partitions_now,
+    sync_consumer,
+    wait_for_partitions,
+)
 from tapstream.core.kafka.exceptions import KafkaUnavailable, PublishError
 from tapstream.core.kafka.producer import AsyncProducer
 
@@ -16,9 +21,11 @@ __all__ = [
     "PublishError",
     "TopicSpec",
     "client_config",
+    "consumer_config",
     "ensure_topics",
     "make_consumer",
     "partitions_now",
     "producer_config",
+    "sync_consumer",
     "wait_for_partitions",
 ]

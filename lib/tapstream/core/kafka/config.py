@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from tapstream.core.settings import TapstreamSettings
@@ -21,6 +22,27 @@ def client_config(settings: TapstreamSettings, bootstrap: str | None = None) -> 
             conf["sasl.password"] = settings.kafka_sasl_password.get_secret_value()
     if settings.kafka_ssl_cafile:
         conf["ssl.ca.location"] = str(settings.kafka_ssl_cafile)
+    return conf
+
+
+def consumer_config(
+    source: TapstreamSettings | Mapping[str, Any],
+    *,
+    group_id: str,
+    bootstrap: str | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A synchronous (confluent-kafka) consumer's configuration: the client settings of `source`
+    (settings, or a `client_config` already built), a group that commits only when told to, then
+    `options` (librdkafka keys) on top."""
+    if isinstance(source, TapstreamSettings):
+        conf = client_config(source, bootstrap)
+    else:
+        conf = dict(source)
+        if bootstrap is not None:
+            conf["bootstrap.servers"] = bootstrap
+    conf.update({"group.id": group_id, "enable.auto.commit": False})
+    conf.update(options or {})
     return conf
 
 

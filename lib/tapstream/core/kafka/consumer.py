@@ -1,14 +1,31 @@
-"""aiokafka consumers built from settings."""
+"""Consumers built from settings: aiokafka for the services' loops, confluent-kafka for the
+synchronous readers (CLI, restore, probes)."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Any
 
+import confluent_kafka
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from tapstream.core.kafka.config import aiokafka_config
+from tapstream.core.kafka.config import aiokafka_config, consumer_config
 from tapstream.core.settings import TapstreamSettings
+
+
+def sync_consumer(
+    source: TapstreamSettings | Mapping[str, Any],
+    *,
+    group_id: str,
+    bootstrap: str | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> confluent_kafka.Consumer:
+    """A confluent-kafka consumer with TLS and SASL as configured (see `consumer_config`)."""
+    # Looked up at call time, so a test can stand in for the client.
+    return confluent_kafka.Consumer(
+        consumer_config(source, group_id=group_id, bootstrap=bootstrap, options=options)
+    )
 
 
 def make_consumer(

@@ -310,19 +310,17 @@ def read_topic(
     settings: TapstreamSettings, topic: str, name: str, match: Callable[[dict], bool]
 ) -> list[dict]:
     """Every record of `topic` (record type `name`) for which `match` holds, oldest first."""
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import TopicPartition
 
     from tapstream.core.codec import DecodeError, make_codec
-    from tapstream.core.kafka import client_config
+    from tapstream.core.kafka import sync_consumer
 
     codec = make_codec(settings)
-    c = Consumer(
-        {
-            **client_config(settings, settings.protected_bootstrap),
-            "group.id": "tapstream-eval-reader",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-        }
+    c = sync_consumer(
+        settings,
+        group_id="tapstream-eval-reader",
+        bootstrap=settings.protected_bootstrap,
+        options={"enable.partition.eof": True},
     )
     out: list[dict] = []
     try:
@@ -357,17 +355,11 @@ def alerts_of(settings: TapstreamSettings, group: str) -> list[dict]:
 
 def committed_lag(settings: TapstreamSettings, consumer_group: str, topic: str) -> int | None:
     """Records of `topic` not yet committed by `consumer_group` (None: nothing committed yet)."""
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import TopicPartition
 
-    from tapstream.core.kafka import client_config
+    from tapstream.core.kafka import sync_consumer
 
-    c = Consumer(
-        {
-            **client_config(settings, settings.protected_bootstrap),
-            "group.id": consumer_group,
-            "enable.auto.commit": False,
-        }
-    )
+    c = sync_consumer(settings, group_id=consumer_group, bootstrap=settings.protected_bootstrap)
     try:
         meta = c.list_topics(topic, timeout=10).topics[topic]
         tps = [TopicPartition(topic, p) for p in meta.partitions]

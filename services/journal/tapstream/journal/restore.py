@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import TopicPartition
 
 from tapstream.core.codec import make_codec
 from tapstream.core.durable import fsync_dir
-from tapstream.core.kafka import client_config
+from tapstream.core.kafka import sync_consumer
 from tapstream.core.replay import StreamError, apply_body
 from tapstream.core.replica import Replica
 from tapstream.core.settings import TapstreamSettings
@@ -169,16 +169,15 @@ def _apply_from_kafka(
     progress: Progress | None,
 ) -> tuple[int, int]:
     codec = make_codec(settings)
-    conf = client_config(settings, settings.recovery_bootstrap)
-    consumer = Consumer(
-        {
-            **conf,
-            "group.id": "tapstream-restore",
-            "enable.auto.commit": False,
+    consumer = sync_consumer(
+        settings,
+        group_id="tapstream-restore",
+        bootstrap=settings.recovery_bootstrap,
+        options={
             "fetch.max.bytes": 64 << 20,
             "max.partition.fetch.bytes": 64 << 20,
             "queued.max.messages.kbytes": 256 * 1024,
-        }
+        },
     )
     fd = os.open(image, os.O_RDWR)
     applied = nbytes = 0

@@ -12,7 +12,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import TopicPartition
+
+from tapstream.core.kafka import sync_consumer
 
 
 @dataclass(frozen=True)
@@ -31,16 +33,8 @@ def rpo_seconds(now_s: float, oldest_unmirrored_ts_ms: int | None) -> float:
 
 class LagProbe:
     def __init__(self, protected_conf: dict[str, Any], recovery_conf: dict[str, Any]) -> None:
-        self.p = Consumer(
-            {
-                **protected_conf,
-                "group.id": "tapstream-replicator-probe",
-                "enable.auto.commit": False,
-            }
-        )
-        self.r = Consumer(
-            {**recovery_conf, "group.id": "tapstream-replicator-probe", "enable.auto.commit": False}
-        )
+        self.p = sync_consumer(protected_conf, group_id="tapstream-replicator-probe")
+        self.r = sync_consumer(recovery_conf, group_id="tapstream-replicator-probe")
 
     def close(self) -> None:
         self.p.close()

@@ -47,10 +47,10 @@ def parse_since(text: str, now_s: float | None = None) -> int:
 
 def analyzers(s: TapstreamSettings, group: str | None = None) -> list[dict[str, Any]]:
     """Analyzer consumer groups (`<prefix>-analyzer.<name>.<group>`) on the protected cluster, with lag."""
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import TopicPartition
     from confluent_kafka.admin import AdminClient
 
-    from tapstream.core.kafka import client_config
+    from tapstream.core.kafka import client_config, sync_consumer
 
     conf = client_config(s, s.protected_bootstrap)
     prefix = f"{s.topic_prefix}-analyzer."
@@ -64,7 +64,7 @@ def analyzers(s: TapstreamSettings, group: str | None = None) -> list[dict[str, 
         if not pg or (group and pg != group):
             continue
         topic = s.topic(f"writes.{pg}")
-        c = Consumer({**conf, "group.id": g.group_id, "enable.auto.commit": False})
+        c = sync_consumer(conf, group_id=g.group_id)
         try:
             meta = c.list_topics(topic, timeout=10).topics.get(topic)
             lag: int | None = None
@@ -149,23 +149,20 @@ def alerts(
 
 def change_rate_rows(s: TapstreamSettings, group: str, since_us: int, window_s: float) -> list[Any]:
     """Read the group's write topic from `since_us` on and account it (change_rate.ChangeRate)."""
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import TopicPartition
 
     from tapstream.analyzer.change_rate import ChangeRate
     from tapstream.core.codec import DecodeError, make_codec
-    from tapstream.core.kafka import client_config
+    from tapstream.core.kafka import sync_consumer
 
     codec = make_codec(s)
     rate = ChangeRate(window_s)
     topic = s.topic(f"writes.{group}")
-    c = Consumer(
-        {
-            **client_config(s, s.protected_bootstrap),
-            "group.id": "tapstream-change-rate-cli",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "fetch.message.max.bytes": 16 << 20,
-        }
+    c = sync_consumer(
+        s,
+        group_id="tapstream-change-rate-cli",
+        bootstrap=s.protected_bootstrap,
+        options={"enable.partition.eof": True, "fetch.message.max.bytes": 16 << 20},
     )
     try:
         meta = c.list_topics(topic, timeout=10).topics.get(topic)

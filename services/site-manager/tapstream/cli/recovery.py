@@ -206,20 +206,18 @@ def _latest_progress(
     s: TapstreamSettings, lookback: int = 2000
 ) -> dict[tuple[str, str, str], dict]:
     """Newest Progress record per (source, group, volume) from the recovery cluster's progress topic."""
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import TopicPartition
 
     from tapstream.core.codec import DecodeError, make_codec
-    from tapstream.core.kafka import client_config
+    from tapstream.core.kafka import sync_consumer
 
     codec = make_codec(s)
     topic = s.topic("progress")
-    c = Consumer(
-        {
-            **client_config(s, s.recovery_bootstrap),  # TLS and SASL as configured
-            "group.id": "tapstream-status",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-        }
+    c = sync_consumer(
+        s,
+        group_id="tapstream-status",
+        bootstrap=s.recovery_bootstrap,
+        options={"enable.partition.eof": True},
     )
     latest: dict[tuple[str, str, str], dict] = {}
     try:

@@ -33,20 +33,14 @@ def tail(
     limit: Annotated[int, typer.Option(help="Stop after this many records (0: follow).")] = 0,
 ) -> None:
     """Print every record of TOPIC as one JSON line (data bytes are summarised)."""
-    from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
+    from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, TopicPartition
 
-    from tapstream.core.kafka import client_config
+    from tapstream.core.kafka import sync_consumer
 
     settings = load(TapstreamSettings)
     bootstrap = settings.protected_bootstrap if site == "protected" else settings.recovery_bootstrap
     # Assigned, not subscribed: tail joins no consumer group, so it never waits for a rebalance.
-    consumer = Consumer(
-        {
-            **client_config(settings, bootstrap),  # TLS and SASL as configured
-            "group.id": "tapstream-tail",
-            "enable.auto.commit": False,
-        }
-    )
+    consumer = sync_consumer(settings, group_id="tapstream-tail", bootstrap=bootstrap)
     meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
     if meta is None or meta.error is not None:
         consumer.close()
