@@ -15,6 +15,7 @@ VDSA, reverse protection, replay, restore) keeps a `Cursor` and asks it about ea
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Literal
 
 import crc32c
@@ -27,12 +28,21 @@ class StreamError(RuntimeError):
     """The stream is broken: a seq gap or a checksum mismatch (data loss or corruption)."""
 
 
-class Halt(StreamError):
-    """A volume must stop here. `reason`: gap, checksum, bracket or undecodable."""
+class HaltReason(StrEnum):
+    """Why a volume halted: in Progress.halted, the halt Alert, metric labels and the saved cursor."""
 
-    def __init__(self, reason: str, detail: str, seq: int = 0) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
+    GAP = "gap"  # a seq is missing
+    CHECKSUM = "checksum"  # data does not match its length or CRC-32C
+    BRACKET = "bracket"  # a SyncBlock/SyncEnd without its SyncStart
+    UNDECODABLE = "undecodable"  # a record of the volume the codec cannot read
+
+
+class Halt(StreamError):
+    """A volume must stop here, for `reason`."""
+
+    def __init__(self, reason: HaltReason | str, detail: str, seq: int = 0) -> None:
+        self.reason = HaltReason(reason)  # a str too: a halt is rebuilt from the saved cursor
+        super().__init__(f"{self.reason}: {detail}")
         self.detail = detail
         self.seq = seq
 
@@ -61,7 +71,7 @@ class Cursor:
                 return "halted"
         if seq != self.seq + 1:
             raise Halt(
-                "gap",
+                HaltReason.GAP,
                 f"{self.volume}: expected seq {self.seq + 1}, got {seq}: "
                 f"{seq - self.seq - 1} event(s) missing",
                 seq,
@@ -69,7 +79,7 @@ class Cursor:
         verify_body(branch, body, seq)
         if branch in ("SyncBlock", "SyncEnd") and body["sync_id"] not in self.open_syncs:
             raise Halt(
-                "bracket",
+                HaltReason.BRACKET,
                 f"{self.volume}: {branch} of sync {body['sync_id']} at seq {seq} without its "
                 "SyncStart",
                 seq,
@@ -114,7 +124,7 @@ def verify_body(branch: str, body: dict[str, Any], seq: int = 0) -> None:
         data = body["data"]
         if len(data) != body["length"] or crc32c.crc32c(data) != body["checksum"]:
             raise Halt(
-                "checksum",
+                HaltReason.CHECKSUM,
                 f"{branch} at offset {body['offset']} (seq {seq}): data does not match its "
                 "length or CRC-32C",
                 seq,

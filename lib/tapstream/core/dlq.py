@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from prometheus_client import Counter
@@ -30,10 +31,22 @@ DEAD_LETTERS = Counter(
 )
 
 
+class PoisonReason(StrEnum):
+    """Why a record was set aside: the `tapstream.dlq.reason` header and the metric's label."""
+
+    TOMBSTONE = "tombstone"  # no value
+    UNDECODABLE = "undecodable"  # the codec raised DecodeError
+    FOREIGN = "foreign"  # another record type than the topic carries
+    INVALID = "invalid"  # decodes, but its content is unusable
+
+
 @dataclass(frozen=True)
 class Poison:
-    reason: str  # tombstone | undecodable | foreign | invalid
+    reason: PoisonReason
     error: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "reason", PoisonReason(self.reason))  # refuses an unknown reason
 
 
 def classify(
@@ -41,13 +54,13 @@ def classify(
 ) -> tuple[dict[str, Any], None] | tuple[None, Poison]:
     """The decoded `expected` record, or why the value is poison."""
     if value is None:
-        return None, Poison("tombstone", "a record with no value (tombstone)")
+        return None, Poison(PoisonReason.TOMBSTONE, "a record with no value (tombstone)")
     try:
         name, record = codec.decode(value)
     except DecodeError as exc:
-        return None, Poison("undecodable", str(exc))
+        return None, Poison(PoisonReason.UNDECODABLE, str(exc))
     if name != expected:
-        return None, Poison("foreign", f"a {name} where a {expected} belongs")
+        return None, Poison(PoisonReason.FOREIGN, f"a {name} where a {expected} belongs")
     return record, None
 
 

@@ -26,7 +26,7 @@ from tapstream.analyzer.sdk import AlertRequest, Analyzer, Dispatcher, Event, Vo
 from tapstream.analyzer.settings import AnalyzerSettings
 from tapstream.core import logging as tlog
 from tapstream.core.codec import make_codec
-from tapstream.core.dlq import DeadLetters, Poison, classify
+from tapstream.core.dlq import DeadLetters, Poison, PoisonReason, classify
 from tapstream.core.kafka import TopicSpec, client_config, ensure_topics
 
 log = tlog.get_logger("tapstream.analyzer")
@@ -246,7 +246,7 @@ def build_app(analyzer: Analyzer, settings: AnalyzerSettings, partitions: int) -
         rec, poison = classify(msg.value, codec, "DiskEvent")
         if rec is not None and rec["group"] != group:
             why = f"group {rec['group']!r} in the write topic of group {group!r}"
-            rec, poison = None, Poison("invalid", why)
+            rec, poison = None, Poison(PoisonReason.INVALID, why)
         if rec is None:
             assert poison is not None
             dead.send(msg.topic, msg.partition, msg.offset, msg.key, msg.value, poison)

@@ -12,7 +12,7 @@ from aiokafka import ConsumerRecord
 
 from tapstream.core.codec import make_codec
 from tapstream.core.control_auth import Verifier
-from tapstream.core.dlq import DeadLetters, Poison, classify
+from tapstream.core.dlq import DeadLetters, Poison, PoisonReason, classify
 from tapstream.core.kafka import make_consumer, wait_for_partitions
 from tapstream.core.keep import TagRequest, parse_tag_command
 from tapstream.core.logging import get_logger
@@ -88,7 +88,7 @@ class Journal:
                         offsets[(tp.topic, tp.partition)] = msg.offset + 1
                         rec, poison = classify(msg.value, self.codec, "DiskEvent")
                         if rec is not None and (why := unusable(rec, group)):
-                            rec, poison = None, Poison("invalid", why)
+                            rec, poison = None, Poison(PoisonReason.INVALID, why)
                         if rec is None:
                             # No row: the offset still advances; restore sees the missing seq.
                             assert poison is not None

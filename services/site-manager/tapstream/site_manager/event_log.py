@@ -16,7 +16,7 @@ from typing import Any
 from aiokafka import ConsumerRecord, TopicPartition
 
 from tapstream.core.codec import make_codec
-from tapstream.core.dlq import DeadLetters, Poison, classify
+from tapstream.core.dlq import DeadLetters, Poison, PoisonReason, classify
 from tapstream.core.kafka import (
     AsyncProducer,
     TopicSpec,
@@ -160,7 +160,7 @@ class EventLog:
             try:
                 return Recorded.from_record(record)
             except (UnknownEvent, KeyError, ValueError, TypeError) as exc:
-                poison = Poison("invalid", f"not readable by this site manager: {exc!r}")
+                poison = Poison(PoisonReason.INVALID, f"not readable by this site manager: {exc!r}")
         assert poison is not None
         fut = self.dead.send(msg.topic, msg.partition, msg.offset, msg.key, msg.value, poison)
         if fut is not None:

@@ -31,7 +31,7 @@ from aiokafka import TopicPartition
 
 from tapstream.core.codec import make_codec
 from tapstream.core.contract import Cursor, Halt
-from tapstream.core.dlq import DeadLetters, Poison, classify
+from tapstream.core.dlq import DeadLetters, Poison, PoisonReason, classify
 from tapstream.core.kafka import AsyncProducer, make_consumer, producer_config
 from tapstream.core.keep import TagRequest, decide
 from tapstream.core.logging import get_logger
@@ -199,7 +199,7 @@ class Applier:
         rec, poison = classify(msg.value, self.codec, "DiskEvent")
         if rec is not None and (rec["group"] != group or not valid_name(rec["volume"])):
             where = f"volume {rec['volume']!r} of group {rec['group']!r} in {tp.topic}"
-            rec, poison = None, Poison("invalid", where)
+            rec, poison = None, Poison(PoisonReason.INVALID, where)
         if rec is None:
             assert poison is not None
             self.dlq.send(tp.topic, tp.partition, msg.offset, msg.key, msg.value, poison)
