@@ -58,16 +58,20 @@ def newest_timestamp_ms(
     """Timestamp of the newest record of `topic` (max over partitions); None if it has none yet.
 
     Used on MirrorMaker 2's mirrored heartbeats: a fresh one proves that direction replicates now,
-    where mere records could be left over from an earlier run."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "tapstream-probe",
-                         "enable.auto.commit": False}, logger=_QUIET)  # fmt: skip
+    where mere records could be left over from an earlier run. `conf`: client settings besides the
+    bootstrap (a secured cluster's login)."""
+    consumer = Consumer({**(conf or {}), "bootstrap.servers": bootstrap,
+                         "group.id": "tapstream-probe", "enable.auto.commit": False},
+                        logger=_QUIET)  # fmt: skip
+    # A TLS handshake and a SCRAM login (8192 rounds) take seconds on a busy machine.
+    wait = 2 if conf is None else 10
     try:
-        meta = consumer.list_topics(topic, timeout=2).topics.get(topic)
+        meta = consumer.list_topics(topic, timeout=wait).topics.get(topic)
         if meta is None or meta.error is not None or not meta.partitions:
             return None
         last = []
         for p in meta.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=2)
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=wait)
             if high > low:
                 last.append(TopicPartition(topic, p, high - 1))
         if not last:

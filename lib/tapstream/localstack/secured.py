@@ -145,16 +145,20 @@ class SecuredKafka:
     port: int
     cluster: Site = "protected"
     heap: str = "384m"
+    # Where the CA, the broker certificate and the passwords are kept (default: home). The nodes
+    # of a two-site stack share them: one CA, and one password per principal on both clusters.
+    shared: Path | None = None
 
     def __post_init__(self) -> None:
-        self.ca_file, self.keystore = make_tls(self.home / "tls")
+        keep = self.shared or self.home
+        self.ca_file, self.keystore = make_tls(keep / "tls")
         self.principals = table(self.settings())
         users = [ADMIN, *(p.user for p in self.principals.values())]
-        self.passwords = passwords(self.home, users)
+        self.passwords = passwords(keep, users)
         self.node = KafkaNode(
             self.cluster,
             self.port,
-            self.home / "kafka",
+            self.home / "kafka" / self.cluster,  # its pid file: <home>/kafka-<cluster>.pid
             self.home / "kafka.log",
             secure=partial(
                 secured_properties,
@@ -187,6 +191,16 @@ class SecuredKafka:
 
     def start(self, classpath: str, timeout_s: float = 120) -> None:
         """Start the node, wait until the admin can log in, then create the users and their ACLs."""
+        self.launch(classpath)
+        self.configure(timeout_s)
+
+    def launch(self, classpath: str) -> None:
+        """Start the JVM (formatting its storage the first time); returns at once."""
+        self.node.start(classpath, self.heap)
+
+    def configure(self, timeout_s: float = 120) -> None:
+        """Wait until the admin can log in, then create the users and their ACLs (idempotent: a
+        restarted node gets the same passwords and bindings again)."""
         from confluent_kafka import KafkaException
         from confluent_kafka.admin import (
             AdminClient,
@@ -198,7 +212,6 @@ class SecuredKafka:
 
         from tapstream.core.kafka import client_config
 
-        self.node.start(classpath, self.heap)
         admin = AdminClient(client_config(self.settings(ADMIN)))
         deadline = time.monotonic() + timeout_s
         while True:  # a broker starting up: ask again until it answers
@@ -209,6 +222,10 @@ class SecuredKafka:
                 if time.monotonic() > deadline:
                     raise TimeoutError(
                         f"secured kafka at {self.bootstrap} did not answer"
+                    ) from None
+                if self.node.pid() is None:
+                    raise RuntimeError(
+                        f"secured kafka exited while starting; see {self.node.log}"
                     ) from None
                 time.sleep(0.5)
         info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192)
