@@ -1,5 +1,6 @@
 """One protected volume as the NBD server sees it: the volume, its event stream, its dirty bitmap,
-its group's checkpoint gate and its mode (modes.py holds the two write paths).
+its group's checkpoint gate and its mode (modes.py holds the two write paths; the export is their
+`Host`).
 
 Also what keeps the stream whole: initial and delta syncs (SyncStart/SyncBlock/SyncEnd), and the
 recovery after Kafka refused or timed out an event: wait until nothing is in flight, ask Kafka for
@@ -21,7 +22,7 @@ from tapstream.tapper import metrics
 from tapstream.tapper.checkpoint import GroupGate
 from tapstream.tapper.dirty_bitmap import DirtyBitmap
 from tapstream.tapper.local_health import LocalHealth, Range, merge
-from tapstream.tapper.modes import AsyncMode, Reply, SyncMode, os_error
+from tapstream.tapper.modes import AsyncMode, Reply, SyncMode, WriteMode, os_error
 from tapstream.tapper.protocol.constants import Err
 from tapstream.tapper.publish import SeqFile, VolumeStream, continue_after, now_us
 from tapstream.tapper.settings import VolumeSpec
@@ -51,7 +52,7 @@ class Export:
         self.bitmap = bitmap
         self.gate = gate
         self.stream: VolumeStream  # attached by `attach` (the stream reports failures back here)
-        self.mode: SyncMode | AsyncMode
+        self.mode: WriteMode  # made by `attach`
         self.publish_timeout_s = publish_timeout_s
         self.backlog_bytes = backlog_bytes
         self.inline_zero_bytes = inline_zero_bytes
@@ -74,9 +75,9 @@ class Export:
     def attach(self, stream: VolumeStream) -> None:
         self.stream = stream
         self.mode = (
-            SyncMode(self, self.publish_timeout_s)
+            SyncMode(self, self.volume, stream, self.publish_timeout_s)
             if self.spec.mode == "sync"
-            else AsyncMode(self, self.backlog_bytes)
+            else AsyncMode(self, self.volume, stream, self.bitmap, self.backlog_bytes)
         )
 
     # --- requests (see modes.py) -----------------------------------------------------------------
@@ -101,16 +102,19 @@ class Export:
         self.mode.flush(reply)
 
     # --- touching the disk (zeroing.py) -----------------------------------------------------------
-    def when_clear(self, offset: int, end: int, run: Callable[[], None], reply: Reply) -> None:
-        """Run a request's disk step now, or after the zeroing it overlaps (its event after the
-        Zero's). A held request fails on its own: EIO for an unexpected error."""
-        if not self.ranges.busy and not self.ranges.held:
-            run()  # nothing being zeroed (almost always): no closure, no scan; errors go to the caller
+    def when_clear(
+        self, offset: int, end: int, reply: Reply, run: Callable[..., None], *args: Any
+    ) -> None:
+        """`run(*args)`, a request's disk step, now or after the zeroing it overlaps (its event
+        after the Zero's). A held request fails on its own: EIO for an unexpected error."""
+        ranges = self.ranges
+        if not ranges.busy and not ranges.held:
+            run(*args)  # nothing being zeroed (almost always): no closure, no scan; errors go up
             return
 
         def guarded() -> None:
             try:
-                run()
+                run(*args)
             except Exception as exc:
                 log.exception(
                     "request failed", volume=self.name, offset=offset, length=end - offset
@@ -181,6 +185,10 @@ class Export:
         asyncio.get_running_loop().run_in_executor(None, sync).add_done_callback(done)
 
     # --- local I/O faults (local_health.py) -------------------------------------------------------
+    @property
+    def disk_failed(self) -> bool:
+        return self.health.failed
+
     def refuse_if_failed(self, reply: Reply) -> bool:
         """Answer a write or flush with the volume's error while its disk is failed."""
         refusal = self.health.refusal()
@@ -389,7 +397,7 @@ class Export:
             return "the event stream is recovering from a Kafka failure"
         if self.health.failed:
             return "the protected volume failed a local write or fdatasync"
-        if getattr(self.mode, "ahead", False):
+        if self.mode.ahead:
             return "kafka is behind and the volume is catching up (async mode)"
         if self.bitmap.orphans():
             return "dirty regions are still being resent"

@@ -18,6 +18,10 @@ order, so the event stream keeps the order in which writes reached the volume.
 Both modes: a local write, zero or fdatasync that fails marks its regions dirty and fails the
 volume (`Export.io_failed`, local_health.py): writes and flushes get its error until a probe shows
 the disk works again, then the regions go out as a DELTA sync.
+
+A mode is given the parts it writes to (volume, stream, bitmap) and a `Host`: the few things of its
+export it calls back (export.py implements it; this module does not import the export). The hot
+path allocates no closure: a request's step goes to `Host.when_clear` as a method and its arguments.
 """
 
 from __future__ import annotations
@@ -27,15 +31,15 @@ import errno
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from functools import partial
+from typing import Any, Protocol
 
 from tapstream.core.logging import get_logger
 from tapstream.tapper import metrics
+from tapstream.tapper.dirty_bitmap import DirtyBitmap
 from tapstream.tapper.protocol.constants import Err
-from tapstream.tapper.publish import Countdown
-
-if TYPE_CHECKING:
-    from tapstream.tapper.export import Export
+from tapstream.tapper.publish import Countdown, VolumeStream
+from tapstream.tapper.volume import Volume
 
 log = get_logger("tapstream.tapper.modes")
 
@@ -49,22 +53,86 @@ def os_error(exc: BaseException) -> int:
     return Err.EIO
 
 
+class Host(Protocol):
+    """What a mode needs of its export besides the volume, the stream and the bitmap."""
+
+    name: str
+
+    @property
+    def disk_failed(self) -> bool: ...
+
+    def refuse_if_failed(self, reply: Reply) -> bool: ...
+
+    def when_clear(
+        self, offset: int, end: int, reply: Reply, run: Callable[..., None], *args: Any
+    ) -> None: ...
+
+    def zero_locally(
+        self,
+        offset: int,
+        length: int,
+        punch: bool,
+        then: Callable[[OSError | None], None],
+        reply: Reply,
+    ) -> None: ...
+
+    def durable_locally(self, reply: Reply, bitmap: bool = False) -> None: ...
+
+    def wrote(self, offset: int, length: int) -> None: ...
+
+    def io_failed(self, op: str, exc: OSError, offset: int, length: int) -> tuple[int, str]: ...
+
+    def refused(self, offset: int, length: int) -> None: ...
+
+    def timed_out(self, offset: int, length: int) -> None: ...
+
+    async def sync_regions(self, kind: str, ranges: list[tuple[int, int]]) -> int: ...
+
+
+class WriteMode(Protocol):
+    """One of the two write paths, as the export drives it."""
+
+    name: str
+    ahead: bool  # async mode only: Kafka is behind, writes only mark the bitmap (no checkpoint)
+
+    def write(self, offset: int, data: bytes, fua: bool, reply: Reply) -> None: ...
+
+    def zero(
+        self, offset: int, length: int, trim: bool, punch: bool, fua: bool, reply: Reply
+    ) -> None: ...
+
+    def flush(self, reply: Reply) -> None: ...
+
+    def stream_healthy(self) -> None: ...
+
+    def watchdog(self, now: float) -> None: ...
+
+    def in_flight(self) -> int: ...
+
+
 class _Pending:
-    """A sync-mode request waiting for its events' acks; answered exactly once (ack, refusal or timeout)."""
+    """A sync-mode request waiting for its events' acks; answered exactly once (ack, refusal or
+    timeout). It is also the events' delivery callback, so a write allocates no closure for it."""
 
-    __slots__ = ("answered", "deadline", "fua", "length", "offset", "reply")
+    __slots__ = ("answered", "deadline", "fua", "length", "mode", "offset", "reply")
 
-    def __init__(self, reply: Reply, deadline: float, fua: bool, offset: int, length: int) -> None:
-        self.reply, self.deadline, self.fua = reply, deadline, fua
+    def __init__(
+        self, mode: SyncMode, reply: Reply, deadline: float, fua: bool, offset: int, length: int
+    ) -> None:
+        self.mode, self.reply, self.deadline, self.fua = mode, reply, deadline, fua
         self.offset, self.length = offset, length
         self.answered = False
+
+    def __call__(self, ok: bool) -> None:
+        self.mode.acked(self, ok)
 
 
 class SyncMode:
     name = "sync"
+    ahead = False  # the reply waits for Kafka: it is never behind
 
-    def __init__(self, export: Export, timeout_s: float) -> None:
-        self.x = export
+    def __init__(self, host: Host, volume: Volume, stream: VolumeStream, timeout_s: float) -> None:
+        self.host, self.volume, self.stream = host, volume, stream
         self.timeout_s = timeout_s
         self._pending: deque[_Pending] = deque()  # in publish order, so deadlines ascend
         self._waiting: deque[tuple[float, Callable[[], None], Reply]] = (
@@ -73,28 +141,28 @@ class SyncMode:
 
     # --- requests --------------------------------------------------------------------------------
     def write(self, offset: int, data: bytes, fua: bool, reply: Reply) -> None:
-        if self.x.refuse_if_failed(reply):
+        if self.host.refuse_if_failed(reply):
             return
-        if not self.x.stream.healthy:
-            self._wait_for_stream(lambda: self.write(offset, data, fua, reply), reply)
+        if not self.stream.healthy:
+            self._wait_for_stream(partial(self.write, offset, data, fua, reply), reply)
             return
-        self.x.when_clear(
-            offset, offset + len(data), lambda: self._write(offset, data, fua, reply), reply
+        self.host.when_clear(
+            offset, offset + len(data), reply, self._write, offset, data, fua, reply
         )
 
     def _write(self, offset: int, data: bytes, fua: bool, reply: Reply) -> None:
+        length = len(data)
         try:
-            self.x.volume.write(offset, data)
+            self.volume.write(offset, data)
         except OSError as exc:  # nothing published: the region is marked dirty instead
-            reply(*self.x.io_failed("write", exc, offset, len(data)))
+            reply(*self.host.io_failed("write", exc, offset, length))
             return
-        self.x.wrote(offset, len(data))
-        p = self._track(reply, fua, offset, len(data))
-        n = -(-len(data) // self.x.stream.chunk_bytes)
+        self.host.wrote(offset, length)
+        p = self._track(reply, fua, offset, length)
+        stream = self.stream
+        n = -(-length // stream.chunk_bytes)
         try:
-            self.x.stream.publish_data(
-                offset, data, p_done(self, p) if n == 1 else Countdown(n, p_done(self, p))
-            )
+            stream.publish_data(offset, data, p if n == 1 else Countdown(n, p))
         except Exception:
             self._unpublished(p)
             raise
@@ -102,68 +170,66 @@ class SyncMode:
     def zero(
         self, offset: int, length: int, trim: bool, punch: bool, fua: bool, reply: Reply
     ) -> None:
-        if self.x.refuse_if_failed(reply):
+        host = self.host
+        if host.refuse_if_failed(reply):
             return
-        if not self.x.stream.healthy:
-            self._wait_for_stream(lambda: self.zero(offset, length, trim, punch, fua, reply), reply)
+        if not self.stream.healthy:
+            self._wait_for_stream(
+                partial(self.zero, offset, length, trim, punch, fua, reply), reply
+            )
             return
 
         def zeroed(exc: OSError | None) -> None:
             if exc is not None:
-                reply(*self.x.io_failed("zero", exc, offset, length))
+                reply(*host.io_failed("zero", exc, offset, length))
                 return
-            self.x.wrote(offset, length)
+            host.wrote(offset, length)
             p = self._track(reply, fua, offset, length)
             try:
-                self.x.stream.publish(
-                    "Zero", {"offset": offset, "length": length, "trim": trim}, p_done(self, p)
-                )
+                self.stream.publish("Zero", {"offset": offset, "length": length, "trim": trim}, p)
             except Exception:
                 self._unpublished(p)
                 raise
 
-        self.x.when_clear(
-            offset,
-            offset + length,
-            lambda: self.x.zero_locally(offset, length, punch, zeroed, reply),
-            reply,
+        host.when_clear(
+            offset, offset + length, reply, host.zero_locally, offset, length, punch, zeroed, reply
         )
 
     def flush(self, reply: Reply) -> None:
         """Durable locally (fdatasync) and in Kafka (the Flush event, after every earlier one, is acked)."""
-        if self.x.refuse_if_failed(reply):
+        if self.host.refuse_if_failed(reply):
             return
-        if not self.x.stream.healthy:
-            self._wait_for_stream(lambda: self.flush(reply), reply)
+        if not self.stream.healthy:
+            self._wait_for_stream(partial(self.flush, reply), reply)
             return
         p = self._track(reply, True, 0, 0)
         try:
-            self.x.stream.publish("Flush", {"fua": False}, p_done(self, p))
+            self.stream.publish("Flush", {"fua": False}, p)
         except Exception:
             self._unpublished(p)
             raise
 
     # --- completion ------------------------------------------------------------------------------
     def _track(self, reply: Reply, fua: bool, offset: int, length: int) -> _Pending:
-        p = _Pending(reply, time.monotonic() + self.timeout_s, fua, offset, length)
+        p = _Pending(self, reply, time.monotonic() + self.timeout_s, fua, offset, length)
         self._pending.append(p)
         return p
 
     def _unpublished(self, p: _Pending) -> None:
         """The producer refused the event outright (the caller answers with the exception)."""
         p.answered = True
-        self.x.refused(p.offset, p.length)
+        self.host.refused(p.offset, p.length)
 
     def acked(self, p: _Pending, ok: bool) -> None:
         if not ok:
-            self.x.refused(p.offset, p.length)
+            self.host.refused(p.offset, p.length)
         if p.answered:
             return  # already failed by the watchdog
         p.answered = True
         if not ok:
             p.reply(Err.EIO, "Kafka refused the event")
         elif p.fua:
-            self.x.durable_locally(p.reply)
+            self.host.durable_locally(p.reply)
         else:
             p.reply(0, "")
 
@@ -184,7 +250,7 @@ class SyncMode:
             p = pending.popleft()
             if not p.answered:
                 p.answered = True
-                self.x.timed_out(p.offset, p.length)
+                self.host.timed_out(p.offset, p.length)
                 p.reply(Err.EIO, f"Kafka did not acknowledge the event within {self.timeout_s:g} s")
         waiting = self._waiting
         while waiting and waiting[0][0] <= now:
@@ -195,16 +261,18 @@ class SyncMode:
         return sum(1 for p in self._pending if not p.answered) + len(self._waiting)
 
 
-def p_done(mode: SyncMode, p: _Pending) -> Callable[[bool], None]:
-    return lambda ok: mode.acked(p, ok)
-
-
 class AsyncMode:
     name = "async"
 
-    def __init__(self, export: Export, backlog_bytes: int) -> None:
-        self.x = export
-        self.bitmap = export.bitmap
+    def __init__(
+        self,
+        host: Host,
+        volume: Volume,
+        stream: VolumeStream,
+        bitmap: DirtyBitmap,
+        backlog_bytes: int,
+    ) -> None:
+        self.host, self.volume, self.stream, self.bitmap = host, volume, stream, bitmap
         self.backlog_bytes = backlog_bytes
         self.ahead = False
         # requests waiting for the bitmap's msync (or behind an overlapping one), in order
@@ -214,50 +282,50 @@ class AsyncMode:
 
     # --- requests --------------------------------------------------------------------------------
     def write(self, offset: int, data: bytes, fua: bool, reply: Reply) -> None:
-        if self.x.refuse_if_failed(reply):
+        if self.host.refuse_if_failed(reply):
             return
+        end = offset + len(data)
         regions, wait = self.bitmap.mark(offset, len(data))
-        self._admit(
-            wait,
-            lambda: self._write(offset, data, regions, fua, reply),
-            offset,
-            offset + len(data),
-            regions,
-            reply,
-        )
+        if wait or (self._queue and self._overlaps(offset, end)):
+            self._hold(offset, end, reply, self._write, offset, data, regions, fua, reply)
+        else:
+            self.host.when_clear(offset, end, reply, self._write, offset, data, regions, fua, reply)
 
     def _write(self, offset: int, data: bytes, regions: range, fua: bool, reply: Reply) -> None:
-        self.x.volume.write(offset, data)  # an OSError: see _admit
-        self.x.wrote(offset, len(data))
-        stream = self.x.stream
-        if stream.healthy and not self.ahead:
-            n = -(-len(data) // stream.chunk_bytes)
-            settle = self._settler(regions)
-            stream.publish_data(offset, data, settle if n == 1 else Countdown(n, settle))
-            if stream.outstanding_bytes > self.backlog_bytes:
-                self._go_ahead()
-        else:
-            self.bitmap.fail(regions)  # stays dirty: a catch-up (or the recovery) sends it
-        if fua:
-            self.x.durable_locally(reply)
-        else:
-            reply(0, "")
+        if self.host.disk_failed:  # admitted before the volume failed: refuse it now
+            self._refuse(regions, reply)
+            return
+        try:
+            self.volume.write(offset, data)
+            self.host.wrote(offset, len(data))
+            stream = self.stream
+            if stream.healthy and not self.ahead:
+                n = -(-len(data) // stream.chunk_bytes)
+                settle = self._settler(regions)
+                stream.publish_data(offset, data, settle if n == 1 else Countdown(n, settle))
+                if stream.outstanding_bytes > self.backlog_bytes:
+                    self._go_ahead()
+            else:
+                self.bitmap.fail(regions)  # stays dirty: a catch-up (or the recovery) sends it
+            if fua:
+                self.host.durable_locally(reply)
+            else:
+                reply(0, "")
+        except OSError as exc:
+            self._failed("write", exc, offset, len(data), regions, reply)
 
     def zero(
         self, offset: int, length: int, trim: bool, punch: bool, fua: bool, reply: Reply
     ) -> None:
-        if self.x.refuse_if_failed(reply):
+        if self.host.refuse_if_failed(reply):
             return
+        end = offset + length
         regions, wait = self.bitmap.mark(offset, length)
-        self._admit(
-            wait,
-            lambda: self._zero(offset, length, trim, punch, regions, fua, reply),
-            offset,
-            offset + length,
-            regions,
-            reply,
-            "zero",
-        )
+        args = (offset, length, trim, punch, regions, fua, reply)
+        if wait or (self._queue and self._overlaps(offset, end)):
+            self._hold(offset, end, reply, self._zero, *args)
+        else:
+            self.host.when_clear(offset, end, reply, self._zero, *args)
 
     def _zero(
         self,
@@ -269,15 +337,19 @@ class AsyncMode:
         fua: bool,
         reply: Reply,
     ) -> None:
+        host = self.host
+        if host.disk_failed:  # admitted before the volume failed: refuse it now
+            self._refuse(regions, reply)
+            return
 
         def zeroed(exc: OSError | None) -> None:
             if exc is not None:
                 self.bitmap.fail(regions)  # the bits stay: resent once the volume works again
-                reply(*self.x.io_failed("zero", exc, offset, length))
+                reply(*host.io_failed("zero", exc, offset, length))
                 return
-            self.x.wrote(offset, length)
-            if self.x.stream.healthy and not self.ahead:
-                self.x.stream.publish(
+            host.wrote(offset, length)
+            if self.stream.healthy and not self.ahead:
+                self.stream.publish(
                     "Zero",
                     {"offset": offset, "length": length, "trim": trim},
                     self._settler(regions),
@@ -285,21 +357,34 @@ class AsyncMode:
             else:
                 self.bitmap.fail(regions)
             if fua:
-                self.x.durable_locally(reply)
+                host.durable_locally(reply)
             else:
                 reply(0, "")
 
-        self.x.zero_locally(offset, length, punch, zeroed, reply)
+        try:
+            host.zero_locally(offset, length, punch, zeroed, reply)
+        except OSError as exc:
+            self._failed("zero", exc, offset, length, regions, reply)
+
+    def _refuse(self, regions: range, reply: Reply) -> None:
+        self.bitmap.fail(regions)
+        self.host.refuse_if_failed(reply)
+
+    def _failed(
+        self, op: str, exc: OSError, offset: int, length: int, regions: range, reply: Reply
+    ) -> None:
+        self.bitmap.fail(regions)  # the bits stay: resent once the volume works again
+        reply(*self.host.io_failed(op, exc, offset, length))
 
     def flush(self, reply: Reply) -> None:
         """Durable locally (volume and bitmap); the Flush event goes to Kafka in the background."""
 
         def run() -> None:
-            if self.x.refuse_if_failed(reply):
+            if self.host.refuse_if_failed(reply):
                 return
-            if self.x.stream.healthy and not self.ahead:
-                self.x.stream.publish("Flush", {"fua": False})
-            self.x.durable_locally(reply, bitmap=True)
+            if self.stream.healthy and not self.ahead:
+                self.stream.publish("Flush", {"fua": False})
+            self.host.durable_locally(reply, bitmap=True)
 
         if self._queue:
             self._queue.append((0, 0, run))  # after the requests that are waiting for the bitmap
@@ -308,40 +393,17 @@ class AsyncMode:
 
     # --- ordering around the bitmap's msync -------------------------------------------------------
     def _settler(self, regions: range) -> Callable[[bool], None]:
-        bitmap = self.bitmap
-        return lambda ok: bitmap.release(regions) if ok else bitmap.fail(regions)
+        return partial(_settle, self.bitmap, regions)
 
-    def _admit(
-        self,
-        wait: bool,
-        run: Callable[[], None],
-        offset: int,
-        end: int,
-        regions: range,
-        reply: Reply,
-        op: str = "write",
+    def _hold(
+        self, offset: int, end: int, reply: Reply, run: Callable[..., None], *args: Any
     ) -> None:
-        """Run the request now, unless its bits are not durable yet or it overlaps a request that
-        waits (overlapping writes keep their order; others may pass, as concurrent requests may)."""
-
-        def guarded() -> None:
-            if self.x.health.failed:  # admitted before the volume failed: refuse it now
-                self.bitmap.fail(regions)
-                self.x.refuse_if_failed(reply)
-                return
-            try:
-                run()
-            except OSError as exc:
-                self.bitmap.fail(regions)  # the bits stay: resent once the volume works again
-                reply(*self.x.io_failed(op, exc, offset, end - offset))
-
-        def gated() -> None:  # and behind a zeroing it overlaps (zeroing.py)
-            self.x.when_clear(offset, end, guarded, reply)
-
-        if not wait and not (self._queue and self._overlaps(offset, end)):
-            gated()
-            return
-        self._queue.append((offset, end, gated))
+        """Queue `run(*args)` until the bitmap's msync covers its bits (overlapping writes keep
+        their order; others may pass, as concurrent requests may); it still waits for a zeroing
+        it overlaps (zeroing.py)."""
+        self._queue.append(
+            (offset, end, partial(self.host.when_clear, offset, end, reply, run, *args))
+        )
         if not self._syncing:
             self._syncing = True
             asyncio.get_running_loop().create_task(self._sync_bitmap())
@@ -363,7 +425,7 @@ class AsyncMode:
                         # The dirty marks cannot be made durable, so these writes may not be
                         # acknowledged: fail the volume (what waited is refused just below) until
                         # a probe finds its disks working.
-                        self.x.io_failed("bitmap", exc, 0, 0)
+                        self.host.io_failed("bitmap", exc, 0, 0)
                     finally:
                         self.bitmap.end_sync()
                     metrics.BITMAP_SYNC.observe(time.perf_counter() - t0)
@@ -380,17 +442,17 @@ class AsyncMode:
     def _go_ahead(self) -> None:
         if not self.ahead:
             self.ahead = True
-            metrics.AHEAD.labels(self.x.name).set(1)
+            metrics.AHEAD.labels(self.host.name).set(1)
             log.warning(
                 "kafka is behind: writes only mark the dirty bitmap until it catches up",
-                volume=self.x.name,
-                backlog_bytes=self.x.stream.outstanding_bytes,
+                volume=self.host.name,
+                backlog_bytes=self.stream.outstanding_bytes,
             )
         if self._catching_up is None or self._catching_up.done():
             self._catching_up = asyncio.get_running_loop().create_task(self._catch_up())
 
     async def _catch_up(self) -> None:
-        stream = self.x.stream
+        stream = self.stream
         while True:
             await stream.backlog_below(self.backlog_bytes // 4)
             if not stream.healthy:
@@ -399,11 +461,11 @@ class AsyncMode:
             ranges = self.bitmap.dirty_ranges(only_orphans=True)
             if not ranges:
                 break
-            await self.x.sync_regions("DELTA", ranges)
+            await self.host.sync_regions("DELTA", ranges)
             if not self.ahead and stream.healthy and not self.bitmap.orphans():
                 break
-        metrics.AHEAD.labels(self.x.name).set(0)
-        log.info("caught up with kafka", volume=self.x.name, seq=stream.seq)
+        metrics.AHEAD.labels(self.host.name).set(0)
+        log.info("caught up with kafka", volume=self.host.name, seq=stream.seq)
 
     def stream_healthy(self) -> None:
         pass
@@ -413,3 +475,11 @@ class AsyncMode:
 
     def in_flight(self) -> int:
         return len(self._queue)
+
+
+def _settle(bitmap: DirtyBitmap, regions: range, ok: bool) -> None:
+    """An async-mode event's delivery: its regions are clean once acked, else stay dirty."""
+    if ok:
+        bitmap.release(regions)
+    else:
+        bitmap.fail(regions)
