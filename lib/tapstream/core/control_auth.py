@@ -28,7 +28,7 @@ import json
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from prometheus_client import Counter
 
@@ -103,14 +103,16 @@ def _mac(key: bytes, cmd: Mapping[str, Any]) -> str:
     return hmac.new(key, canonical(cmd), hashlib.sha256).hexdigest()
 
 
-def sign(cmd: Mapping[str, Any], ring: Keyring) -> dict[str, Any]:
-    """`cmd` with key_id and signature; unsigned (both None) when `ring` has no signing key."""
+C = TypeVar("C", bound=Mapping[str, Any])  # a dict, or a core.records.Command
+
+
+def sign(cmd: C, ring: Keyring) -> C:
+    """A copy of `cmd` with key_id and signature; unsigned (both None) when `ring` has no signing key."""
     out = {**cmd, "key_id": None, "signature": None}
-    if ring.signing is None:
-        return out
-    out["key_id"] = ring.signing
-    out["signature"] = _mac(ring.keys[ring.signing], out)
-    return out
+    if ring.signing is not None:
+        out["key_id"] = ring.signing
+        out["signature"] = _mac(ring.keys[ring.signing], out)
+    return cast(C, out)
 
 
 def signature_problem(cmd: Mapping[str, Any], ring: Keyring) -> str | None:

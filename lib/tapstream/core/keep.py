@@ -10,8 +10,11 @@ A release without a tag releases every tag of the checkpoint.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from tapstream.core.records import Command, CommandKind
 
 DEFAULT_TAG = "kept"
 
@@ -28,9 +31,9 @@ class TagRequest:
     volumes: tuple[str, ...] = ()
 
 
-def parse_tag_command(cmd: dict[str, Any]) -> TagRequest | None:
+def parse_tag_command(cmd: Mapping[str, Any]) -> TagRequest | None:
     """The request a decoded Command carries, or None when it is not a usable CHECKPOINT_TAG."""
-    if cmd.get("kind") != "CHECKPOINT_TAG" or not cmd.get("checkpoint_id"):
+    if cmd.get("kind") != CommandKind.CHECKPOINT_TAG or not cmd.get("checkpoint_id"):
         return None
     args = cmd.get("args") or {}
     keep = str(args.get("keep", "true")).strip().lower() not in ("false", "0", "no")
@@ -56,12 +59,12 @@ def tag_command(
     ts: int,
     reason: str = "",
     extra: dict[str, str] | None = None,
-) -> dict[str, Any]:
+) -> Command:
     """A CHECKPOINT_TAG Command record (the same shape the analyzer publishes)."""
     return {
         "id": str(uuid.uuid4()),
         "group": group,
-        "kind": "CHECKPOINT_TAG",
+        "kind": CommandKind.CHECKPOINT_TAG,
         "sender": sender,
         "ts": ts,
         "checkpoint_id": checkpoint_id,

@@ -15,6 +15,7 @@ byte with a codec cached per registry URL, which is what `tapstream tail` needs.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any, Protocol
 
@@ -35,8 +36,9 @@ SCHEMAS = RECORDS  # the record types: DiskEvent, Command, DomainEvent, Alert, P
 class Codec(Protocol):
     """Record dicts to bytes and back, in one of the two encodings."""
 
-    def encode(self, name: str, record: dict[str, Any]) -> bytes:
-        """Encode `record` with the current schema called `name` (e.g. "DiskEvent"); EncodeError
+    def encode(self, name: str, record: Mapping[str, Any]) -> bytes:
+        """Encode `record` (a dict, or a core.records TypedDict) with the current schema called
+        `name` (e.g. "DiskEvent"); EncodeError
         if it does not fit; RegistryUnavailable if the registry must be asked and cannot be."""
         ...
 

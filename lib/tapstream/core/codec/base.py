@@ -8,6 +8,7 @@ decode(encode(x)) == x. Timestamps are int microseconds both ways (encode also t
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
 from typing import Any
 
 from fastavro import schemaless_reader, schemaless_writer
@@ -37,7 +38,7 @@ class AvroCodec:
             raise EncodeError(f"unknown record type {name!r}; one of {', '.join(self._schemas)}")
         return schema
 
-    def encode(self, name: str, record: dict[str, Any]) -> bytes:
+    def encode(self, name: str, record: Mapping[str, Any]) -> bytes:
         """Encode `record` with the current schema called `name` (e.g. "DiskEvent")."""
         schema = self._schema(name)
         return write_record(self._prefix(name), schema.parsed, record)
@@ -74,7 +75,7 @@ class AvroCodec:
         return record
 
 
-def write_record(prefix: bytes, parsed: Any, record: dict[str, Any]) -> bytes:
+def write_record(prefix: bytes, parsed: Any, record: Mapping[str, Any]) -> bytes:
     """`prefix` followed by the Avro body of `record`."""
     body = record.get("body")
     if isinstance(body, tuple):

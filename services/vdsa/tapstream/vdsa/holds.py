@@ -20,6 +20,7 @@ from tapstream.core.durable import atomic_write
 from tapstream.core.kafka import AsyncProducer, make_consumer, partitions_now, producer_config
 from tapstream.core.keep import Keeps, TagRequest, parse_tag_command, tag_command
 from tapstream.core.logging import get_logger
+from tapstream.core.records import Command
 from tapstream.core.settings import TapstreamSettings
 
 log = get_logger("tapstream.vdsa.holds")
@@ -153,7 +154,7 @@ async def send_tag(
     keep: bool,
     sender: str = "cli",
     reason: str = "",
-) -> dict[str, object]:
+) -> Command:
     """Publish a CHECKPOINT_TAG command on the protected cluster's control topic; returns the command."""
     codec = make_codec(settings)
     command = sign(
