@@ -3,8 +3,10 @@ the old one, fsync the directory (without the last step the rename itself may be
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 
 def fsync_dir(path: Path) -> None:
@@ -40,3 +42,11 @@ def atomic_write(path: Path, data: str | bytes, mode: int | None = None) -> None
             pass
         raise
     fsync_dir(path.parent)
+
+
+def atomic_write_json(
+    path: Path, obj: Any, *, mode: int | None = None, indent: int | None = None
+) -> None:
+    """`atomic_write` of `obj` as JSON: compact, or indented for people with a final newline."""
+    text = json.dumps(obj) if indent is None else json.dumps(obj, indent=indent) + "\n"
+    atomic_write(path, text, mode)

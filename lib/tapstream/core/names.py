@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import re
 
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+# Anchored, so JSON Schema / pydantic `pattern`s can use it as is; '..' is refused apart.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+NAME = re.compile(NAME_PATTERN)
 
 
 class InvalidName(ValueError):

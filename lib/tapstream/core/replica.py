@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tapstream.core.durable import atomic_write
+from tapstream.core.durable import atomic_write_json
 from tapstream.core.names import check_name
 
 
@@ -50,7 +50,7 @@ class Replica:
         return Position(**{k: v for k, v in saved.items() if k in known})
 
     def save_position(self, pos: Position) -> None:
-        atomic_write(self.pos_file, json.dumps(asdict(pos)))
+        atomic_write_json(self.pos_file, asdict(pos))
 
     def open(self, size: int = 0) -> int:
         self.image.parent.mkdir(parents=True, exist_ok=True)

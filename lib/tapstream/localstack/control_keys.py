@@ -7,9 +7,10 @@ every service, test and `make demo` signs and verifies with it, and a restarted 
 from __future__ import annotations
 
 import json
-import os
 import secrets
 from pathlib import Path
+
+from tapstream.core.durable import atomic_write_json
 
 FILE = "control-keys.json"
 
@@ -20,11 +21,8 @@ def control_key_env(root: Path) -> dict[str, str]:
     if not path.exists():
         root.mkdir(parents=True, exist_ok=True)
         key_id = f"local-{secrets.token_hex(4)}"
-        body = json.dumps({"key_id": key_id, "keys": {key_id: secrets.token_urlsafe(32)}})
-        fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(body)
-        os.replace(path.with_suffix(".tmp"), path)
+        body = {"key_id": key_id, "keys": {key_id: secrets.token_urlsafe(32)}}
+        atomic_write_json(path, body, mode=0o600)
     saved = json.loads(path.read_text())
     return {
         "TAPSTREAM_CONTROL_KEYS": json.dumps(saved["keys"], separators=(",", ":")),

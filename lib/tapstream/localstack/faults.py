@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tapstream.core.durable import atomic_write_json
+
 DEFAULT = Path("bench/results/faults.json")
 # Column order of the table; a row may hold more keys (they are kept in the file, not printed).
 COLUMNS = ("scenario", "fault", "load", "acked", "lost", "halted", "recover_s", "rpo_max_s",
@@ -42,9 +44,7 @@ def record(row: dict[str, Any], path: Path | None = None) -> None:
     path = path or Path(os.environ.get("TAPSTREAM_FAULTS_FILE") or DEFAULT)
     row = {**row, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(merge(load(path), row), indent=2) + "\n")
-    tmp.replace(path)
+    atomic_write_json(path, merge(load(path), row), indent=2)
 
 
 def table(rows: list[dict[str, Any]]) -> str:

@@ -31,3 +31,18 @@ def test_a_replica_is_never_built_from_an_invalid_name(
     with pytest.raises(InvalidName):
         Replica(tmp_path / "replicas", group, volume)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["disk0", "a\n", "a..b", "-x"])
+def test_the_pattern_for_schemas_agrees_with_valid_name(name: str) -> None:
+    from pydantic import TypeAdapter, ValidationError, constr
+
+    from tapstream.core.names import NAME_PATTERN
+
+    adapter = TypeAdapter(constr(pattern=NAME_PATTERN))
+    try:
+        adapter.validate_python(name)
+        matched = ".." not in name  # the pattern leaves '..' to be refused apart
+    except ValidationError:
+        matched = False
+    assert matched == valid_name(name)

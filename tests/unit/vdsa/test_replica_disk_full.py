@@ -22,19 +22,19 @@ def test_kept_json_on_a_full_disk_is_retried_not_fatal(
 ) -> None:
     follower = HoldFollower(VdsaSettings(), ["g1"], lambda req, kept: None, tmp_path)
     assert follower.keeps.apply(TagRequest("g1", "cp1", "gold", True, "", 1, "test"))
-    real = holds.atomic_write
+    real = holds.atomic_write_json
 
-    def full(path: Path, data: str | bytes) -> None:
+    def full(path: Path, obj: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(holds, "atomic_write", full)
+    monkeypatch.setattr(holds, "atomic_write_json", full)
     with capture_logs() as logs:
         follower._save("g1")
         follower._save("g1")
     assert [e["log_level"] for e in logs] == ["error"]
     assert logs[0]["file"] == str(tmp_path / "g1" / "kept.json")
     assert follower._unsaved == {"g1"}
-    monkeypatch.setattr(holds, "atomic_write", real)
+    monkeypatch.setattr(holds, "atomic_write_json", real)
     with capture_logs() as logs:
         follower._save("g1")
     assert [e["event"] for e in logs] == ["kept checkpoints saved again"]

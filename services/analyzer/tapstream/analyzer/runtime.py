@@ -25,6 +25,7 @@ from tapstream.analyzer import metrics
 from tapstream.analyzer.sdk import AlertRequest, Analyzer, Dispatcher, Event, VolumeMeta
 from tapstream.analyzer.settings import AnalyzerSettings
 from tapstream.core import logging as tlog
+from tapstream.core.clock import now_us
 from tapstream.core.codec import make_codec
 from tapstream.core.dlq import DeadLetters, Poison, PoisonReason, classify
 from tapstream.core.kafka import TopicSpec, client_config, ensure_topics
@@ -192,7 +193,7 @@ def build_app(analyzer: Analyzer, settings: AnalyzerSettings, partitions: int) -
             "details": {
                 **req.details,
                 "analyzer": name,
-                "published_ts": str(time.time_ns() // 1000),
+                "published_ts": str(now_us()),
             },
         }
         await alerts.send(key=req.volume.encode(), value=codec.encode("Alert", record))
@@ -213,7 +214,7 @@ def build_app(analyzer: Analyzer, settings: AnalyzerSettings, partitions: int) -
                 "group": group,
                 "kind": "CHECKPOINT_TAG",
                 "sender": f"analyzer.{name}",
-                "ts": time.time_ns() // 1000,
+                "ts": now_us(),
                 "checkpoint_id": cp.id,
                 "tag": settings.analyzer_last_clean_tag,
                 "volumes": [req.volume],

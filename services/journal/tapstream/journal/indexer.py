@@ -10,6 +10,7 @@ from typing import Any
 
 from aiokafka import ConsumerRecord
 
+from tapstream.core.clock import now_us
 from tapstream.core.codec import make_codec
 from tapstream.core.control_auth import Verifier
 from tapstream.core.dlq import DeadLetters, Poison, PoisonReason, classify
@@ -133,7 +134,7 @@ class Journal:
                             continue
                         if cmd.get("group") not in self.s.journal_groups:
                             continue
-                        if not verifier.accept(cmd, time.time_ns() // 1000):
+                        if not verifier.accept(cmd, now_us()):
                             continue
                         req = parse_tag_command(cmd)
                         if req and req.group in self.s.journal_groups:

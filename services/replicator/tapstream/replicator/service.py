@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import time
 
+from tapstream.core.clock import now_us
 from tapstream.core.codec import make_codec
 from tapstream.core.kafka import (
     AsyncProducer,
@@ -75,7 +76,7 @@ class Replicator:
             return
         metrics.LAG.labels(group).set(lag.records)
         metrics.RPO.labels(group).set(lag.rpo_s)
-        now = time.time_ns() // 1000
+        now = now_us()
         value = self.codec.encode(
             "Progress",
             {

@@ -26,7 +26,7 @@ from aiokafka import TopicPartition
 from tapstream.core.codec import make_codec
 from tapstream.core.contract import Cursor, Halt
 from tapstream.core.dlq import classify
-from tapstream.core.durable import atomic_write
+from tapstream.core.durable import atomic_write_json
 from tapstream.core.kafka import make_consumer, wait_for_partitions
 from tapstream.core.logging import get_logger
 from tapstream.core.replay import apply_body
@@ -196,21 +196,19 @@ class ReverseApplier:
             os.fdatasync(self.vols[name].fd)
             self.vols[name].bitmap.sync()
         self.state_file.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(
+        atomic_write_json(
             self.state_file,
-            json.dumps(
-                {
-                    "offsets": self.offsets,
-                    "volumes": {
-                        n: {
-                            **v.cursor.to_json(),
-                            "checkpoints": v.checkpoints,
-                            "changed_bytes": v.changed_bytes,
-                        }
-                        for n, v in self.vols.items()
-                    },
-                }
-            ),
+            {
+                "offsets": self.offsets,
+                "volumes": {
+                    n: {
+                        **v.cursor.to_json(),
+                        "checkpoints": v.checkpoints,
+                        "changed_bytes": v.changed_bytes,
+                    }
+                    for n, v in self.vols.items()
+                },
+            },
         )
 
     def _halt(self, v: _Vol, halt: Halt) -> None:

@@ -29,6 +29,7 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
+from tapstream.core.clock import now_us
 from tapstream.core.codec import make_codec
 from tapstream.core.contract import Cursor, Halt
 from tapstream.core.dlq import DeadLetters, Poison, PoisonReason, classify
@@ -163,7 +164,7 @@ class Applier:
                 applied: dict[TopicPartition, int] = {}
                 first: dict[TopicPartition, int] = {}
                 touched: set[tuple[str, str]] = set()
-                now = time.time_ns() // 1000
+                now = now_us()
                 for tp, msgs in batch.items():
                     if msgs:
                         first[tp] = msgs[0].offset
@@ -442,7 +443,7 @@ class Applier:
 
     async def _publish_progress(self) -> None:
         assert self._producer is not None
-        now = time.time_ns() // 1000
+        now = now_us()
         for (group, volume), st in self.volumes.items():
             halt = st.cursor.halt
             if halt is not None and self.halts is not None:

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
+from tapstream.core.clock import now_us
 from tapstream.core.codec import DecodeError, make_codec
 from tapstream.core.control_auth import Keyring, Verifier, sign
 from tapstream.core.kafka import (
@@ -27,12 +28,6 @@ log = get_logger("tapstream.vdsa.coordinator")
 
 class CheckpointFailed(RuntimeError):
     """No crash-consistent cut could be agreed; the message says which tappers did not answer."""
-
-
-def _now_us() -> int:
-    import time
-
-    return time.time_ns() // 1000
 
 
 class Coordinator:
@@ -95,7 +90,7 @@ class Coordinator:
                 except DecodeError:
                     continue
                 ours = self.groups is None or cmd["group"] in self.groups
-                if ours and self.verifier.accept(cmd, _now_us()):
+                if ours and self.verifier.accept(cmd, now_us()):
                     self._on(cmd)
                 if msg.offset + 1 >= end:
                     self._caught_up.set()
@@ -127,7 +122,7 @@ class Coordinator:
             "group": group,
             "kind": kind,
             "sender": "vdsa",
-            "ts": _now_us(),
+            "ts": now_us(),
             "checkpoint_id": checkpoint_id,
             "tag": tag,
             "volumes": [],
@@ -139,7 +134,7 @@ class Coordinator:
     async def checkpoint(self, group: str, tag: str | None = None) -> str:
         """Agree a crash-consistent cut across every live tapper of `group`; returns its id."""
         async with self._lock:
-            expected = frozenset(self.live.live(group, _now_us()))
+            expected = frozenset(self.live.live(group, now_us()))
             if not expected:
                 raise CheckpointFailed(
                     f"no live tapper serves group {group!r} (none announced in the last "
@@ -159,7 +154,7 @@ class Coordinator:
                         f"checkpoint of {group!r} aborted: {sorted(rnd.missing())} did not hold in "
                         f"{self.prepare_timeout_s}s; no marker was written"
                     ) from None
-                await self._send("CHECKPOINT_COMMIT", group, cp, tag, {"cut_ts": str(_now_us())})
+                await self._send("CHECKPOINT_COMMIT", group, cp, tag, {"cut_ts": str(now_us())})
             finally:
                 self._rounds.pop(cp, None)
             log.info(

@@ -14,6 +14,7 @@ import time
 import uuid
 from typing import Any
 
+from tapstream.core.clock import now_us
 from tapstream.core.codec import Codec
 from tapstream.core.control_auth import Keyring, sign
 from tapstream.core.kafka import AsyncProducer, producer_config
@@ -36,7 +37,7 @@ def resync_command(group: str, volume: str, sender: str, reason: str) -> dict[st
         "group": group,
         "kind": "RESYNC",
         "sender": sender,
-        "ts": time.time_ns() // 1000,
+        "ts": now_us(),
         "checkpoint_id": None,
         "tag": None,
         "volumes": [volume],
@@ -68,7 +69,7 @@ class HaltReporter:
             offset=offset,
             heal=heal_command(group, volume),
         )
-        now = time.time_ns() // 1000
+        now = now_us()
         alert = {
             "id": str(uuid.uuid5(HALT_NS, f"{group}/{volume}/{halt['seq']}/{halt['reason']}")),
             "kind": "halt",

@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 
+from tapstream.core.clock import now_us
 from tapstream.core.codec import DecodeError, make_codec
 from tapstream.core.control_auth import Keyring, Verifier, sign
-from tapstream.core.durable import atomic_write
+from tapstream.core.durable import atomic_write_json
 from tapstream.core.kafka import AsyncProducer, make_consumer, partitions_now, producer_config
 from tapstream.core.keep import Keeps, TagRequest, parse_tag_command, tag_command
 from tapstream.core.logging import get_logger
@@ -74,7 +74,7 @@ class HoldFollower:
             return
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(path, json.dumps(self.keeps.dump(group)))
+            atomic_write_json(path, self.keeps.dump(group))
         except OSError as exc:
             if group not in self._unsaved:
                 log.error(
@@ -134,7 +134,7 @@ class HoldFollower:
                             continue
                         if cmd.get("group") not in self.groups:
                             continue  # another VDSA's: neither checked nor counted here
-                        if not self.verifier.accept(cmd, time.time_ns() // 1000):
+                        if not self.verifier.accept(cmd, now_us()):
                             continue
                         req = parse_tag_command(cmd)
                         if req is None or req.group not in self.groups:
@@ -158,7 +158,7 @@ async def send_tag(
     """Publish a CHECKPOINT_TAG command on the protected cluster's control topic; returns the command."""
     codec = make_codec(settings)
     command = sign(
-        tag_command(group, checkpoint_id, tag, keep, sender, time.time_ns() // 1000, reason),
+        tag_command(group, checkpoint_id, tag, keep, sender, now_us(), reason),
         Keyring.from_settings(settings),
     )
     producer = AsyncProducer(producer_config(settings, settings.protected_bootstrap, linger_ms=0))
