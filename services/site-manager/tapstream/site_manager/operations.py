@@ -38,7 +38,7 @@ from tapstream.core.logging import get_logger
 from tapstream.core.ports import free_port
 from tapstream.core.replica import Replica
 from tapstream.core.settings import TapstreamSettings
-from tapstream.site_manager import metrics, paths
+from tapstream.site_manager import delta, metrics, paths
 from tapstream.site_manager.domain import DomainError, Invalid, ProtectionGroup
 from tapstream.site_manager.domain import aggregates as a
 from tapstream.site_manager.domain import commands as c
@@ -57,7 +57,6 @@ if TYPE_CHECKING:
     from tapstream.site_manager.service import SiteManager
 
 log = get_logger("tapstream.site_manager.operations")
-GRANULE = 64 * 1024  # the tappers' dirty-bitmap granule (TapperSettings default)
 RECOVERY_KINDS = ("failover-test", "failover", "move")
 
 
@@ -457,7 +456,7 @@ class Operations:
             {v.name: self.volume_path(v) for v in g.volumes().values()},
             self.dir / "reverse" / f"{g.id}.json",
             self.tapper_state(g),
-            GRANULE,
+            delta.GRANULE,
         )
         await applier.start()
         self.reverse[g.id] = applier
@@ -754,53 +753,37 @@ class Operations:
         await self.supervisor.stop(f"vdsa-protected-{group}")
         # What this site wrote after the promoted checkpoint (an unplanned failover leaves some; a
         # move none) must be undone: the recovery site sends those regions again from its volumes.
-        delta = await asyncio.to_thread(self._written_after, g, cp)
-        delta_bytes = sum(b - a for ranges in delta.values() for a, b in ranges)
+        changed = await asyncio.to_thread(self._written_after, g, cp)
+        delta_bytes = sum(b - a for ranges in changed.values() for a, b in ranges)
         await self.progress(
             op,
             "regions written here after the checkpoint",
             delta_bytes,
-            message=json.dumps({v: len(r) for v, r in delta.items()}),
+            message=json.dumps({v: len(r) for v, r in changed.items()}),
         )
         applier = await self.start_reverse(g)
         await self.progress(
             op, "applying the recovery site's writes to the original volumes", message=applier.topic
         )
         if delta_bytes:
-            await self.control(
-                group,
-                "RESYNC",
-                {v: ",".join(f"{a}-{b}" for a, b in r) for v, r in delta.items() if r},
-                site=g.target_site,
-            )
+            await self.control(group, "RESYNC", delta.resync_args(changed), site=g.target_site)
         await self.sm.execute("group", group, c.StartReverse(op, delta_bytes))
         return {"topic": applier.topic, "delta_bytes": str(delta_bytes)}
 
     def _written_after(self, g: ProtectionGroup, cp: str) -> dict[str, list[tuple[int, int]]]:
         """Per volume, the byte ranges this site's stream changed after checkpoint `cp`'s marker, plus
-        what its tapper's dirty bitmap holds (written here, never published), in GRANULE units."""
+        what its tapper's dirty bitmap holds (written here, never published), in granules."""
         from tapstream.core.replay import read_stream
         from tapstream.tapper.dirty_bitmap import DirtyBitmap
 
         settings = self.settings_for(g.source_site)
-        after: dict[str, bool] = {}
-        granules: dict[str, set[int]] = {v: set() for v in g.volumes()}
-
-        def mark(vol: str, a: int, b: int) -> None:
-            granules[vol].update(range(a // GRANULE, -(-b // GRANULE)))
-
-        for _p, _o, rec in read_stream(
-            client_config(settings), settings.topic(f"writes.{g.id}"), make_codec(settings)
-        ):
-            vol = rec["volume"]
-            if vol not in granules:
-                continue
-            kind, body = rec["body"]
-            if kind == "Checkpoint" and body["id"] == cp:
-                after[vol] = True
-            elif after.get(vol) and kind in ("Write", "Zero", "SyncBlock"):
-                mark(vol, body["offset"], body["offset"] + body["length"])
-        missing = [v for v in granules if not after.get(v)]
+        records = (
+            rec
+            for _p, _o, rec in read_stream(
+                client_config(settings), settings.topic(f"writes.{g.id}"), make_codec(settings)
+            )
+        )
+        granules, missing = delta.written_after(records, cp, g.volumes())
         if missing:
             raise OperationFailed(
                 f"checkpoint {cp} is not in this site's stream for {missing}: cannot tell what "
@@ -810,22 +793,14 @@ class Operations:
             path = self.tapper_state(g) / f"{vol}.dirty"
             if path.exists():
                 size = self.volume_path(v).stat().st_size
-                bitmap = DirtyBitmap(path, size, GRANULE)
-                for a, b in bitmap.dirty_ranges():
-                    mark(vol, a, b)
+                bitmap = DirtyBitmap(path, size, delta.GRANULE)
+                for start, end in bitmap.dirty_ranges():
+                    delta.mark(granules[vol], start, end)
                 bitmap.close()
-        out: dict[str, list[tuple[int, int]]] = {}
-        for vol, gs in granules.items():
-            size = self.volume_path(g.volumes()[vol]).stat().st_size
-            ranges: list[tuple[int, int]] = []
-            for r in sorted(gs):
-                a, b = r * GRANULE, min(size, (r + 1) * GRANULE)
-                if ranges and ranges[-1][1] == a:
-                    ranges[-1] = (ranges[-1][0], b)
-                else:
-                    ranges.append((a, b))
-            out[vol] = ranges
-        return out
+        return {
+            vol: delta.to_ranges(gs, self.volume_path(g.volumes()[vol]).stat().st_size)
+            for vol, gs in granules.items()
+        }
 
     async def _failback(self, op: str, group: str, _: str) -> dict[str, str]:
         await self.sm.execute("group", group, c.BeginFailover(op, "failback"))
