@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from tapstream.analyzer.encryption_window import VolumeWindow, WindowRules
+import json
+
+from tapstream.analyzer.encryption_window import VolumeWindow, WindowRules, WindowState
 from tapstream.analyzer.scoring import Verdict
 
 S = 1_000_000
@@ -58,3 +60,11 @@ def test_state_survives_a_round_trip_and_redelivery_is_seen() -> None:
     w.on_blocks(2, T0 + 1, [SUS] * 8, RULES)
     again = VolumeWindow.from_dict(w.to_dict())
     assert again == w and again.seen(2) and not again.seen(3)
+
+
+def test_the_state_is_saved_as_its_string_and_read_back_as_the_enum() -> None:
+    w = VolumeWindow("v1", state=WindowState.ALERTED)
+    saved = json.loads(json.dumps(w.to_dict()))
+    assert saved["state"] == "alerted"
+    again = VolumeWindow.from_dict(saved)
+    assert again.state is WindowState.ALERTED and again == w

@@ -16,11 +16,20 @@ The last clean checkpoint is the newest checkpoint marker before the onset in th
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from tapstream.analyzer.scoring import Verdict
 
 MAX_CHECKPOINTS = 128
+
+
+class WindowState(StrEnum):
+    """Where a volume stands in the state machine above (saved in the faust table as its value)."""
+
+    QUIET = "quiet"
+    SUSPECT = "suspect"
+    ALERTED = "alerted"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +69,7 @@ class VolumeWindow:
     """Everything the detector keeps per volume; `to_dict`/`from_dict` for the faust table."""
 
     volume: str
-    state: str = "quiet"
+    state: WindowState = WindowState.QUIET
     window_start: int = 0  # us; 0 = no window yet
     data_blocks: int = 0
     suspicious: int = 0
@@ -75,12 +84,14 @@ class VolumeWindow:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        d["state"] = self.state.value  # a plain string for the table's serializer
         d["checkpoints"] = [[c.seq, c.ts, c.id, c.tag] for c in self.checkpoints]
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> VolumeWindow:
         d = dict(d)
+        d["state"] = WindowState(d.get("state", WindowState.QUIET))
         d["checkpoints"] = [CheckpointSeen(*c) for c in d.get("checkpoints", [])]
         return cls(**d)
 
@@ -110,14 +121,14 @@ class VolumeWindow:
                 self.fresh_high += 1
             elif v == Verdict.SUSPICIOUS:
                 self.suspicious += 1
-                if self.state == "quiet":
-                    self.state, self.onset_seq, self.onset_ts = "suspect", seq, ts
-        if self.state != "suspect" or self.suspicious < rules.min_blocks:
+                if self.state == WindowState.QUIET:
+                    self.state, self.onset_seq, self.onset_ts = WindowState.SUSPECT, seq, ts
+        if self.state != WindowState.SUSPECT or self.suspicious < rules.min_blocks:
             return None
         share = self.suspicious / self.data_blocks
         if share < rules.min_share:
             return None
-        self.state, self.quiet_windows = "alerted", 0
+        self.state, self.quiet_windows = WindowState.ALERTED, 0
         self.alerts += 1
         return Detection(
             volume=self.volume,
@@ -162,10 +173,10 @@ class VolumeWindow:
 
     def _close(self, rules: WindowRules) -> None:
         quiet = self.suspicious < rules.min_blocks
-        if self.state == "suspect" and quiet:
-            self.state, self.onset_seq, self.onset_ts = "quiet", 0, 0
-        elif self.state == "alerted":
+        if self.state == WindowState.SUSPECT and quiet:
+            self.state, self.onset_seq, self.onset_ts = WindowState.QUIET, 0, 0
+        elif self.state == WindowState.ALERTED:
             self.quiet_windows = self.quiet_windows + 1 if quiet else 0
             if self.quiet_windows >= rules.cooldown_windows:
-                self.state, self.onset_seq, self.onset_ts = "quiet", 0, 0
+                self.state, self.onset_seq, self.onset_ts = WindowState.QUIET, 0, 0
         self.data_blocks = self.suspicious = self.fresh_high = self.zero_blocks = 0
