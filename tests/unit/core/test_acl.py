@@ -23,6 +23,7 @@ MANAGERS = {"site-manager-protected", "site-manager-recovery"}
 RUN_BY: dict[str, set[str]] = {
     "lib/tapstream/core/dlq.py": {"journal", "vdsa-recovery", "analyzer"} | MANAGERS,
     "lib/tapstream/core/replay.py": MANAGERS,
+    "lib/tapstream/core/tag_follower.py": {"journal", "vdsa-recovery"},
     "services/tapper/": {"tapper"},
     "services/vdsa/tapstream/vdsa/coordinator.py": {"vdsa-protected", "cli"} | MANAGERS,
     "services/vdsa/tapstream/vdsa/service.py": {"vdsa-recovery"},
@@ -251,7 +252,7 @@ def test_the_scan_sees_the_code() -> None:
     """The scan finds the uses it is meant to (else an empty scan would pass everything)."""
     seen = {(u.path.split("/")[-1], u.names[0], u.operation) for u in USES}
     assert ("halts.py", "tapstream.control", "Write") in seen
-    assert ("holds.py", "protected.tapstream.control", "Read") in seen
+    assert ("tag_follower.py", "protected.tapstream.control", "Read") in seen
     assert ("event_log.py", "tapstream.events", "Write") in seen
     assert ("event_log.py", "tapstream.events", "Create") in seen
     assert ("runtime.py", "tapstream.control", "Write") in seen  # faust: control.send

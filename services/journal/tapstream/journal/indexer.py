@@ -10,13 +10,12 @@ from typing import Any
 
 from aiokafka import ConsumerRecord
 
-from tapstream.core.clock import now_us
 from tapstream.core.codec import make_codec
-from tapstream.core.control_auth import Verifier
 from tapstream.core.dlq import DeadLetters, Poison, PoisonReason, classify
 from tapstream.core.kafka import make_consumer, wait_for_partitions
-from tapstream.core.keep import TagRequest, parse_tag_command
+from tapstream.core.keep import TagRequest
 from tapstream.core.logging import get_logger
+from tapstream.core.tag_follower import TagFollower
 from tapstream.journal import metrics
 from tapstream.journal.rows import to_rows, unusable
 from tapstream.journal.settings import JournalSettings
@@ -111,48 +110,27 @@ class Journal:
         """Record CHECKPOINT_TAG commands of our groups from the mirrored control topic. Always read from
         the beginning (no committed offsets): a dropped or rebuilt index gets its tags back, and
         recording a command twice changes nothing."""
-        topic = self.s.mirrored(self.s.topic("control"))
-        # The same rule as the recovery VDSA's: the index must not show a kept checkpoint released.
-        verifier = Verifier(self.s, "journal", acts_on={"CHECKPOINT_TAG"})
-        consumer = make_consumer(self.s, group_id=None, metadata_max_age_ms=2000)
-        await consumer.start()
-        try:
-            tps = await wait_for_partitions(
-                consumer, topic
-            )  # mirrored: appears with the first write
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
-            while True:
-                batch = await consumer.getmany(timeout_ms=1000, max_records=1000)
-                requests: list[TagRequest] = []
-                for msgs in batch.values():
-                    for msg in msgs:
-                        cmd, poison = classify(msg.value, self.codec, "Command")
-                        if cmd is None:
-                            assert poison is not None
-                            self._dead_letter(msg, poison)
-                            continue
-                        if cmd.get("group") not in self.s.journal_groups:
-                            continue
-                        if not verifier.accept(cmd, now_us()):
-                            continue
-                        req = parse_tag_command(cmd)
-                        if req and req.group in self.s.journal_groups:
-                            requests.append(req)
-                if requests:
-                    await self.store.tag(requests)
-                    for r in requests:
-                        log.info(
-                            "checkpoint tag recorded",
-                            group=r.group,
-                            checkpoint=r.checkpoint_id,
-                            tag=r.tag,
-                            keep=r.keep,
-                            reason=r.reason,
-                            sender=r.sender,
-                        )
-        finally:
-            await consumer.stop()
+        # The same reader as the recovery VDSA's holds: the index must not show a kept checkpoint
+        # released.
+        follower = TagFollower(
+            self.s, self.s.journal_groups, "journal", on_poison=self._dead_letter, absent_poll_s=1.0
+        )
+        await follower.run(self._record_tags)
+
+    async def _record_tags(self, requests: list[TagRequest]) -> None:
+        if not requests:
+            return
+        await self.store.tag(requests)
+        for r in requests:
+            log.info(
+                "checkpoint tag recorded",
+                group=r.group,
+                checkpoint=r.checkpoint_id,
+                tag=r.tag,
+                keep=r.keep,
+                reason=r.reason,
+                sender=r.sender,
+            )
 
     async def _progress(self) -> None:
         """Follow the replicas' applied positions, so restorability is known and old rows trimmed."""

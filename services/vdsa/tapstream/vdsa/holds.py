@@ -14,14 +14,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tapstream.core.clock import now_us
-from tapstream.core.codec import DecodeError, make_codec
-from tapstream.core.control_auth import Keyring, Verifier, sign
+from tapstream.core.codec import make_codec
+from tapstream.core.control_auth import Keyring, sign
 from tapstream.core.durable import atomic_write_json
-from tapstream.core.kafka import AsyncProducer, make_consumer, partitions_now, producer_config
-from tapstream.core.keep import Keeps, TagRequest, parse_tag_command, tag_command
+from tapstream.core.kafka import AsyncProducer, producer_config
+from tapstream.core.keep import Keeps, TagRequest, tag_command
 from tapstream.core.logging import get_logger
 from tapstream.core.records import Command
 from tapstream.core.settings import TapstreamSettings
+from tapstream.core.tag_follower import TagFollower
 
 log = get_logger("tapstream.vdsa.holds")
 
@@ -38,16 +39,13 @@ class HoldFollower:
         on_change: OnChange,
         state_dir: Path | None = None,
     ) -> None:
-        self.s = settings
         self.groups = set(groups)
         self.state_dir = state_dir
-        self.codec = make_codec(settings)
         self.keeps = Keeps()
-        # An unsigned release would let the replica run past a checkpoint kept after an alert.
-        self.verifier = Verifier(settings, "vdsa", acts_on={"CHECKPOINT_TAG"})
         self.on_change = on_change
-        self.caught_up = asyncio.Event()
-        self.topic = settings.mirrored(settings.topic("control"))
+        self.follower = TagFollower(settings, groups, "vdsa", on_caught_up=self._caught_up)
+        self.caught_up = self.follower.caught_up
+        self.topic = self.follower.topic
         self._task: asyncio.Task[None] | None = None
         self._unsaved: set[str] = set()  # groups whose kept.json could not be written
 
@@ -100,50 +98,23 @@ class HoldFollower:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
 
+    def _caught_up(self) -> None:
+        log.info(
+            "control topic read",
+            topic=self.topic,
+            kept={g: sorted(self.keeps.kept_ids(g)) for g in sorted(self.groups)},
+        )
+
+    async def _apply(self, requests: list[TagRequest]) -> None:
+        for group in list(self._unsaved):
+            self._save(group)
+        for req in requests:
+            if self.keeps.apply(req):
+                self._save(req.group)
+                self.on_change(req, self.keeps.kept(req.group, req.checkpoint_id))
+
     async def _run(self) -> None:
-        consumer = make_consumer(self.s, group_id=None, metadata_max_age_ms=2000)
-        await consumer.start()
-        try:
-            tps = await partitions_now(consumer, self.topic)
-            # No mirrored control topic yet: nothing was ever asked to be kept; it is read once it appears.
-            while not tps:
-                self.caught_up.set()
-                await asyncio.sleep(2)
-                tps = await partitions_now(consumer, self.topic)
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
-            end = await consumer.end_offsets(tps)
-            while True:
-                if not self.caught_up.is_set() and all(
-                    [await consumer.position(tp) >= end[tp] for tp in tps]
-                ):
-                    log.info(
-                        "control topic read",
-                        topic=self.topic,
-                        kept={g: sorted(self.keeps.kept_ids(g)) for g in sorted(self.groups)},
-                    )
-                    self.caught_up.set()
-                batch = await consumer.getmany(timeout_ms=500, max_records=1000)
-                for group in list(self._unsaved):
-                    self._save(group)
-                for msgs in batch.values():
-                    for msg in msgs:
-                        try:
-                            _, cmd = self.codec.decode(msg.value)
-                        except DecodeError:
-                            continue
-                        if cmd.get("group") not in self.groups:
-                            continue  # another VDSA's: neither checked nor counted here
-                        if not self.verifier.accept(cmd, now_us()):
-                            continue
-                        req = parse_tag_command(cmd)
-                        if req is None or req.group not in self.groups:
-                            continue
-                        if self.keeps.apply(req):
-                            self._save(req.group)
-                            self.on_change(req, self.keeps.kept(req.group, req.checkpoint_id))
-        finally:
-            await consumer.stop()
+        await self.follower.run(self._apply)
 
 
 async def send_tag(
