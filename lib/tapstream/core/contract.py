@@ -16,11 +16,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any
 
 import crc32c
 
-Verdict = Literal["apply", "duplicate", "halted", "heal"]
+
+class Verdict(StrEnum):
+    """What an applier does with a record (`Cursor.check`)."""
+
+    APPLY = "apply"  # the next event, sound: apply it, then `advance`
+    DUPLICATE = "duplicate"  # at or below the cursor: already applied, skip
+    HALTED = "halted"  # the volume is halted and this does not heal it: skip
+    HEAL = "heal"  # a sync that rewrites everything: apply it, lifting the halt or crossing a gap
+
+
 OPEN_SYNCS_REMEMBERED = 32  # a tapper that crashed mid-sync never closes it; forget the oldest
 
 
@@ -60,15 +69,15 @@ class Cursor:
         """What to do with `record` (this volume's DiskEvent); raises Halt. Changes nothing."""
         seq = record["seq"]
         if seq <= self.seq:
-            return "duplicate"
+            return Verdict.DUPLICATE
         branch, body = record["body"]
         if self.halt is not None or seq != self.seq + 1:
             # A sync that rewrites everything makes whatever came before it irrelevant: a hole
             # right before it (Kafka lost events, the tapper resends the volume) heals at once.
             if heals(branch, body, blank=self.seq == 0):
-                return "heal"
+                return Verdict.HEAL
             if self.halt is not None:
-                return "halted"
+                return Verdict.HALTED
         if seq != self.seq + 1:
             raise Halt(
                 HaltReason.GAP,
@@ -84,7 +93,7 @@ class Cursor:
                 "SyncStart",
                 seq,
             )
-        return "apply"
+        return Verdict.APPLY
 
     def advance(self, record: dict[str, Any]) -> None:
         """After `record` was applied (verdict apply or heal): move past it."""

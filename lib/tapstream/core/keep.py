@@ -12,7 +12,8 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from enum import StrEnum
+from typing import Any
 
 from tapstream.core.records import Command, CommandKind
 
@@ -120,7 +121,13 @@ class Keeps:
                 self.apply(TagRequest(group, cp, tag, bool(keep), "", int(ts), "saved"))
 
 
-Action = Literal["apply", "skip", "apply-and-hold", "hold"]
+class Action(StrEnum):
+    """What the recovery VDSA does with a volume's next record (`decide`)."""
+
+    APPLY = "apply"
+    SKIP = "skip"  # applied before
+    APPLY_AND_HOLD = "apply-and-hold"  # a kept checkpoint's marker: apply it and stop there
+    HOLD = "hold"  # that marker again after a restart: stop without applying
 
 
 def decide(
@@ -133,5 +140,5 @@ def decide(
     marker after a restart (seq == applied_seq) holds again rather than moving on.
     """
     if branch == "Checkpoint" and seq >= applied_seq and kept.kept(group, body["id"]):
-        return "apply-and-hold" if seq > applied_seq else "hold"
-    return "apply" if seq > applied_seq else "skip"
+        return Action.APPLY_AND_HOLD if seq > applied_seq else Action.HOLD
+    return Action.APPLY if seq > applied_seq else Action.SKIP
