@@ -12,8 +12,8 @@ from tapstream.core.kafka import client_config
 from tapstream.core.settings import TapstreamSettings
 from tapstream.localstack import processes, readiness
 from tapstream.localstack.jvm import java_command, java_env
-from tapstream.localstack.mirrormaker import MirrorTuning, mirrormaker_properties
 from tapstream.localstack.properties import log4j2_config, render
+from tapstream.replicator.mirrormaker import MirrorTuning, mirrormaker_properties
 
 MAIN = "org.apache.kafka.connect.mirror.MirrorMaker"
 

@@ -6,9 +6,9 @@ from pathlib import Path
 from tapstream.core.settings import TapstreamSettings
 from tapstream.localstack import LocalStackSettings, Stack
 from tapstream.localstack.layout import overlapping, site_nodes
-from tapstream.localstack.mirrormaker import MirrorTuning, mirrormaker_properties
 from tapstream.localstack.properties import broker_properties, initial_controllers
 from tapstream.localstack.toxiproxy import ProxySpec
+from tapstream.replicator.mirrormaker import MirrorTuning, mirrormaker_properties
 
 VOTERS = ((1, 29093), (2, 29103), (3, 29113))
 

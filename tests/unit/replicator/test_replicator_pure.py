@@ -1,8 +1,8 @@
 """The replicator's pure parts: RPO arithmetic and the Strimzi resources from the MM2 source."""
 
 from tapstream.core.settings import TapstreamSettings
-from tapstream.localstack.mirrormaker import MirrorTuning, mirrormaker_properties
 from tapstream.replicator.lag import rpo_seconds
+from tapstream.replicator.mirrormaker import MirrorTuning, mirrormaker_properties
 from tapstream.replicator.strimzi import kafka_mirror_maker2
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from tapstream.core.settings import TapstreamSettings
-from tapstream.localstack.mirrormaker import MirrorTuning, mirrormaker_properties
+from tapstream.replicator.mirrormaker import MirrorTuning, mirrormaker_properties
 
 CONNECTOR_KEYS = {
     "source": (

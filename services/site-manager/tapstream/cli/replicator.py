@@ -19,8 +19,8 @@ def mm2_config(
     rf: Annotated[int, typer.Option(help="Replication factor of MM2's internal topics.")] = 1,
 ) -> None:
     """Print mm2.properties for a dedicated MirrorMaker 2 between the two sites."""
-    from tapstream.localstack.mirrormaker import MirrorTuning, mirrormaker_properties
     from tapstream.localstack.properties import render
+    from tapstream.replicator.mirrormaker import MirrorTuning, mirrormaker_properties
 
     typer.echo(
         render(
@@ -38,7 +38,7 @@ def strimzi(
     namespace: Annotated[str | None, typer.Option()] = None,
 ) -> None:
     """Print the Strimzi KafkaMirrorMaker2 resources (one per direction) as YAML."""
-    from tapstream.localstack.mirrormaker import MirrorTuning
+    from tapstream.replicator.mirrormaker import MirrorTuning
     from tapstream.replicator.strimzi import kafka_mirror_maker2
 
     docs = kafka_mirror_maker2(

@@ -5,7 +5,7 @@ import re
 from pydantic import SecretStr
 
 from tapstream.core.settings import TapstreamSettings
-from tapstream.localstack.mirrormaker import MirrorTuning, mirrormaker_properties, topics_pattern
+from tapstream.replicator.mirrormaker import MirrorTuning, mirrormaker_properties, topics_pattern
 
 
 def settings(**kw: object) -> TapstreamSettings:
