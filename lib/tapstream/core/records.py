@@ -160,11 +160,18 @@ class Alert(TypedDict):
     details: NotRequired[dict[str, str]]
 
 
+class ProgressSource(StrEnum):
+    """`Progress.source`, the service that reports (a string in the schema, not an Avro enum)."""
+
+    VDSA = "vdsa"  # the recovery VDSA: a volume's applied position, RPO, halts
+    REPLICATOR = "replicator"  # MirrorMaker 2's lag for a whole group (volume "*")
+
+
 class Progress(TypedDict):
     group: str
     volume: str
     site: str
-    source: str  # vdsa, replicator, journal
+    source: str  # a ProgressSource
     applied_seq: int
     applied_ts: int
     applied_offset: int

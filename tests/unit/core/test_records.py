@@ -120,3 +120,8 @@ def test_a_command_built_with_the_enum_encodes_as_its_symbol() -> None:
     _, got = codec.decode(codec.encode("Command", dict(command)))
     assert got["kind"] == "CHECKPOINT_TAG" and type(got["kind"]) is str
     assert got["args"] == {} and got["key_id"] is None  # defaults filled in
+
+
+def test_each_progress_source_is_one_the_schema_names() -> None:
+    doc = next(f for f in schema_of("Progress")["fields"] if f["name"] == "source")["doc"]
+    assert all(source.value in doc for source in records.ProgressSource)

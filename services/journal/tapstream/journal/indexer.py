@@ -15,6 +15,7 @@ from tapstream.core.dlq import DeadLetters, Poison, PoisonReason, classify
 from tapstream.core.kafka import make_consumer, wait_for_partitions
 from tapstream.core.keep import TagRequest
 from tapstream.core.logging import get_logger
+from tapstream.core.records import ProgressSource
 from tapstream.core.tag_follower import TagFollower
 from tapstream.journal import metrics
 from tapstream.journal.rows import to_rows, unusable
@@ -146,7 +147,7 @@ class Journal:
                     assert poison is not None
                     self._dead_letter(msg, poison)
                     continue
-                if p["source"] == "vdsa" and p["group"] in self.s.journal_groups:
+                if p["source"] == ProgressSource.VDSA and p["group"] in self.s.journal_groups:
                     await self.store.set_applied(p["group"], p["volume"], p["applied_seq"])
                 if time.monotonic() - last_trim > 10:
                     for g in self.s.journal_groups:

@@ -17,6 +17,7 @@ from tapstream.core.kafka import (
     producer_config,
 )
 from tapstream.core.logging import get_logger
+from tapstream.core.records import ProgressSource
 from tapstream.replicator import metrics
 from tapstream.replicator.lag import LagProbe
 from tapstream.replicator.settings import ReplicatorSettings
@@ -83,7 +84,7 @@ class Replicator:
                 "group": group,
                 "volume": "*",
                 "site": "recovery",
-                "source": "replicator",
+                "source": ProgressSource.REPLICATOR,
                 "applied_seq": 0,
                 "applied_ts": now,
                 "applied_offset": lag.newest_offset - lag.records,

@@ -37,6 +37,7 @@ from tapstream.core.kafka import AsyncProducer, make_consumer, producer_config
 from tapstream.core.keep import TagRequest, decide
 from tapstream.core.logging import get_logger
 from tapstream.core.names import valid_name
+from tapstream.core.records import ProgressSource
 from tapstream.core.replay import apply_body
 from tapstream.core.replica import Position, Replica
 from tapstream.vdsa import metrics
@@ -455,7 +456,7 @@ class Applier:
                     "group": group,
                     "volume": volume,
                     "site": "recovery",
-                    "source": "vdsa",
+                    "source": ProgressSource.VDSA,
                     "applied_seq": st.pos.seq,
                     "applied_ts": st.pos.ts,
                     "applied_offset": st.pos.offset,
