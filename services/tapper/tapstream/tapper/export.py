@@ -22,8 +22,9 @@ from tapstream.tapper import metrics
 from tapstream.tapper.checkpoint import GroupGate
 from tapstream.tapper.dirty_bitmap import DirtyBitmap
 from tapstream.tapper.local_health import LocalHealth, Range, merge
-from tapstream.tapper.modes import AsyncMode, Reply, SyncMode, WriteMode, os_error
+from tapstream.tapper.modes import AsyncMode, SyncMode, WriteMode
 from tapstream.tapper.protocol.constants import Err
+from tapstream.tapper.protocol.errors import Reply, os_error
 from tapstream.tapper.publish import SeqFile, VolumeStream, continue_after, now_us
 from tapstream.tapper.settings import VolumeSpec
 from tapstream.tapper.volume import Volume

@@ -27,7 +27,6 @@ path allocates no closure: a request's step goes to `Host.when_clear` as a metho
 from __future__ import annotations
 
 import asyncio
-import errno
 import time
 from collections import deque
 from collections.abc import Callable
@@ -38,19 +37,11 @@ from tapstream.core.logging import get_logger
 from tapstream.tapper import metrics
 from tapstream.tapper.dirty_bitmap import DirtyBitmap
 from tapstream.tapper.protocol.constants import Err
+from tapstream.tapper.protocol.errors import Reply
 from tapstream.tapper.publish import Countdown, VolumeStream
 from tapstream.tapper.volume import Volume
 
 log = get_logger("tapstream.tapper.modes")
-
-Reply = Callable[[int, str], None]  # (NBD error, message): 0 means success
-
-
-def os_error(exc: BaseException) -> int:
-    """The NBD error for a failed local operation."""
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        return Err.ENOSPC
-    return Err.EIO
 
 
 class Host(Protocol):

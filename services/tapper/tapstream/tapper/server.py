@@ -29,12 +29,10 @@ from typing import Any, cast
 from tapstream.core.logging import get_logger
 from tapstream.tapper import metrics
 from tapstream.tapper.export import Export
-from tapstream.tapper.modes import os_error
 from tapstream.tapper.protocol import frames
 from tapstream.tapper.protocol.constants import (
     CMD_FLAG_FUA,
     CMD_FLAG_NO_HOLE,
-    REQUEST_MAGIC,
     TF_CAN_MULTI_CONN,
     TF_HAS_FLAGS,
     TF_SEND_FLUSH,
@@ -44,7 +42,8 @@ from tapstream.tapper.protocol.constants import (
     Cmd,
     Err,
 )
-from tapstream.tapper.protocol.frames import REQUEST, ProtocolError
+from tapstream.tapper.protocol.errors import os_error
+from tapstream.tapper.protocol.frames import REQUEST, ProtocolError, Request, parse_request
 from tapstream.tapper.protocol.handshake import BlockSizes, ExportInfo, Negotiation, TlsMode
 from tapstream.tapper.protocol.transmission import check_request
 from tapstream.tapper.tls import TlsCredentials
@@ -62,6 +61,7 @@ TRANSMISSION_FLAGS = (
     | TF_SEND_WRITE_ZEROES
     | TF_CAN_MULTI_CONN
 )
+HEADER = REQUEST.size  # a request's fixed part (28 bytes)
 MAX_INFLIGHT = 256  # requests per connection before we stop reading (back-pressure)
 MAX_BUFFERED = 64 * 1024 * 1024
 
@@ -226,48 +226,38 @@ class NbdConnection(asyncio.Protocol):
                         Err.EINVAL,
                         "write larger than the maximum payload",
                     )
-                if end - pos < 28:
+                if end - pos < HEADER:
                     break
-                magic, flags, typ, handle, offset, length = REQUEST.unpack_from(buf, pos)
-                if magic != REQUEST_MAGIC:
-                    raise ProtocolError(f"bad request magic {magic:#x}")
+                req = parse_request(buf, pos)
                 payload = b""
-                if typ == Cmd.WRITE:
-                    if length > BLOCKS.maximum:
-                        pos += 28
-                        self.skip, self._skipped = (
-                            length,
-                            handle,
-                        )  # read past its payload, then refuse
+                if req.type == Cmd.WRITE:
+                    length = req.length
+                    if length > BLOCKS.maximum:  # read past its payload, then refuse
+                        pos += HEADER
+                        self.skip, self._skipped = length, req.handle
                         self._begin()
                         continue
-                    if end - pos < 28 + length:
+                    if end - pos < HEADER + length:
                         break
-                    payload = bytes(buf[pos + 28 : pos + 28 + length])
-                    pos += 28 + length
+                    payload = bytes(buf[pos + HEADER : pos + HEADER + length])
+                    pos += HEADER + length
                 else:
-                    pos += 28
-                self._dispatch(flags, typ, handle, offset, length, payload)
+                    pos += HEADER
+                self._dispatch(req, payload)
         finally:
             del buf[:pos]
         self._update_reading()
 
-    def _dispatch(
-        self, flags: int, typ: int, handle: int, offset: int, length: int, payload: bytes
-    ) -> None:
+    def _dispatch(self, req: Request, payload: bytes) -> None:
         export = self.export
         assert export is not None
+        flags, typ, handle, offset, length = req.flags, req.type, req.handle, req.offset, req.length
         if typ == Cmd.DISC:
             self.disconnecting = True
             self._maybe_close()
             return
         self._begin()
-        error = check_request(
-            frames.Request(flags, typ, handle, offset, length),
-            export.volume.size,
-            self.aligned,
-            BLOCKS,
-        )
+        error = check_request(req, export.volume.size, self.aligned, BLOCKS)
         if error:
             self._answer(handle, typ, 0, error, "invalid request")
             return
