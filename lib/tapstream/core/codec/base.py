@@ -15,7 +15,7 @@ from fastavro import schemaless_reader, schemaless_writer
 from fastavro.read import SchemaResolutionError
 
 from tapstream.core.codec.exceptions import DecodeError, EncodeError
-from tapstream.core.codec.fast_write import Data, check_layout, write_event
+from tapstream.core.codec.fast_write import Data, DataEncoder, check_layout
 from tapstream.core.codec.schemas import NAMESPACE, Schema, current
 
 
@@ -60,9 +60,8 @@ class AvroCodec:
         Same bytes as encode("DiskEvent", ...) with length=len(data) and checksum=crc32c(data)
         unless given. `data` may be a memoryview; it is copied once, into the result.
         """
-        return write_event(
-            self._prefix("DiskEvent"), volume, seq, ts, host, group, offset, data, checksum, sync_id
-        )
+        encoder = DataEncoder(self._prefix("DiskEvent"), volume, host, group)
+        return encoder.encode(seq, ts, offset, data, checksum, sync_id)
 
     def decode(self, data: bytes) -> tuple[str, dict[str, Any]]:
         raise NotImplementedError

@@ -21,11 +21,11 @@ import crc32c
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from tapstream.core.codec import Codec, DecodeError
+from tapstream.core.codec.fast_write import DataEncoder
 from tapstream.core.durable import atomic_write
 from tapstream.core.kafka import AsyncProducer
 from tapstream.core.logging import get_logger
 from tapstream.tapper import metrics
-from tapstream.tapper.event_encoder import WriteEncoder
 
 _log = get_logger("tapstream.tapper.publish")
 Done = Callable[[bool], None]  # called once per event: True when Kafka acked it
@@ -43,7 +43,7 @@ class VolumeStream:
         topic: str,
         host: str,
         producer: AsyncProducer,
-        encoder: WriteEncoder,
+        codec: Codec,
         last_seq: int,
         chunk_bytes: int,
         mode: str,
@@ -63,7 +63,10 @@ class VolumeStream:
         self.healthy = True
         self.chunk_bytes = chunk_bytes
         self._producer = producer
-        self._encoder = encoder
+        self._codec = codec
+        # Write and SyncBlock events skip the generic path (fast_write.py); it refuses at start a
+        # codec whose DiskEvent it does not write byte for byte.
+        self._data = DataEncoder.learn(codec.encode, volume, host, group)
         self._on_failure = on_failure
         self._idle: list[asyncio.Future[None]] = []
         self._below: list[tuple[int, asyncio.Future[None]]] = []
@@ -75,7 +78,15 @@ class VolumeStream:
     ) -> asyncio.Future[Any]:
         """An event other than Write/SyncBlock (Zero, Flush, Checkpoint, SyncStart, SyncEnd)."""
         self.seq += 1
-        return self._send(self._encoder.encode(self.seq, now_us(), branch, body), done)
+        record = {
+            "volume": self.volume,
+            "seq": self.seq,
+            "ts": now_us(),
+            "host": self.host,
+            "group": self.group,
+            "body": (branch, body),
+        }
+        return self._send(self._codec.encode("DiskEvent", record), done)
 
     def publish_data(
         self,
@@ -86,16 +97,11 @@ class VolumeStream:
     ) -> int:
         """One Write (or, with `sync_id`, SyncBlock) per chunk of `data`; `done` runs once per chunk.
         Returns the number of events."""
-        branch = "Write" if sync_id is None else "SyncBlock"
         n, step = len(data), self.chunk_bytes
+        encode = self._data.encode
         if n <= step:
             self.seq += 1
-            self._send(
-                self._encoder.encode_data(
-                    self.seq, now_us(), branch, offset, data, crc32c.crc32c(data), sync_id
-                ),
-                done,
-            )
+            self._send(encode(self.seq, now_us(), offset, data, crc32c.crc32c(data), sync_id), done)
             return 1
         view = memoryview(data)
         count = 0
@@ -103,9 +109,7 @@ class VolumeStream:
             chunk = view[start : start + step]
             self.seq += 1
             self._send(
-                self._encoder.encode_data(
-                    self.seq, now_us(), branch, offset + start, chunk, crc32c.crc32c(chunk), sync_id
-                ),
+                encode(self.seq, now_us(), offset + start, chunk, crc32c.crc32c(chunk), sync_id),
                 done,
             )
             count += 1

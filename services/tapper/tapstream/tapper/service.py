@@ -21,7 +21,6 @@ from tapstream.core.logging import get_logger
 from tapstream.tapper import metrics
 from tapstream.tapper.checkpoint import Checkpoints, GroupGate
 from tapstream.tapper.dirty_bitmap import DirtyBitmap
-from tapstream.tapper.event_encoder import WriteEncoder
 from tapstream.tapper.export import Export
 from tapstream.tapper.fencing import Fences
 from tapstream.tapper.publish import SeqFile, VolumeStream, continue_after, last_seq
@@ -191,7 +190,6 @@ class Tapper:
             seq_file,
             inline_zero_bytes=s.tapper_inline_zero_bytes,
         )
-        encoder = WriteEncoder(self.codec, spec.name, s.tapper_host_id, spec.group)
         export.attach(
             VolumeStream(
                 spec.name,
@@ -199,7 +197,7 @@ class Tapper:
                 topic,
                 s.tapper_host_id,
                 self.producer,
-                encoder,
+                self.codec,
                 seq,
                 s.tapper_chunk_bytes,
                 spec.mode,
