@@ -21,11 +21,13 @@ $(STAMP): pyproject.toml
 system-deps:
 	@bash deploy/local/install-system-deps.sh
 
+# SECURE=1: the secured two-site stack (SASL_SSL + SCRAM-SHA-512, one Kafka principal per service
+# with the ACL table's grants), in <state>/secured on ports of its own.
 up: setup system-deps
-	$(PY) -m tapstream.localstack up
+	$(PY) -m tapstream.localstack up $(if $(SECURE),--secure)
 
 down: setup
-	$(PY) -m tapstream.localstack down
+	$(PY) -m tapstream.localstack down $(if $(SECURE),--secure)
 
 status: setup
 	$(PY) -m tapstream.localstack status
@@ -81,9 +83,8 @@ bench-mirror: up
 validate-deploy: setup
 	$(PY) -m pytest tests/unit/deploy tests/unit/core/test_acl.py -q
 
-# A secured Kafka node of its own (SASL_SSL + SCRAM-SHA-512, StandardAuthorizer, the ACL table's
-# users and ACLs): a service is refused what the table does not grant. Not in `make test` (the
-# node's start takes 30 s to 2 min on a busy machine).
+# Only the tests on the secured two-site stack (SASL_SSL + SCRAM-SHA-512, StandardAuthorizer, the
+# ACL table's users and grants, NBD TLS, API tokens over HTTPS); `make test` runs them too.
 .PHONY: secured
 secured: setup system-deps
 	$(PY) -m pytest -m secured tests/integration/secured

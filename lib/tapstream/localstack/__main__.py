@@ -13,9 +13,10 @@ from rich.console import Console
 from rich.table import Table
 
 from tapstream.core.settings import load
-from tapstream.localstack.classpath import ClasspathError
+from tapstream.localstack.classpath import ClasspathError, resolve
 from tapstream.localstack.processes import rss_kib
 from tapstream.localstack.readiness import NotReady
+from tapstream.localstack.secured_stack import SecuredSites
 from tapstream.localstack.settings import LocalStackSettings
 from tapstream.localstack.stack import Stack
 
@@ -29,9 +30,53 @@ def _stack() -> Stack:
     return Stack(load(LocalStackSettings))
 
 
+Secure = Annotated[
+    bool,
+    typer.Option(
+        "--secure",
+        help="The secured stack: SASL_SSL + SCRAM, ACLs per service, its own home and ports.",
+    ),
+]
+
+
+def _secured() -> SecuredSites:
+    s = load(LocalStackSettings)
+    return SecuredSites(
+        s.root / "secured",
+        {"protected": s.secured_kafka_ports[0], "recovery": s.secured_kafka_ports[1]},
+        {"protected": s.secured_pg_ports[0], "recovery": s.secured_pg_ports[1]},
+    )
+
+
+def _secured_up() -> None:
+    s = load(LocalStackSettings)
+    sites = _secured()
+    t0 = time.monotonic()
+    try:
+        with console.status("starting the secured stack") as status:
+            sites.up(resolve(s.root, s.maven_repo), s.ready_timeout_s, status.update)
+    except (NotReady, ClasspathError, RuntimeError, TimeoutError) as exc:
+        console.print(f"[red]make up SECURE=1 failed:[/] {exc}")
+        console.print("`make down SECURE=1` stops what was started.")
+        raise typer.Exit(1) from None
+    console.print(f"[green]secured stack up[/] in {time.monotonic() - t0:.1f}s")
+    table = Table("component", "state", "pid", "port")
+    for name, pid, port in sites.status():
+        table.add_row(name, "[green]up[/]" if pid else "[red]down[/]", str(pid or "-"),
+                      str(port or "-"))  # fmt: skip
+    Console().print(table)
+    Console().print(
+        f"one settings file per service principal (SASL user, password, CA): {sites.home / 'env'}\n"
+        f"  e.g. TAPSTREAM_ENV_FILE={sites.home / 'env' / 'cli.env'} .venv/bin/tapstream status"
+    )
+
+
 @app.command()
-def up() -> None:
+def up(secure: Secure = False) -> None:
     """Start both sites (or reuse what runs) and wait until every part answers."""
+    if secure:
+        _secured_up()
+        return
     stack = _stack()
     t0 = time.monotonic()
     try:
@@ -48,9 +93,9 @@ def up() -> None:
 
 
 @app.command()
-def down() -> None:
+def down(secure: Secure = False) -> None:
     """Stop everything this stack started (data is kept; `make clean` removes it)."""
-    stopped = _stack().down()
+    stopped = _secured().down() if secure else _stack().down()
     console.print(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'}")
 
 

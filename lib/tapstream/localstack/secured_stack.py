@@ -5,8 +5,9 @@ both, and a Postgres per site. Every tapstream process gets the environment of O
 
 One CA and one password file serve both clusters (a principal that crosses the sites has the same
 password on both, as in core/acl.py). Everything lives under its own home; nothing of the default
-stack changes. `python -m tapstream.localstack up --secure` (`make up SECURE=1`) and the secured
-integration tests start it.
+stack changes. `python -m tapstream.localstack up --secure` (`make up SECURE=1`: home `<state dir>/secured`, the
+ports of LocalStackSettings.secured_*) and the secured integration tests (their own home and free
+ports) start it.
 """
 
 from __future__ import annotations
@@ -107,6 +108,22 @@ class SecuredSites:
         }
         return TapstreamSettings(_env_file=None, **(values | overrides))
 
+    def write_env_files(self) -> Path:
+        """<home>/env/<service>.env (mode 0600) for every principal: run any process as it with
+        `TAPSTREAM_ENV_FILE=<that file>`. Returns the folder."""
+        folder = self.home / "env"
+        folder.mkdir(parents=True, exist_ok=True)
+        for service in self.principals:
+            body = "".join(
+                f"{k}={v}\n"
+                for k, v in self.variables(service).items()
+                if k != "TAPSTREAM_ENV_FILE"
+            )
+            fd = os.open(folder / f"{service}.env", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(body)
+        return folder
+
     # --- lifecycle ------------------------------------------------------------------------------
     def up(
         self, classpath: str, timeout_s: float = 180, say: Callable[[str], None] | None = None
@@ -140,6 +157,19 @@ class SecuredSites:
         ):
             since = 0.0  # already running with this configuration: any heartbeat will do
         self.mirrormaker.wait_ready(mm_settings, since, timeout_s, tell, secured=True)
+        self.write_env_files()
+
+    def status(self) -> list[tuple[str, int | None, int | None]]:
+        """(component, pid or None, port)."""
+        rows: list[tuple[str, int | None, int | None]] = [
+            (f"kafka-{site}", node.node.pid(), node.port) for site, node in self.kafka.items()
+        ]
+        rows.append(("mirrormaker", self.mirrormaker.pid(), None))
+        rows += [
+            (f"postgres-{site}", postgres.pid(self.home / "pg" / site), self.pg_ports[site])
+            for site in CLUSTERS
+        ]
+        return rows
 
     def down(self) -> list[str]:
         stopped = ["mirrormaker"] if self.mirrormaker.stop() else []

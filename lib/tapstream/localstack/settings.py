@@ -41,6 +41,14 @@ class LocalStackSettings(TapstreamSettings):
         Path.home() / ".cache" / "tapstream" / "toxiproxy",
         description="Where the built toxiproxy server is kept, one directory per version.",
     )
+    secured_kafka_ports: tuple[int, int] = Field(
+        (29092, 29192),
+        description="`up --secure` (make up SECURE=1): client ports of the secured protected and "
+        "recovery brokers (each controller on the port + 1).",
+    )
+    secured_pg_ports: tuple[int, int] = Field(
+        (25432, 25433), description="`up --secure`: PostgreSQL ports of the secured sites."
+    )
     kafka_heap: str = Field("512m", description="-Xmx of each broker JVM.")
     kafka_retention_check_ms: int | None = Field(
         None,
