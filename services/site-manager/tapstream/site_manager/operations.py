@@ -50,6 +50,8 @@ from tapstream.site_manager.domain.services import (
     TAPPER,
     desired_roles,
 )
+from tapstream.site_manager.errors import OperationFailed
+from tapstream.site_manager.journal_reader import JournalReader
 from tapstream.site_manager.reverse import ReverseApplier
 from tapstream.site_manager.supervisor import Supervisor
 
@@ -58,10 +60,6 @@ if TYPE_CHECKING:
 
 log = get_logger("tapstream.site_manager.operations")
 RECOVERY_KINDS = ("failover-test", "failover", "move")
-
-
-class OperationFailed(RuntimeError):
-    """A step of an operation failed; the message says which and what to do."""
 
 
 class Operations:
@@ -83,6 +81,7 @@ class Operations:
         self._busy: set[str] = set()  # groups whose services an operation of ours is changing
         self._pending: set[str] = set()  # being reconciled now
         self._producers: dict[str, AsyncProducer] = {}
+        self.journal = JournalReader(self.s.database_url)
 
     # --- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -109,6 +108,8 @@ class Operations:
             )
         for p in self._producers.values():
             await p.stop()
+        with contextlib.suppress(Exception):
+            await self.journal.stop()
 
     async def _fail_interrupted(self) -> None:
         """Operations this site was running when its manager stopped: fail them, release the group."""
@@ -269,16 +270,7 @@ class Operations:
         """The journal's checkpoints (recovery site); elsewhere the ones taken through a site manager."""
         if self.site != self.group(group).target_site:
             return self.recorded_checkpoints(group)
-        from tapstream.journal.store import JournalStore
-
-        store = JournalStore(self.s.database_url)
-        await store.start()
-        try:
-            return [
-                {k: v for k, v in r.items() if k != "cut"} for r in await store.checkpoints(group)
-            ]
-        finally:
-            await store.stop()
+        return await self.journal.checkpoints(group)
 
     async def status(self, state: dict[str, Any]) -> dict[str, Any]:
         name = state["name"]
@@ -523,65 +515,26 @@ class Operations:
             self.changed("group", group)
 
     async def _resolve(self, group: str, ref: str) -> str:
-        """One checkpoint id for every volume (a per-volume `latest` could differ between volumes)."""
-        from tapstream.journal.store import JournalStore
-
-        g = self.group(group)
-        store = JournalStore(self.s.database_url)
-        await store.start()
-        try:
-            ids = None
-            for v in sorted(g.volumes()):
-                cp = await store.find_checkpoint(group, v, ref)
-                if cp is None:
-                    raise OperationFailed(
-                        f"no checkpoint {ref!r} of {group}/{v} in the journal; list them with "
-                        f"`tapstream checkpoint list {group}`"
-                    )
-                ids = cp["id"] if ids is None else ids
-            if ref == "latest":
-                # The newest checkpoint every volume has.
-                rows = await store.checkpoints(group)
-                full = [r for r in rows if set(r["volumes"]) >= set(g.volumes())]
-                if not full:
-                    raise OperationFailed(f"no checkpoint of {group} covers all its volumes yet")
-                ids = full[-1]["id"]
-            assert ids is not None
-            return ids
-        finally:
-            await store.stop()
+        return await self.journal.resolve(group, list(self.group(group).volumes()), ref)
 
     async def _wait_indexed(self, op: str, group: str, cp: str, within_s: float = 120) -> None:
-        from tapstream.journal.store import JournalStore
-
-        g = self.group(group)
-        store = JournalStore(self.s.database_url)
-        await store.start()
-        try:
-            deadline = time.monotonic() + within_s
-            vols = sorted(g.volumes())
-            while True:
-                have = [v for v in vols if await store.find_checkpoint(group, v, cp) is not None]
-                if len(have) == len(vols):
-                    # ... and every event before it, so a restore has all it needs.
-                    complete = True
-                    for v in vols:
-                        row = await store.find_checkpoint(group, v, cp)
-                        assert row is not None
-                        pos = Replica(self.s.replica_dir, group, v).position().seq
-                        got = await store.events_between(group, v, pos, row["seq"])
-                        complete &= len(got) >= row["seq"] - pos
-                    if complete:
-                        return
-                if time.monotonic() > deadline:
-                    raise OperationFailed(
-                        f"checkpoint {cp} reached the journal for {have} of {vols} within "
-                        f"{within_s:.0f}s: is MirrorMaker 2 running (`make status`)?"
-                    )
-                await self.progress(op, "waiting for the journal", len(have), len(vols), cp)
-                await asyncio.sleep(0.5)
-        finally:
-            await store.stop()
+        """Until the journal holds checkpoint `cp` of every volume and every event before it (what a
+        restore at `cp` needs)."""
+        vols = sorted(self.group(group).volumes())
+        deadline = time.monotonic() + within_s
+        while True:
+            have, complete = await self.journal.indexed(
+                group, vols, cp, lambda v: Replica(self.s.replica_dir, group, v).position().seq
+            )
+            if complete:
+                return
+            if time.monotonic() > deadline:
+                raise OperationFailed(
+                    f"checkpoint {cp} reached the journal for {have} of {vols} within "
+                    f"{within_s:.0f}s: is MirrorMaker 2 running (`make status`)?"
+                )
+            await self.progress(op, "waiting for the journal", len(have), len(vols), cp)
+            await asyncio.sleep(0.5)
 
     async def _restore_all(
         self, op: str, group: str, cp: str, out_dir: Path | None
