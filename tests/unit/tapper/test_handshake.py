@@ -179,3 +179,22 @@ def test_how_the_bytes_are_split_does_not_matter(cuts: list[int]) -> None:
         buf += data[a:b]
         out += neg.feed(buf)
     assert out == whole_out and neg.agreed == whole.agreed and neg.agreed is not None
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 16), st.binary(max_size=24)), max_size=6),
+    st.binary(max_size=20),
+)
+def test_garbage_options_get_well_formed_replies_or_a_protocol_error(
+    options: list[tuple[int, bytes]], tail: bytes
+) -> None:
+    """Fuzzed options: every reply parses, and the session ends in a known state or waits for more."""
+    neg = Negotiation(ONE)
+    buf = bytearray(FIXED + b"".join(option(o, p) for o, p in options) + tail)
+    try:
+        out = neg.feed(buf)
+    except ProtocolError:
+        return  # the caller closes this one connection
+    if neg.agreed is None:
+        replies(out)  # only option replies, each well-formed
+    assert neg.agreed is None or neg.agreed.export == "vol"
