@@ -23,7 +23,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from tapstream.analyzer import evaluation as ev
+import evaluation as ev  # bench/evaluation.py, beside this script
+from tapstream.analyzer import published
 from tapstream.core.ports import free_port
 from tapstream.core.settings import TapstreamSettings, load
 from tapstream.vdsa.coordinator import create_checkpoint
@@ -110,11 +111,11 @@ def main() -> None:
         topic = settings.topic(f"writes.{group}")
         ev.wait_for(
             "the analyzer to catch up",
-            lambda: ev.committed_lag(settings, consumer, topic) == 0,
+            lambda: published.committed_lag(settings, consumer, topic) == 0,
             timeout=600,
             interval=1,
         )
-        alerts = ev.alerts_of(settings, group)
+        alerts = published.alerts_of(settings, group)
     finally:
         for p in reversed(procs):
             p.send_signal(signal.SIGTERM)

@@ -16,8 +16,9 @@ import time
 from pathlib import Path
 
 import pytest
+from bench import evaluation as ev
 
-from tapstream.analyzer import evaluation as ev
+from tapstream.analyzer import published
 from tapstream.vdsa.coordinator import create_checkpoint
 
 from .services_harness import start_service, stop, wait_until
@@ -59,7 +60,9 @@ def test_in_place_encryption_alerts_and_benign_work_does_not(
         with ev.mounted(tapper.uri("victim"), tmp_path / "m-victim") as mnt:
             ev.encrypt_in_place(mnt)
         alerts = wait_until(
-            "an alert", lambda: ev.alerts_of(settings, group), timeout=30 - (time.time() - onset)
+            "an alert",
+            lambda: published.alerts_of(settings, group),
+            timeout=30 - (time.time() - onset),
         )
         (alert,) = alerts
         assert alert["volume"] == "victim" and alert["kind"] == "encryption"
@@ -68,7 +71,7 @@ def test_in_place_encryption_alerts_and_benign_work_does_not(
         assert alert["onset_ts"] >= onset * 1e6 - 1e6 and alert["encrypted_share"] >= 0.3
         assert int(alert["details"]["published_ts"]) / 1e6 - onset < 30
         # The checkpoint is asked to be tagged and kept.
-        tags = ev.read_topic(
+        tags = published.read_topic(
             settings,
             settings.topic("control"),
             "Command",
@@ -81,7 +84,8 @@ def test_in_place_encryption_alerts_and_benign_work_does_not(
         wait_until(
             "offsets committed",
             lambda: (
-                ev.committed_lag(settings, consumer_group, settings.topic(f"writes.{group}")) == 0
+                published.committed_lag(settings, consumer_group, settings.topic(f"writes.{group}"))
+                == 0
             ),
             timeout=30,
         )
@@ -95,11 +99,12 @@ def test_in_place_encryption_alerts_and_benign_work_does_not(
         wait_until(
             "the restarted analyzer caught up",
             lambda: (
-                ev.committed_lag(settings, consumer_group, settings.topic(f"writes.{group}")) == 0
+                published.committed_lag(settings, consumer_group, settings.topic(f"writes.{group}"))
+                == 0
             ),
             timeout=60,
         )
-        assert [a["id"] for a in ev.alerts_of(settings, group)] == [alert["id"]]
+        assert [a["id"] for a in published.alerts_of(settings, group)] == [alert["id"]]
         log = (tmp_path / "analyzer2.log").read_text()
         assert "alert" not in log.lower().replace("alerts", ""), log[-2000:]
         # It shows as a consumer group of the write topic (`tapstream status` lists the same per group).

@@ -15,7 +15,7 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from tapstream.analyzer import evaluation as ev
+from tapstream.analyzer import published
 from tapstream.core.codec import Codec, make_codec
 from tapstream.core.kafka import client_config, producer_config
 from tapstream.core.keep import tag_command
@@ -202,7 +202,7 @@ def test_the_analyzer_sets_poison_aside_and_goes_on(
 
     def caught_up() -> bool:
         assert analyzer.poll() is None, (tmp_path / "analyzer.log").read_text()[-3000:]
-        return ev.committed_lag(settings, consumer_group, topic) == 0
+        return published.committed_lag(settings, consumer_group, topic) == 0
 
     try:
         wait_until("the analyzer caught up", caught_up, timeout=120)

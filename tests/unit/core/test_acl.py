@@ -35,7 +35,7 @@ RUN_BY: dict[str, set[str]] = {
     "services/journal/tapstream/journal/restore.py": {"cli", "vdsa-recovery"} | MANAGERS,
     "services/replicator/": {"replicator"},
     "services/analyzer/tapstream/analyzer/runtime.py": {"analyzer"},
-    "services/analyzer/tapstream/analyzer/evaluation.py": {"cli"},
+    "services/analyzer/tapstream/analyzer/published.py": {"cli"},
     "services/site-manager/tapstream/site_manager/": MANAGERS,
     "services/site-manager/tapstream/cli/": {"cli"},
 }

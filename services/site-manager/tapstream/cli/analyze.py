@@ -112,7 +112,7 @@ def alerts(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Alerts on tapstream.alerts, oldest first, with the restore command for the last clean checkpoint."""
-    from tapstream.analyzer.evaluation import read_topic
+    from tapstream.analyzer.published import read_topic
 
     s = load(TapstreamSettings)
     rows = read_topic(s, s.topic("alerts"), "Alert", lambda r: group is None or r["group"] == group)
