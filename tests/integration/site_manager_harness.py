@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 import subprocess
 import sys
 import time
@@ -23,16 +24,17 @@ class SiteManagerProcess:
     log: Path
     state_dir: Path
     token: str = ""  # an admin's (the API refuses requests without one)
+    verify: ssl.SSLContext | bool = True  # over HTTPS: trusts the CA that signed its certificate
 
     @property
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
 
     def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, headers=self.headers, timeout=30)
+        return httpx.Client(base_url=self.url, headers=self.headers, timeout=30, verify=self.verify)
 
     def get(self, path: str) -> Any:
-        r = httpx.get(self.url + path, headers=self.headers, timeout=30)
+        r = httpx.get(self.url + path, headers=self.headers, timeout=30, verify=self.verify)
         r.raise_for_status()
         return r.json()
 
@@ -62,7 +64,9 @@ def start_site_manager(
     groups: list[str],
     extra: dict[str, str] | None = None,
     timeout: float = 90,
+    ca: Path | None = None,
 ) -> SiteManagerProcess:
+    """With TAPSTREAM_SITE_MANAGER_TLS_CERTFILE in `extra` it serves HTTPS, checked against `ca`."""
     port = int((extra or {}).get("TAPSTREAM_SITE_MANAGER_PORT") or free_port())
     state = tmp / f"sm-{site}"
     tokens = Path((extra or {}).get("TAPSTREAM_SITE_MANAGER_TOKENS_FILE") or tmp / "tokens.json")
@@ -86,7 +90,11 @@ def start_site_manager(
         proc = subprocess.Popen(
             [sys.executable, "-m", "tapstream.site_manager"], env=env, stdout=out, stderr=out
         )
-    sm = SiteManagerProcess(proc, site, f"http://127.0.0.1:{port}", log, state, admin_token(tokens))
+    scheme = "https" if "TAPSTREAM_SITE_MANAGER_TLS_CERTFILE" in (extra or {}) else "http"
+    sm = SiteManagerProcess(
+        proc, site, f"{scheme}://127.0.0.1:{port}", log, state, admin_token(tokens),
+        ssl.create_default_context(cafile=str(ca)) if ca else True,
+    )  # fmt: skip
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -94,7 +102,7 @@ def start_site_manager(
                 f"site manager exited with {proc.returncode}:\n{log.read_text()[-3000:]}"
             )
         try:
-            if httpx.get(sm.url + "/health", timeout=2).json()["ready"]:
+            if httpx.get(sm.url + "/health", timeout=2, verify=sm.verify).json()["ready"]:
                 return sm
         except (httpx.HTTPError, ValueError):
             pass

@@ -2,55 +2,27 @@
 ACLs) refuses a service what the table does not grant: an analyzer cannot write tapstream.control,
 the site manager can; `tapstream tail` reads it with the CLI's credentials.
 
-The broker is a node of its own (own home and ports, localstack.secured), not the shared stack."""
+The brokers are the secured two-site stack's (conftest.py), not the default stack's."""
 
 from __future__ import annotations
 
 import json
-import socket
-import time
-from collections.abc import Iterator
 
 import pytest
 
 from tapstream.core.kafka import AsyncProducer, TopicSpec, client_config, ensure_topics
 from tapstream.core.kafka.config import producer_config
 from tapstream.core.kafka.exceptions import PublishError
-from tapstream.core.settings import load
-from tapstream.localstack import LocalStackSettings
-from tapstream.localstack.classpath import resolve
 from tapstream.localstack.secured import SecuredKafka
+from tapstream.localstack.secured_stack import SecuredSites
 
 pytestmark = [pytest.mark.integration, pytest.mark.secured]
 
 
-def _free_pair() -> int:
-    """A port p with p + 1 free too (client and controller listeners)."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port < 65000:
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", port + 1))
-                    return port
-                except OSError:
-                    continue
-    raise RuntimeError("no two adjacent free ports")
-
-
 @pytest.fixture(scope="module")
-def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SecuredKafka, float]]:
-    local = load(LocalStackSettings)
-    classpath = resolve(local.state_dir, local.maven_repo)
-    kafka = SecuredKafka(tmp_path_factory.mktemp("secured-kafka"), _free_pair())
-    began = time.monotonic()
-    try:
-        kafka.start(classpath)
-        yield kafka, time.monotonic() - began
-    finally:
-        kafka.stop()
+def secured(sites: SecuredSites) -> tuple[SecuredKafka, float]:
+    """The protected node of the secured stack (the table's protected ACLs), and its start-up time."""
+    return sites.kafka["protected"], sites.startup_s  # type: ignore[attr-defined]
 
 
 async def test_an_analyzer_cannot_command_and_the_site_manager_can(
@@ -231,16 +203,9 @@ async def test_a_refused_checkpoint_tag_does_not_crash_the_analyzer(
 
 
 @pytest.fixture(scope="module")
-def recovery(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredKafka]:
-    """A node standing for the recovery cluster (the table's recovery ACLs)."""
-    local = load(LocalStackSettings)
-    classpath = resolve(local.state_dir, local.maven_repo)
-    kafka = SecuredKafka(tmp_path_factory.mktemp("secured-recovery"), _free_pair(), "recovery")
-    try:
-        kafka.start(classpath)
-        yield kafka
-    finally:
-        kafka.stop()
+def recovery(sites: SecuredSites) -> SecuredKafka:
+    """The recovery node of the secured stack (the table's recovery ACLs)."""
+    return sites.kafka["recovery"]
 
 
 async def test_the_recovery_vdsa_reads_the_mirrored_control_topic(recovery: SecuredKafka) -> None:
