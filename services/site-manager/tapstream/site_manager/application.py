@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
+from typing import Protocol
 
 from tapstream.site_manager.domain import commands as c
 from tapstream.site_manager.domain.aggregates import Aggregate
@@ -93,3 +94,16 @@ class Application:
                     "your change was recorded as a conflict and not applied: reload and retry"
                 )
             return self.ledger.get(aggregate_type, aggregate_id)
+
+
+class Execute(Protocol):
+    """Run a command through the site manager (the service adds its checks and tells the
+    reconciler): what operations and the API are given instead of the service itself."""
+
+    async def __call__(
+        self,
+        aggregate_type: str,
+        aggregate_id: str,
+        command: c.Command,
+        expected_version: int | None = None,
+    ) -> Aggregate: ...

@@ -86,7 +86,7 @@ class SiteManager:
         await self.events.start()
         self.events.follow(await self.projection.offsets(), self._on_reads)
         await self.events.wait_caught_up()
-        self.operations = Operations(self)
+        self.operations = Operations(self.s, self.ledger, self.execute)
         tokens = TokenStore(self.s.tokens_file)
         if not tokens.tokens():
             log.warning(
