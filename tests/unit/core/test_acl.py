@@ -31,6 +31,7 @@ RUN_BY: dict[str, set[str]] = {
     "services/vdsa/tapstream/vdsa/halts.py": {"vdsa-recovery"},
     "services/vdsa/tapstream/vdsa/holds.py": {"vdsa-recovery"},
     "services/vdsa/tapstream/vdsa/holds.py::send_tag": {"cli"},
+    "services/vdsa/tapstream/vdsa/reverse.py": MANAGERS,  # reverse protection, at the original site
     "services/journal/tapstream/journal/indexer.py": {"journal"},
     "services/journal/tapstream/journal/restore.py": {"cli", "vdsa-recovery"} | MANAGERS,
     "services/replicator/": {"replicator"},

@@ -44,6 +44,7 @@ from tapstream.vdsa import metrics
 from tapstream.vdsa.halts import HaltReporter
 from tapstream.vdsa.holds import HoldFollower
 from tapstream.vdsa.settings import VdsaSettings
+from tapstream.vdsa.stream import undecodable, volume_key
 
 log = get_logger("tapstream.vdsa.apply")
 
@@ -205,12 +206,10 @@ class Applier:
         if rec is None:
             assert poison is not None
             self.dlq.send(tp.topic, tp.partition, msg.offset, msg.key, msg.value, poison)
-            volume = _key(msg.key)
+            volume = volume_key(msg.key)
             if poison.reason == "undecodable" and volume is not None:
-                # Its volume's next event may be in it: stop that volume rather than guess.
                 st = self._state(group, volume)
-                where = f"{tp.topic}[{tp.partition}]@{msg.offset}"
-                self._halt(st, Halt("undecodable", f"{where}: {poison.error}", st.cursor.seq + 1))
+                self._halt(st, undecodable(tp.topic, tp.partition, msg.offset, poison, st.cursor))
                 touched.add((group, volume))
             return int(msg.offset) + 1
         try:
@@ -469,12 +468,3 @@ class Applier:
             )
             metrics.APPLIED_SEQ.labels(group, volume).set(st.pos.seq)
             self._producer.produce_nowait(self.s.topic("progress"), value, key=volume.encode())
-
-
-def _key(key: bytes | None) -> str | None:
-    """The volume a record's key names, if it is a valid volume name."""
-    try:
-        name = key.decode() if key is not None else None
-    except UnicodeDecodeError:
-        return None
-    return name if valid_name(name) else None
