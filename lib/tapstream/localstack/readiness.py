@@ -12,9 +12,9 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 # librdkafka prints every refused connection while a broker starts; probes expect those.
-_QUIET = logging.getLogger("tapstream.localstack.probe")
-_QUIET.addHandler(logging.NullHandler())
-_QUIET.propagate = False
+QUIET = logging.getLogger("tapstream.localstack.probe")
+QUIET.addHandler(logging.NullHandler())
+QUIET.propagate = False
 
 
 class NotReady(RuntimeError):
@@ -48,7 +48,7 @@ def wait_for(
 def kafka_answers(bootstrap: str, brokers: int = 1) -> bool:
     """The cluster answers a metadata request and names at least `brokers` live brokers (all of a
     multi-node site: topics of replication factor 3 cannot be created before)."""
-    md = AdminClient({"bootstrap.servers": bootstrap}, logger=_QUIET).list_topics(timeout=2)
+    md = AdminClient({"bootstrap.servers": bootstrap}, logger=QUIET).list_topics(timeout=2)
     return len(md.brokers) >= brokers
 
 
@@ -62,7 +62,7 @@ def newest_timestamp_ms(
     bootstrap (a secured cluster's login)."""
     consumer = Consumer({**(conf or {}), "bootstrap.servers": bootstrap,
                          "group.id": "tapstream-probe", "enable.auto.commit": False},
-                        logger=_QUIET)  # fmt: skip
+                        logger=QUIET)  # fmt: skip
     # A TLS handshake and a SCRAM login (8192 rounds) take seconds on a busy machine.
     wait = 2 if conf is None else 10
     try:

@@ -22,6 +22,7 @@ from tapstream.core.acl import Principal, table
 from tapstream.core.settings import Site, TapstreamSettings
 from tapstream.localstack.kafka_node import KafkaNode
 from tapstream.localstack.properties import scram_format_args, secured_properties
+from tapstream.localstack.readiness import QUIET
 
 ADMIN = "admin"
 BROKER_CN = "tapstream-broker"
@@ -212,7 +213,8 @@ class SecuredKafka:
 
         from tapstream.core.kafka import client_config
 
-        admin = AdminClient(client_config(self.settings(ADMIN)))
+        # librdkafka logs every refused connection while the broker boots: expected, kept quiet.
+        admin = AdminClient(client_config(self.settings(ADMIN)), logger=QUIET)
         deadline = time.monotonic() + timeout_s
         while True:  # a broker starting up: ask again until it answers
             try:
