@@ -14,7 +14,6 @@ from tapstream.tapper.protocol.constants import (
     CLIENT_FIXED_NEWSTYLE,
     CLIENT_NO_ZEROES,
     IHAVEOPT,
-    OPT_REPLY_MAGIC,
     Info,
     Opt,
     Rep,
@@ -22,30 +21,16 @@ from tapstream.tapper.protocol.constants import (
 from tapstream.tapper.protocol.frames import ProtocolError
 from tapstream.tapper.protocol.handshake import BlockSizes, ExportInfo, Negotiation
 
+from .test_handshake_tls import option, replies
+
 MiB = 1 << 20
 ONE = {"vol": ExportInfo("vol", 16 * MiB, 0x1AD, "the only one")}
 TWO = {**ONE, "other": ExportInfo("other", MiB, 1)}
 FIXED = struct.pack(">I", CLIENT_FIXED_NEWSTYLE | CLIENT_NO_ZEROES)
 
 
-def option(opt: int, payload: bytes = b"") -> bytes:
-    return struct.pack(">QII", IHAVEOPT, opt, len(payload)) + payload
-
-
 def info_payload(name: bytes, *infos: int) -> bytes:
     return struct.pack(">I", len(name)) + name + struct.pack(f">H{len(infos)}H", len(infos), *infos)
-
-
-def replies(out: bytes) -> list[tuple[int, int, bytes]]:
-    """(option, reply type, payload) of each option reply in `out`; nothing left over."""
-    got, pos = [], 0
-    while pos < len(out):
-        magic, opt, rep, n = struct.unpack_from(">QIII", out, pos)
-        assert magic == OPT_REPLY_MAGIC
-        got.append((opt, rep, out[pos + 20 : pos + 20 + n]))
-        pos += 20 + n
-    assert pos == len(out)
-    return got
 
 
 def feed(data: bytes, exports: dict[str, ExportInfo] = ONE) -> tuple[Negotiation, bytes]:

@@ -29,13 +29,14 @@ def go(name: bytes = b"vol") -> bytes:
 
 
 def replies(out: bytes) -> list[tuple[int, int, bytes]]:
-    """(option, reply type, payload) of each option reply in `out`."""
+    """(option, reply type, payload) of each option reply in `out`; nothing left over."""
     got, pos = [], 0
     while pos < len(out):
         magic, opt, rep, n = struct.unpack_from(">QIII", out, pos)
         assert magic == OPT_REPLY_MAGIC
         got.append((opt, rep, out[pos + 20 : pos + 20 + n]))
         pos += 20 + n
+    assert pos == len(out)
     return got
 
 
