@@ -76,3 +76,26 @@ def test_the_factory_builds_the_client_from_that_config(monkeypatch) -> None:  #
     monkeypatch.setattr(confluent_kafka, "Consumer", seen.append)
     sync_consumer(TapstreamSettings(kafka_security_protocol="SSL"), group_id="g")
     assert seen[0]["security.protocol"] == "SSL" and seen[0]["group.id"] == "g"
+
+
+async def test_assign_at_resumes_where_a_reader_left_off_else_at_the_beginning() -> None:
+    from aiokafka import TopicPartition
+
+    from tapstream.core.kafka import assign_at
+
+    class Fake:
+        def __init__(self) -> None:
+            self.calls: list[tuple[str, object]] = []
+
+        def assign(self, tps: list[TopicPartition]) -> None:
+            self.calls.append(("assign", [tp.partition for tp in tps]))
+
+        def seek(self, tp: TopicPartition, offset: int) -> None:
+            self.calls.append(("seek", (tp.partition, offset)))
+
+        async def seek_to_beginning(self, tp: TopicPartition) -> None:
+            self.calls.append(("beginning", tp.partition))
+
+    fake = Fake()
+    await assign_at(fake, [TopicPartition("t", 0), TopicPartition("t", 1)], {1: 42})  # type: ignore[arg-type]
+    assert fake.calls == [("assign", [0, 1]), ("beginning", 0), ("seek", (1, 42))]

@@ -7,6 +7,7 @@ Nobody else sets `acks` or `enable.idempotence`. The write path produces with co
 from tapstream.core.kafka.admin import TopicSpec, ensure_topics
 from tapstream.core.kafka.config import client_config, consumer_config, producer_config
 from tapstream.core.kafka.consumer import (
+    assign_at,
     make_consumer,
     partitions_now,
     sync_consumer,
@@ -20,6 +21,7 @@ __all__ = [
     "KafkaUnavailable",
     "PublishError",
     "TopicSpec",
+    "assign_at",
     "client_config",
     "consumer_config",
     "ensure_topics",

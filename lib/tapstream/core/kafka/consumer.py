@@ -63,6 +63,19 @@ async def partitions_now(consumer: AIOKafkaConsumer, *topics: str) -> list[Topic
     ]
 
 
+async def assign_at(
+    consumer: AIOKafkaConsumer, tps: list[TopicPartition], offsets: Mapping[int, int]
+) -> None:
+    """Assign `tps`, each at its offset in `offsets` (by partition: where a reader that keeps its
+    own position left off) or, when it has none, at its beginning."""
+    consumer.assign(tps)
+    for tp in tps:
+        if tp.partition in offsets:
+            consumer.seek(tp, offsets[tp.partition])
+        else:
+            await consumer.seek_to_beginning(tp)
+
+
 async def wait_for_partitions(
     consumer: AIOKafkaConsumer, topic: str, interval_s: float = 1.0
 ) -> list[TopicPartition]:

@@ -12,7 +12,7 @@ from aiokafka import ConsumerRecord
 
 from tapstream.core.codec import make_codec
 from tapstream.core.dlq import DeadLetters, Poison, PoisonReason, classify
-from tapstream.core.kafka import make_consumer, wait_for_partitions
+from tapstream.core.kafka import assign_at, make_consumer, wait_for_partitions
 from tapstream.core.keep import TagRequest
 from tapstream.core.logging import get_logger
 from tapstream.core.records import ProgressSource
@@ -71,13 +71,7 @@ class Journal:
             tps = await wait_for_partitions(
                 consumer, topic
             )  # mirrored: appears with the first write
-            consumer.assign(tps)
-            stored = await self.store.offsets(topic)
-            for tp in tps:
-                if tp.partition in stored:
-                    consumer.seek(tp, stored[tp.partition])
-                else:
-                    await consumer.seek_to_beginning(tp)
+            await assign_at(consumer, tps, await self.store.offsets(topic))
             while True:
                 batch = await consumer.getmany(timeout_ms=500, max_records=self.s.journal_batch_max)
                 if not batch:

@@ -29,7 +29,7 @@ from tapstream.core.codec import make_codec
 from tapstream.core.contract import Cursor, Halt
 from tapstream.core.dlq import classify
 from tapstream.core.durable import atomic_write_json
-from tapstream.core.kafka import make_consumer, wait_for_partitions
+from tapstream.core.kafka import assign_at, make_consumer, wait_for_partitions
 from tapstream.core.logging import get_logger
 from tapstream.core.replay import apply_body
 from tapstream.core.settings import TapstreamSettings
@@ -126,12 +126,7 @@ class ReverseApplier:
         try:
             # MirrorMaker 2 creates it with the recovery tapper's first write.
             tps = await wait_for_partitions(consumer, self.topic, interval_s=0.5)
-            consumer.assign(tps)
-            for tp in tps:
-                if tp.partition in self.offsets:
-                    consumer.seek(tp, self.offsets[tp.partition])
-                else:
-                    await consumer.seek_to_beginning(tp)
+            await assign_at(consumer, tps, self.offsets)
             while True:
                 batch = await consumer.getmany(timeout_ms=300, max_records=500)
                 if batch:
