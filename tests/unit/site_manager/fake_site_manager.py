@@ -90,4 +90,4 @@ class FakeSiteManager:
 
 
 def make_test_api(sm: FakeSiteManager, tokens: TokenStore) -> FastAPI:
-    return make_api(sm, tokens)  # type: ignore[arg-type]
+    return make_api(sm, sm.operations, tokens)  # type: ignore[arg-type]

@@ -4,7 +4,8 @@ Errors are JSON `{"detail": ...}` whose text says what to do next."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+import asyncio
+from typing import Annotated, Any, Literal, Protocol
 
 from fastapi import FastAPI, Header, HTTPException, Request
 from fastapi import Path as PathParam
@@ -18,19 +19,17 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tapstream.core.logging import get_logger
 from tapstream.site_manager import auth, metrics
-from tapstream.site_manager.application import ACTOR
+from tapstream.site_manager.application import ACTOR, Execute
 from tapstream.site_manager.auth import TokenError, TokenStore
 from tapstream.site_manager.domain import (
     CheckpointLog,
     ConcurrencyError,
     DomainError,
     Invalid,
+    Ledger,
     NotFound,
 )
 from tapstream.site_manager.domain import commands as c
-
-if TYPE_CHECKING:
-    from tapstream.site_manager.service import SiteManager
 
 log = get_logger("tapstream.site_manager.api")
 
@@ -194,6 +193,48 @@ class Authenticate:
         )
 
 
+class Projected(Protocol):
+    """The projection's reads (Postgres in the service)."""
+
+    async def state(self, aggregate_type: str, aggregate_id: str) -> dict[str, Any] | None: ...
+    async def states(self, aggregate_type: str) -> list[dict[str, Any]]: ...
+    async def events(self, aggregate_type: str, aggregate_id: str) -> list[dict[str, Any]]: ...
+    async def conflicts(self) -> list[dict[str, Any]]: ...
+
+
+class Following(Protocol):
+    @property
+    def caught_up(self) -> asyncio.Event: ...
+
+
+class Site(Protocol):
+    """The site manager as the API sees it: its state, and commands through `execute`."""
+
+    @property
+    def site(self) -> str: ...
+    @property
+    def ready(self) -> bool: ...
+    @property
+    def ledger(self) -> Ledger: ...
+    @property
+    def events(self) -> Following: ...
+    @property
+    def projection(self) -> Projected: ...
+    @property
+    def execute(self) -> Execute: ...
+
+
+class Recovery(Protocol):
+    """What the API asks of this site's operations (`site_manager.operations.Operations`)."""
+
+    async def control(self, group: str, kind: str) -> None: ...
+    async def checkpoint(self, group: str, tag: str | None) -> str: ...
+    async def checkpoints(self, group: str) -> list[dict[str, Any]]: ...
+    async def status(self, state: dict[str, Any]) -> dict[str, Any]: ...
+    async def begin(self, kind: str, state: dict[str, Any], checkpoint: str) -> dict[str, Any]: ...
+    async def stop_test(self, state: dict[str, Any]) -> dict[str, Any]: ...
+
+
 def _route(scope: Scope) -> APIRoute | None:
     app = scope.get("app")
     for route in getattr(getattr(app, "router", None), "routes", []):
@@ -202,7 +243,7 @@ def _route(scope: Scope) -> APIRoute | None:
     return None
 
 
-def make_api(sm: SiteManager, tokens: TokenStore) -> FastAPI:
+def make_api(sm: Site, recovery: Recovery, tokens: TokenStore) -> FastAPI:
     api = FastAPI(title=f"tapstream site manager ({sm.site})", version="1")
     # Open like /health, /docs and /openapi.json: Prometheus scrapes without credentials (keep the
     # port internal; the NetworkPolicy restricts it). Counters and gauges, no group's data.
@@ -348,57 +389,57 @@ def make_api(sm: SiteManager, tokens: TokenStore) -> FastAPI:
         name: NamePath, body: PauseIn | None = None, if_match: IfMatch = None
     ) -> dict[str, Any]:
         state = await group_cmd(name, c.PauseProtection(body.reason if body else ""), if_match)
-        await sm.operations.control(name, "PAUSE")
+        await recovery.control(name, "PAUSE")
         return state
 
     @api.post("/groups/{name}/resume")
     async def resume(name: NamePath, if_match: IfMatch = None) -> dict[str, Any]:
         state = await group_cmd(name, c.ResumeProtection(), if_match)
-        await sm.operations.control(name, "RESUME")
+        await recovery.control(name, "RESUME")
         return state
 
     @api.post("/groups/{name}/checkpoints", status_code=201)
     async def checkpoint(name: NamePath, body: CheckpointIn) -> dict[str, Any]:
         await group_state(name)
-        return {"checkpoint_id": await sm.operations.checkpoint(name, body.tag)}
+        return {"checkpoint_id": await recovery.checkpoint(name, body.tag)}
 
     @api.get("/groups/{name}/checkpoints")
     async def checkpoints(name: NamePath) -> list[dict[str, Any]]:
         await group_state(name)
-        return await sm.operations.checkpoints(name)
+        return await recovery.checkpoints(name)
 
     @api.get("/groups/{name}/status")
     async def status(name: NamePath) -> dict[str, Any]:
-        return await sm.operations.status(await group_state(name))
+        return await recovery.status(await group_state(name))
 
     # --- recovery operations: 202 + an operation to follow ---------------------------------------
     @api.post("/groups/{name}/failover-test", status_code=202)
     async def failover_test_start(name: NamePath, body: RecoveryIn | None = None) -> dict[str, Any]:
-        return await sm.operations.begin(
+        return await recovery.begin(
             "failover-test", await group_state(name), (body or RecoveryIn()).checkpoint
         )
 
     @api.delete("/groups/{name}/failover-test", status_code=202)
     async def failover_test_stop(name: NamePath) -> dict[str, Any]:
-        return await sm.operations.stop_test(await group_state(name))
+        return await recovery.stop_test(await group_state(name))
 
     @api.post("/groups/{name}/failover", status_code=202)
     async def failover(name: NamePath, body: RecoveryIn | None = None) -> dict[str, Any]:
-        return await sm.operations.begin(
+        return await recovery.begin(
             "failover", await group_state(name), (body or RecoveryIn()).checkpoint
         )
 
     @api.post("/groups/{name}/move", status_code=202)
     async def move(name: NamePath) -> dict[str, Any]:
-        return await sm.operations.begin("move", await group_state(name), "final")
+        return await recovery.begin("move", await group_state(name), "final")
 
     @api.post("/groups/{name}/reverse", status_code=202)
     async def reverse(name: NamePath) -> dict[str, Any]:
-        return await sm.operations.begin("reverse", await group_state(name), "")
+        return await recovery.begin("reverse", await group_state(name), "")
 
     @api.post("/groups/{name}/failback", status_code=202)
     async def failback(name: NamePath) -> dict[str, Any]:
-        return await sm.operations.begin("failback", await group_state(name), "final")
+        return await recovery.begin("failback", await group_state(name), "final")
 
     @api.get("/operations")
     async def operations() -> list[dict[str, Any]]:

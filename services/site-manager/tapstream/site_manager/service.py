@@ -12,10 +12,13 @@ import uvicorn
 
 from tapstream.core.logging import get_logger
 from tapstream.site_manager import metrics, paths
+from tapstream.site_manager.api import make_api
 from tapstream.site_manager.application import Application
+from tapstream.site_manager.auth import TokenStore
 from tapstream.site_manager.domain import Aggregate, Ledger, Outcome, Recorded
 from tapstream.site_manager.domain import commands as c
 from tapstream.site_manager.event_log import EventLog, Read
+from tapstream.site_manager.operations import Operations
 from tapstream.site_manager.projection import Projection
 from tapstream.site_manager.settings import SiteManagerSettings
 
@@ -60,7 +63,7 @@ class SiteManager:
         self.projection = Projection(settings.database_url)
         self.events = EventLog(settings)
         self.app = Application(self.site, self.ledger, self.events.append, applied=self._save)
-        self.operations: Any = None  # tapstream.site_manager.operations.Operations, set in start()
+        self.operations: Operations | None = None  # set in start(), once the ledger is loaded
         self._server: _Server | None = None
         self._server_task: asyncio.Task[None] | None = None
         self.port: int | None = None
@@ -72,10 +75,6 @@ class SiteManager:
         return f"{scheme}://{self.s.site_manager_host}:{self.port}"
 
     async def start(self) -> None:
-        from tapstream.site_manager.api import make_api
-        from tapstream.site_manager.auth import TokenStore
-        from tapstream.site_manager.operations import Operations
-
         await self.projection.start(rebuild=self.s.site_manager_rebuild)
         if self.s.site_manager_rebuild:
             log.warning(
@@ -86,7 +85,7 @@ class SiteManager:
         await self.events.start()
         self.events.follow(await self.projection.offsets(), self._on_reads)
         await self.events.wait_caught_up()
-        self.operations = Operations(self.s, self.ledger, self.execute)
+        operations = self.operations = Operations(self.s, self.ledger, self.execute)
         tokens = TokenStore(self.s.tokens_file)
         if not tokens.tokens():
             log.warning(
@@ -95,7 +94,7 @@ class SiteManager:
                 tokens_file=str(tokens.path),
             )
         config = uvicorn.Config(
-            make_api(self, tokens),
+            make_api(self, operations, tokens),
             host=self.s.site_manager_host,
             port=self.s.api_port,
             log_config=None,
@@ -116,7 +115,7 @@ class SiteManager:
         await self.execute(
             "site", self.site, c.RegisterSite(self.site, self.api_url, self.s.bootstrap)
         )
-        await self.operations.start()
+        await operations.start()
         self.ready = True
         log.info("site manager ready", api=self.api_url, aggregates=len(self.ledger.entries))
 
