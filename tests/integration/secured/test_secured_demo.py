@@ -92,6 +92,8 @@ def test_protect_write_checkpoint_restore_on_the_secured_stack(
             TAPSTREAM_API_CA_FILE=str(sites.ca_file),
             TAPSTREAM_API_TOKEN=managers["protected"].token,
             TAPSTREAM_REPLICA_DIR=str(replicas),  # restores run beside the recovery VDSA
+            # A checkpoint round and its record over SASL_SSL may pass 30 s on a loaded machine.
+            TAPSTREAM_SITE_MANAGER_TIMEOUT_S="120",
             COLUMNS="200",
         ).env
         assert managers["protected"].url.startswith("https://")
@@ -135,6 +137,17 @@ def test_protect_write_checkpoint_restore_on_the_secured_stack(
             # not moved past their checkpoints).
             ("vdsa-recovery", vdsa_recovery | {"TAPSTREAM_VDSA_JOURNAL_HISTORY_S": "3600"}),
             ("vdsa-protected", {"TAPSTREAM_SITE": "protected", "TAPSTREAM_VDSA_GROUPS": groups}),
+            (
+                "replicator",
+                {
+                    "TAPSTREAM_SITE": "recovery",
+                    "TAPSTREAM_REPLICATOR_GROUPS": groups,
+                    "TAPSTREAM_REPLICATOR_INTERVAL_S": "0.5",
+                    "TAPSTREAM_REPLICATOR_SUPERVISE_LOCAL": "false",
+                },
+            ),
+            # faust, as the analyzer's principal: reads the write stream, no control.
+            ("analyzer", {"TAPSTREAM_ANALYZER_GROUP": GROUP}),
         ):
             module = "tapstream.vdsa" if "vdsa" in service else f"tapstream.{service}"
             started[service] = start_service(
@@ -201,11 +214,26 @@ def test_protect_write_checkpoint_restore_on_the_secured_stack(
         wait_until(
             "the replica to equal the volume", lambda: replica_equals(replica, copies["after"]), 180
         )
-        # The operator's read tools log in as the CLI's principal too.
-        status = tapstream_json(cli, "status")
-        assert any(g["group"] == GROUP and g["checkpoints"] >= 2 for g in status), status
+
+        # The operator's read tools log in as the CLI's principal too: status (with the
+        # replicator's RPO), the analyzer's progress, tail.
+        def status() -> object:
+            rows = [g for g in tapstream_json(cli, "status") if g["group"] == GROUP]
+            return rows and rows[0]["checkpoints"] >= 2 and rows[0]["rpo_s"] is not None and rows
+
+        wait_until("status with checkpoints and the replicator's RPO", status, 120)
+
+        def analyzed() -> object:
+            rows = tapstream_json(cli, "analyze", "list", GROUP)
+            return [r for r in rows if r["analyzer"] == "encryption" and r["lag"] == 0]
+
+        wait_until("the encryption analyzer to have read every write", analyzed, 180)
         tail = tapstream(cli, "tail", f"tapstream.writes.{GROUP}", "--limit", "3")
         assert len([line for line in tail.stdout.splitlines() if line.strip()]) >= 3, tail.stdout
     finally:
+        # All at once (each stops cleanly on SIGTERM; on a loaded machine one may take 30 s).
         for p in procs:
-            stop(p)
+            if p.poll() is None:
+                p.terminate()
+        for p in procs:
+            stop(p, timeout=90)
