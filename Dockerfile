@@ -12,6 +12,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY lib lib
 COPY services services
+COPY cli cli
 COPY schemas schemas
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 

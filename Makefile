@@ -50,11 +50,11 @@ test-integration: setup system-deps
 	TAPSTREAM_FAULTS_FILE=$(STATE)/faults.json $(PY) -m pytest tests/integration
 
 lint: setup
-	$(VENV)/bin/ruff check lib services tests
-	$(VENV)/bin/ruff format --check lib services tests
+	$(VENV)/bin/ruff check lib services cli tests
+	$(VENV)/bin/ruff format --check lib services cli tests
 
 typecheck: setup
-	$(VENV)/bin/mypy lib services
+	$(VENV)/bin/mypy lib services cli
 
 # The main job: both sites, a protected ext4 written through the tapper, checkpoints, restores, compare.
 demo: setup system-deps

@@ -38,9 +38,9 @@ RUN_BY: dict[str, set[str]] = {
     "services/analyzer/tapstream/analyzer/runtime.py": {"analyzer"},
     "services/analyzer/tapstream/analyzer/published.py": {"cli"},
     "services/site-manager/tapstream/site_manager/": MANAGERS,
-    "services/site-manager/tapstream/cli/": {"cli"},
+    "cli/tapstream/cli/": {"cli"},
 }
-SCANNED = ["lib/tapstream/core", "services"]
+SCANNED = ["lib/tapstream/core", "services", "cli"]
 
 # Uses the table refuses on purpose, still in the code: they fail at a secured broker. Each entry
 # names why; the test fails once the code no longer does it, so the entry cannot outlive the use.

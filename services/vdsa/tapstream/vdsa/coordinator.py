@@ -168,7 +168,7 @@ class Coordinator:
 
 
 async def create_checkpoint(settings: TapstreamSettings, group: str, tag: str | None = None) -> str:
-    """One on-demand checkpoint (what `tapstream checkpoint create` does)."""
+    """One on-demand checkpoint (what a site manager does for `tapstream group checkpoint`)."""
     coord = Coordinator(settings, groups=[group])
     await coord.start()
     try:

@@ -31,17 +31,15 @@ def _time(us: int | None) -> str:
 
 @checkpoint_app.command("create")
 def checkpoint_create(
-    group: str, tag: Annotated[str | None, typer.Option(help="e.g. before-upgrade")] = None
+    group: str,
+    tag: Annotated[str | None, typer.Option(help="e.g. before-upgrade")] = None,
+    site: Annotated[str, typer.Option(help="the site manager to ask")] = "protected",
 ) -> None:
-    """Agree a crash-consistent cut across every tapper of GROUP and write it to the stream."""
-    from tapstream.vdsa.coordinator import CheckpointFailed, create_checkpoint
+    """The same as `tapstream group checkpoint`: the site manager agrees a crash-consistent cut
+    across every tapper of GROUP and records it in the group's history."""
+    from tapstream.cli.groups import checkpoint
 
-    try:
-        cp = asyncio.run(create_checkpoint(load(TapstreamSettings), group, tag))
-    except CheckpointFailed as exc:
-        console.print(f"[red]checkpoint failed:[/] {exc}")
-        raise typer.Exit(1) from None
-    console.print(cp)
+    checkpoint(group, tag=tag, site=site, as_json=False)
 
 
 @checkpoint_app.command("list")
