@@ -1,7 +1,7 @@
 """The site manager's aggregates: plain classes, `decide(command) -> events` and `apply(event)`.
 
 No I/O here. The application layer loads an aggregate (replaying its events), calls `decide`, and
-appends the events with the version it loaded (optimistic concurrency: see `store.py`).
+appends the events with the version it loaded (optimistic concurrency: see `application.py`).
 `state()` is the JSON the projection keeps; rebuilding from the events gives the same JSON.
 """
 
