@@ -110,6 +110,9 @@ def stop(pid_file: Path, marker: str | None = None, timeout_s: float = 30.0) -> 
         while _group_alive(pid):
             _reap(pid)
             time.sleep(0.05)
+        # It may have exited between two checks above: a child of ours is then a zombie until
+        # reaped, and its pid still answers kill(pid, 0).
+        _reap(pid)
     pid_file.unlink(missing_ok=True)
     return bool(pids)
 

@@ -1,8 +1,11 @@
 """Pid files and stopping: a stopped process leaves no child behind (real `sh`/`sleep`, ~0.2 s)."""
 
+import os
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 from tapstream.localstack import processes
 
@@ -39,6 +42,17 @@ def test_a_process_is_known_by_its_marker_even_without_its_pid_file(tmp_path: Pa
         assert processes.stop(pid_file, marker) is False
     finally:
         processes.stop(pid_file, marker)
+
+
+def test_a_stopped_child_is_reaped_not_left_a_zombie(tmp_path: Path) -> None:
+    """Our own child, stopped: its pid is gone from the process table (no zombie answering
+    kill(pid, 0)), however fast it exited; `up` tells a restarted process by that."""
+    for i in range(5):  # the exit races the checks in stop(): try it a few times
+        pid_file = tmp_path / f"z{i}.pid"
+        pid = processes.start(["sleep", "60"], pid_file, tmp_path / "z.log")
+        assert processes.stop(pid_file) is True
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
 
 
 def test_port_in_use() -> None:
