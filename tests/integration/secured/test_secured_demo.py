@@ -204,7 +204,7 @@ def test_protect_write_checkpoint_restore_on_the_secured_stack(
             assert isinstance(done, subprocess.CompletedProcess) and done.returncode == 0, done
             run(["qemu-img", "compare", "-f", "raw", "-F", "raw", str(copy), str(out)])
         # The recovery VDSA again, applying at once: the replica catches up to the volume.
-        stop(started["vdsa-recovery"])
+        stop(started["vdsa-recovery"], timeout=90)  # over SASL_SSL a stop once took 30 s
         procs.append(
             start_service(
                 as_stack(sites, "vdsa-recovery"), "tapstream.vdsa", tmp_path,
