@@ -139,7 +139,9 @@ def main() -> None:
             {
                 "TAPSTREAM_SITE": "recovery",
                 "TAPSTREAM_VDSA_GROUPS": json.dumps([group]),
-                "TAPSTREAM_VDSA_JOURNAL_HISTORY_S": "30",
+                # Ten minutes of history: both checkpoints stay restorable however long the
+                # filesystem steps take here (the replica applies what is older).
+                "TAPSTREAM_VDSA_JOURNAL_HISTORY_S": "600",
             },
         )
         # Measures RPO across MirrorMaker 2 twice a second and records it on tapstream.progress.
