@@ -23,6 +23,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from tapstream.core.acl import CLUSTERS
+from tapstream.core.durable import atomic_write
 from tapstream.core.settings import Site, TapstreamSettings
 from tapstream.localstack import postgres, readiness
 from tapstream.localstack.control_keys import control_key_env
@@ -119,9 +120,7 @@ class SecuredSites:
                 for k, v in self.variables(service).items()
                 if k != "TAPSTREAM_ENV_FILE"
             )
-            fd = os.open(folder / f"{service}.env", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(body)
+            atomic_write(folder / f"{service}.env", body, mode=0o600)
         return folder
 
     # --- lifecycle ------------------------------------------------------------------------------

@@ -92,3 +92,21 @@ def test_tls_material_and_passwords_are_private_and_made_once(tmp_path: Path) ->
     first = passwords(tmp_path, ["admin", "u"])
     assert passwords(tmp_path, ["admin", "u", "v"]).items() >= first.items()
     assert (tmp_path / "passwords.json").stat().st_mode & 0o077 == 0
+
+
+def test_each_principal_gets_its_own_settings_file(tmp_path: Path) -> None:
+    """`up --secure` leaves one env file per principal, 0600, naming that principal's user only."""
+    import stat
+
+    from tapstream.localstack.secured_stack import SecuredSites
+
+    sites = SecuredSites(tmp_path, {"protected": 1, "recovery": 3}, {"protected": 5, "recovery": 6})
+    folder = sites.write_env_files()
+    sites.write_env_files()  # again: replaced, not appended
+    assert {p.stem for p in folder.iterdir()} == set(sites.principals)
+    for service in sites.principals:
+        path = folder / f"{service}.env"
+        text = path.read_text()
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert text.count("TAPSTREAM_KAFKA_SASL_USERNAME=") == 1
+        assert f"TAPSTREAM_KAFKA_SASL_USERNAME={sites.user(service)}\n" in text
