@@ -12,7 +12,7 @@ STATE ?= .tapstream
 setup: $(STAMP)
 
 # Reinstall only when the dependency list changes: quick the second time.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml | system-deps
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'

@@ -17,6 +17,12 @@ have kcat      || need+=(kcat)
 have java      || need+=(openjdk-17-jre-headless)
 have mvn       || need+=(maven)
 have go        || need+=(golang-go)  # builds toxiproxy for `make chaos`
+# The site manager's libvirt VM driver and its test guest (libvirt-python compiles against libvirt-dev).
+have libvirtd  || need+=(libvirt-daemon-system)
+have qemu-system-x86_64 || need+=(qemu-system-x86)
+[ -e /usr/include/libvirt/libvirt.h ] || need+=(libvirt-dev)
+have pkg-config || need+=(pkg-config)
+dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)  # the test guest's initramfs
 if ((${#need[@]} == 0)); then exit 0; fi
 if [ "$(id -u)" != 0 ]; then
   echo "missing Debian packages: ${need[*]}" >&2
