@@ -13,9 +13,11 @@ from tapstream.site_manager.domain.aggregates import (
     OperationStatus,
     ProtectionGroup,
     Site,
+    VmLog,
 )
 from tapstream.site_manager.domain.events import Recorded
 from tapstream.site_manager.domain.ledger import ConcurrencyError, Ledger, Outcome
+from tapstream.site_manager.domain.vm_spec import VmSpec
 
 __all__ = [
     "AGGREGATES",
@@ -33,4 +35,6 @@ __all__ = [
     "ProtectionGroup",
     "Recorded",
     "Site",
+    "VmLog",
+    "VmSpec",
 ]

@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Literal
 from tapstream.core.names import InvalidName, check_name, valid_name
 from tapstream.site_manager.domain import commands as c
 from tapstream.site_manager.domain import events as e
+from tapstream.site_manager.domain.vm_spec import VmSpec
 
 MODES = ("sync", "async")
 
@@ -110,6 +111,7 @@ class Vm:
     name: str
     target_vm: str = ""
     volumes: dict[str, Volume] = field(default_factory=dict)
+    spec: VmSpec | None = None  # how it comes up at the recovery site; None: not started there
 
 
 class GroupStatus(StrEnum):
@@ -208,6 +210,21 @@ class ProtectionGroup(Aggregate):
                 self._membership_can_change()
                 owner = self._vm(vm)
                 return [*(e.VolumeRemoved(vm, v) for v in owner.volumes), e.VmRemoved(vm)]
+            case c.DefineVm(vm=vm, spec=spec):
+                owner = self._vm(vm)
+                try:
+                    parsed = VmSpec.parse(spec)
+                except (TypeError, ValueError) as exc:
+                    raise Invalid(f"VM {vm!r}: {exc}") from None
+                missing = [d for d in parsed.disks if d not in owner.volumes]
+                if missing:
+                    raise DomainError(
+                        f"VM {vm!r} has no volumes {missing}; add them first "
+                        f"(`tapstream group add-volume {self.id} {vm} VOLUME PATH`)"
+                    )
+                return [] if owner.spec == parsed else [e.VmDefined(vm, parsed.to_dict())]
+            case c.UndefineVm(vm=vm):
+                return [e.VmUndefined(vm)] if self._vm(vm).spec is not None else []
             case c.RecordFence(site=site, owner=owner, fenced=True):
                 return [] if self.fenced.get(site) == owner else [e.WritesFenced(site, owner)]
             case c.RecordFence(site=site, owner=owner, fenced=False):
@@ -440,6 +457,10 @@ class ProtectionGroup(Aggregate):
                 )
             case e.VolumeRemoved():
                 self.vms[event.vm].volumes.pop(event.volume, None)
+            case e.VmDefined() if event.vm in self.vms:
+                self.vms[event.vm].spec = VmSpec.stored(event.spec)
+            case e.VmUndefined() if event.vm in self.vms:
+                self.vms[event.vm].spec = None
             case e.WritesFenced():
                 self.fenced[event.site] = event.owner
             case e.WritesUnfenced():
@@ -506,6 +527,7 @@ class ProtectionGroup(Aggregate):
                         }
                         for v in vm.volumes.values()
                     ],
+                    "spec": vm.spec.to_dict() if vm.spec else None,
                 }
                 for vm in self.vms.values()
             ],
@@ -652,6 +674,57 @@ class CheckpointLog(Aggregate):
         }
 
 
+# --- VM log --------------------------------------------------------------------------------------
+class VmLog(Aggregate):
+    """The VMs one site's driver runs for one group (id `GROUP@SITE`), as it last reported them:
+    a fact of that site, so each log has a single writer (as CheckpointLog). The other site reads it
+    (mirrored): failback waits here for the recovery site's VMs to be down before the data moves."""
+
+    type_name = "vms"
+
+    def __init__(self, id: str) -> None:
+        super().__init__(id)
+        self.vms: dict[str, dict[str, str]] = {}  # domain -> {vm, purpose, state}
+
+    @staticmethod
+    def id_of(group: str, site: str) -> str:
+        return f"{group}@{site}"
+
+    def running(self, purpose: str | None = None) -> list[str]:
+        """Domains reported in any state but shut off (a crashed or paused VM still holds disks)."""
+        return sorted(
+            d
+            for d, v in self.vms.items()
+            if v.get("state") != "shutoff" and (purpose is None or v.get("purpose") == purpose)
+        )
+
+    def decide(self, command: c.Command) -> list[e.Event]:
+        match command:
+            case c.ReportVms(site=site, vms=vms, operation=op):
+                changed = {d: v for d, v in vms.items() if self.vms.get(d) != v}
+                changed = {
+                    d: v for d, v in changed.items() if d in self.vms or v["state"] != "gone"
+                }
+                return [e.VmsReported(site, changed, op)] if changed else []
+        raise DomainError(f"a VM log does not take {type(command).__name__}")
+
+    def _apply(self, event: e.Event) -> None:
+        match event:
+            case e.VmsReported():
+                vms = {**self.vms, **{d: dict(v) for d, v in event.vms.items()}}
+                self.vms = {d: v for d, v in vms.items() if v.get("state") != "gone"}
+
+    def state(self) -> dict[str, Any]:
+        group, _, site = self.id.rpartition("@")
+        return {
+            "name": self.id,
+            "group": group,
+            "site": site,
+            "version": self.version,
+            "vms": {d: dict(v) for d, v in sorted(self.vms.items())},
+        }
+
+
 AGGREGATES: dict[str, type[Aggregate]] = {
-    a.type_name: a for a in (Site, ProtectionGroup, Operation, CheckpointLog)
+    a.type_name: a for a in (Site, ProtectionGroup, Operation, CheckpointLog, VmLog)
 }

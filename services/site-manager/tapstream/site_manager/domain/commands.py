@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,29 @@ class RemoveVm(Command):
 class PairTarget(Command):
     vm: str
     target_vm: str
+
+
+@dataclass(frozen=True)
+class DefineVm(Command):
+    """Set (or replace) how VM comes up at the recovery site: a `VmSpec` as a dict."""
+
+    vm: str
+    spec: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class UndefineVm(Command):
+    vm: str
+
+
+@dataclass(frozen=True)
+class ReportVms(Command):
+    """What the VM driver at `site` did with the group's VMs: domain -> {vm, purpose, state}
+    (state "gone" once a domain is destroyed and undefined)."""
+
+    site: str
+    vms: dict[str, dict[str, str]] = field(default_factory=dict)
+    operation: str = ""
 
 
 @dataclass(frozen=True)

@@ -73,6 +73,21 @@ class TargetPaired(Event):
 
 
 @dataclass(frozen=True)
+class VmDefined(Event):
+    """How the VM comes up at the recovery site (a `VmSpec` dict); replaces an earlier one."""
+
+    aggregate_type: ClassVar[str] = "group"
+    vm: str
+    spec: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class VmUndefined(Event):
+    aggregate_type: ClassVar[str] = "group"
+    vm: str
+
+
+@dataclass(frozen=True)
 class VolumeAdded(Event):
     aggregate_type: ClassVar[str] = "group"
     vm: str
@@ -187,6 +202,15 @@ class GroupDeleted(Event):
     aggregate_type: ClassVar[str] = "group"
 
 
+# --- the VMs a site's driver runs for a group (one log per group and site: a single writer) ---
+@dataclass(frozen=True)
+class VmsReported(Event):
+    aggregate_type: ClassVar[str] = "vms"
+    site: str
+    vms: dict[str, dict[str, str]] = field(default_factory=dict)  # domain -> {vm, purpose, state}
+    operation: str = ""
+
+
 # --- long-running operations ---------------------------------------------------------------------
 @dataclass(frozen=True)
 class OperationStarted(Event):
@@ -224,6 +248,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         VolumeRemoved, ProtectionPaused, ProtectionResumed, WritesFenced, WritesUnfenced, CheckpointTaken, FailoverTestStarted,
         FailoverTestStopped, FailoverStarted, FailedOver, FailoverAborted, ReverseProtectionStarted, FailedBack,
         GroupDeleted, OperationStarted, OperationProgressed, OperationSucceeded, OperationFailed,
+        VmDefined, VmUndefined, VmsReported,
     )
 }  # fmt: skip
 
