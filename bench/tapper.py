@@ -8,8 +8,13 @@ in the same run:
 
 Workloads: 4k random write (IOPS, p99 completion latency), 64k and 1M sequential write (MB/s, 10^6 B).
 Writes bench/results/tapper.json (one object per target), a PNG chart beside it, and prints the
-ratios the issue targets. Kafka's own produce p99 (4 KiB records, 16 in flight, the tapper's producer
-config) is measured in the same run and written with the other extras to tapper-extra.json.
+ratios the issue targets. Kafka alone (the tapper's producer config, 16 records in flight, at 4 KiB,
+64 KiB and 1 MiB records: records/s, MB/s, p50/p99) is measured in the same run: the sync mode's
+limit. Every target's CPU (user+sys of the server process, all its threads, from /proc, counted from
+the end of fio's ramp to its exit) is reported per 100k 4k writes and per GiB at 64k and 1M: the cost
+a hypervisor pays whatever else shares the machine. For tapstream-async the tapper's own gauges
+(`tapstream_tapper_rpo_seconds`, `..._backlog_bytes`) are sampled during each run: RPO max, the backlog
+at fio's end and the seconds it took to drain.
 
     make bench-tapper                       # or: .venv/bin/python bench/tapper.py [--runtime 10]
     .venv/bin/python bench/tapper.py --profile          # + py-spy profile of the sync 4k hot path
@@ -33,6 +38,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections import Counter
@@ -42,6 +48,7 @@ from typing import Any
 import uvloop
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from server_stats import Sampler, cpu_seconds
 from tapstream.core.kafka import AsyncProducer, producer_config
 from tapstream.core.ports import free_port
 from tapstream.core.settings import TapstreamSettings, load
@@ -96,6 +103,7 @@ class Server:
         self.log = work / f"{target}-{self.port}.log"
         self.group = f"bench-{uuid.uuid4().hex[:8]}"
         self.topic = f"{BENCH_PREFIX}.writes.{self.group}"
+        self.metrics_port = 0
         nbdkit = ["nbdkit", "-f", "--exit-with-parent", "-i", "127.0.0.1", "-p", str(self.port)]
         if target == "nbdkit-file":
             cmd, penv = [*nbdkit, "file", f"file={disk}"], dict(os.environ)
@@ -104,8 +112,10 @@ class Server:
         else:
             mode = target.split("-", 1)[1]
             cmd = [sys.executable, "-m", "tapstream.tapper"]
+            self.metrics_port = free_port()
             penv = {
                 **env,
+                "TAPSTREAM_METRICS_PORT": str(self.metrics_port),
                 "TAPSTREAM_TOPIC_PREFIX": BENCH_PREFIX,
                 "TAPSTREAM_TAPPER_VOLUMES": json.dumps(
                     [{"name": "vol", "path": str(disk), "group": self.group, "mode": mode}]
@@ -134,9 +144,20 @@ class Server:
             self.proc.wait()
 
 
+RAMP_S = 2
+
+
 def fio(
-    uri: str, rw: str, bs: str, size: int, runtime: float, extra: list[str] | None = None
+    uri: str,
+    rw: str,
+    bs: str,
+    size: int,
+    runtime: float,
+    extra: list[str] | None = None,
+    pid: int | None = None,
 ) -> dict[str, Any]:
+    """One fio run; with `pid`, also the server's CPU seconds over the measured part (after the
+    ramp, when fio resets its counters) and `cpu_s_per_write`."""
     cmd = [
         "fio",
         "--name=bench",
@@ -148,23 +169,40 @@ def fio(
         "--numjobs=1",
         "--time_based",
         f"--runtime={runtime}",
-        "--ramp_time=2",
+        f"--ramp_time={RAMP_S}",
         f"--size={size}",
         "--randrepeat=0",
         "--norandommap",
         "--output-format=json",
         *(extra or []),
     ]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=runtime + 120)
-    if res.returncode != 0:
-        raise SystemExit(f"fio failed against {uri}:\n{res.stdout[-2000:]}\n{res.stderr[-2000:]}")
-    job = json.loads(res.stdout[res.stdout.index("{") :])["jobs"][0]["write"]
-    return {
+    cpu: list[float] = []
+    timer = None
+    if pid is not None:
+        timer = threading.Timer(RAMP_S, lambda: cpu.append(cpu_seconds(pid)))
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if timer is not None:
+        timer.start()
+    stdout, stderr = proc.communicate(timeout=runtime + 120)
+    if pid is not None:
+        cpu.append(cpu_seconds(pid))
+    if proc.returncode != 0:
+        raise SystemExit(f"fio failed against {uri}:\n{stdout[-2000:]}\n{stderr[-2000:]}")
+    job = json.loads(stdout[stdout.index("{") :])["jobs"][0]["write"]
+    out = {
         "iops": job["iops"],
         "mbps": job["bw_bytes"] / 1e6,
+        "p50_us": job["clat_ns"]["percentile"]["50.000000"] / 1000,
         "p99_us": job["clat_ns"]["percentile"]["99.000000"] / 1000,
         "errors": job.get("total_err", 0),
+        "writes": job["total_ios"],
+        "bytes": job["io_bytes"],
     }
+    if len(cpu) == 2 and job["total_ios"]:
+        out["cpu_s"] = cpu[1] - cpu[0]
+        out["cpu_s_per_write"] = out["cpu_s"] / job["total_ios"]
+        out["cpu_s_per_gib"] = out["cpu_s"] / (job["io_bytes"] / (1 << 30))
+    return out
 
 
 def fresh_disk(path: Path, size: int) -> None:
@@ -194,15 +232,38 @@ def run_target(
         topics.append(server.topic)
     try:
         for key, job in workloads.items():
-            out[key] = fio(server.uri, job["rw"], job["bs"], size, runtime, fio_extra)
+            sampler = (
+                Sampler(server.metrics_port, LAG_GAUGES).start() if server.metrics_port else None
+            )
+            out[key] = fio(
+                server.uri, job["rw"], job["bs"], size, runtime, fio_extra, server.proc.pid
+            )
+            if sampler is not None:
+                sampler.stop()
+                sampler.sample()
+                r = out[key]
+                r["backlog_bytes_end"] = sampler.last.get(LAG_GAUGES[1], 0.0)
+                # every workload starts from a drained stream, and the drain time is a figure
+                r["drain_s"] = sampler.wait_until_zero(LAG_GAUGES, timeout=300)
+                r["rpo_max_s"] = sampler.maxima.get(LAG_GAUGES[0], 0.0)
             print(
                 f"  {target:16} {key:13} {out[key]['iops']:9.0f} IOPS {out[key]['mbps']:8.1f} MB/s "
-                f"p99 {out[key]['p99_us']:8.0f} us",
+                f"p99 {out[key]['p99_us']:8.0f} us  cpu {out[key].get('cpu_s', 0):5.1f} s"
+                + (
+                    f"  rpo max {out[key]['rpo_max_s']:.2f} s, backlog at end "
+                    f"{out[key]['backlog_bytes_end'] / 1e6:.1f} MB, drained in "
+                    f"{out[key]['drain_s'] or -1:.2f} s"
+                    if "rpo_max_s" in out[key]
+                    else ""
+                ),
                 flush=True,
             )
     finally:
         server.stop()
     return out
+
+
+LAG_GAUGES = ("tapstream_tapper_rpo_seconds", "tapstream_tapper_backlog_bytes")
 
 
 def kafka_produce_p99(
@@ -211,16 +272,18 @@ def kafka_produce_p99(
     compression: str,
     linger_ms: float = TapperSettings.model_fields["tapper_linger_ms"].default,
     inflight: int = 16,
+    record_bytes: int = 4096,
 ) -> dict[str, float]:
-    """Kafka alone, the tapper's way: the shared AsyncProducer with the tapper's producer config, 4 KiB
-    records, `inflight` of them outstanding (like fio's iodepth); per-record produce-to-ack latency."""
+    """Kafka alone, the tapper's way: the shared AsyncProducer with the tapper's producer config,
+    `record_bytes` records, `inflight` of them outstanding (like fio's iodepth); per-record
+    produce-to-ack latency."""
     topic = f"{BENCH_PREFIX}.produce.{uuid.uuid4().hex[:8]}"
     admin = AdminClient({"bootstrap.servers": settings.protected_bootstrap})
     for fut in admin.create_topics([NewTopic(topic, 1)]).values():
         fut.result(30)
     conf = producer_config(settings, linger_ms=linger_ms, compression=compression)
     conf["socket.nagle.disable"] = True
-    payload = os.urandom(4096)
+    payload = os.urandom(record_bytes)
     lat: list[float] = []
 
     async def run() -> None:
@@ -241,12 +304,18 @@ def kafka_produce_p99(
     admin.delete_topics([topic])
     lat = lat[len(lat) // 10 :]  # drop the warm-up tenth (first metadata, first batches)
     q = statistics.quantiles(lat, n=100)
+    per_s = len(lat) / (seconds * 0.9)
     return {
+        "record_bytes": record_bytes,
         "records": len(lat),
-        "records_per_s": len(lat) / (seconds * 0.9),
+        "records_per_s": per_s,
+        "mbps": per_s * record_bytes / 1e6,
         "p50_us": q[49] * 1e6,
         "p99_us": q[98] * 1e6,
     }
+
+
+KAFKA_SIZES = {"4k": 4096, "64k": 64 << 10, "1m": 1 << 20}  # the workloads' request sizes
 
 
 def topic_bytes(log_dir: Path, topic: str) -> int:
@@ -407,8 +476,16 @@ def main() -> None:
             raw[target] = run_target(
                 target, disk, args.size, work, settings, env, args.runtime, topics, args.compression
             )
-        print("  kafka alone: 4 KiB records, 16 in flight ...", flush=True)
-        extra["kafka_produce_4k"] = kafka_produce_p99(settings, args.runtime, args.compression)
+        extra["kafka_alone"] = {}
+        for name, nbytes in KAFKA_SIZES.items():
+            k = kafka_produce_p99(settings, args.runtime, args.compression, record_bytes=nbytes)
+            extra["kafka_alone"][name] = k
+            print(
+                f"  kafka alone      {name:>4} records {k['records_per_s']:9.0f} /s "
+                f"{k['mbps']:8.1f} MB/s p99 {k['p99_us']:8.0f} us (16 in flight)",
+                flush=True,
+            )
+        extra["kafka_produce_4k"] = extra["kafka_alone"]["4k"]
         if args.sweep:
             extra["sweep"] = sweep(disk, args.size, work, settings, env, args.runtime, topics)
         if args.profile:
@@ -435,15 +512,16 @@ def main() -> None:
                     [*topics, f"{BENCH_PREFIX}.control"]
                 )
         shutil.rmtree(work, ignore_errors=True)
-    results = {
-        t: {
-            "iops_4k_randwrite": round(r["4k_randwrite"]["iops"], 1),
-            "mbps_64k_seqwrite": round(r["64k_seqwrite"]["mbps"], 1),
-            "mbps_1m_seqwrite": round(r["1m_seqwrite"]["mbps"], 1),
-            "p99_us_4k_randwrite": round(r["4k_randwrite"]["p99_us"], 1),
+    results: dict[str, dict[str, float]] = {t: summary(r) for t, r in raw.items()}
+    if "kafka_alone" in extra:
+        ka = extra["kafka_alone"]
+        results["kafka-alone"] = {
+            "records_per_s_4k": round(ka["4k"]["records_per_s"], 1),
+            "p50_us_4k": round(ka["4k"]["p50_us"], 1),
+            "p99_us_4k": round(ka["4k"]["p99_us"], 1),
+            "mbps_64k": round(ka["64k"]["mbps"], 1),
+            "mbps_1m": round(ka["1m"]["mbps"], 1),
         }
-        for t, r in raw.items()
-    }
     extra["raw"] = raw
     extra["loadavg_after"] = os.getloadavg()[0]
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -452,6 +530,28 @@ def main() -> None:
     if set(TARGETS) <= set(results):
         chart(results, args.out.with_suffix(".png"))
     report(results, extra)
+
+
+def summary(r: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """One target's row of tapper.json: the original four keys, CPU, and (async) lag figures."""
+    out = {
+        "iops_4k_randwrite": round(r["4k_randwrite"]["iops"], 1),
+        "mbps_64k_seqwrite": round(r["64k_seqwrite"]["mbps"], 1),
+        "mbps_1m_seqwrite": round(r["1m_seqwrite"]["mbps"], 1),
+        "p99_us_4k_randwrite": round(r["4k_randwrite"]["p99_us"], 1),
+        "p50_us_4k_randwrite": round(r["4k_randwrite"]["p50_us"], 1),
+    }
+    if "cpu_s_per_write" in r["4k_randwrite"]:
+        out["cpu_s_per_100k_4k"] = round(r["4k_randwrite"]["cpu_s_per_write"] * 1e5, 3)
+        out["cpu_s_per_gib_64k"] = round(r["64k_seqwrite"]["cpu_s_per_gib"], 3)
+        out["cpu_s_per_gib_1m"] = round(r["1m_seqwrite"]["cpu_s_per_gib"], 3)
+    for key, short in (("4k_randwrite", "4k"), ("64k_seqwrite", "64k"), ("1m_seqwrite", "1m")):
+        w = r[key]
+        if "rpo_max_s" in w:
+            out[f"rpo_max_s_{short}"] = round(w["rpo_max_s"], 3)
+            out[f"backlog_bytes_end_{short}"] = w["backlog_bytes_end"]
+            out[f"drain_s_{short}"] = -1 if w["drain_s"] is None else round(w["drain_s"], 2)
+    return out
 
 
 def sweep(
@@ -519,58 +619,113 @@ def settings_log_dir() -> str:
     raise SystemExit(f"no log.dirs in {props}: is the local stack up (`make up`)?")
 
 
+def target_lines(results: dict[str, dict[str, float]]) -> list[str]:
+    """Issue 13's ratios against the same run's baselines, each with its target and a verdict."""
+    sync, asy, py = (
+        results.get("tapstream-sync"),
+        results.get("tapstream-async"),
+        results.get("nbdkit-python"),
+    )
+    file, kafka = results.get("nbdkit-file"), results.get("kafka-alone")
+    rows: list[tuple[str, float | None, float, bool]] = []  # what, ratio, target, higher is better
+
+    def add(what: str, a: float | None, b: float | None, target: float, up: bool = True) -> None:
+        rows.append((what, a / b if a is not None and b else None, target, up))
+
+    if sync and kafka:
+        add(
+            "sync 4k IOPS / Kafka alone 4 KiB records/s",
+            sync["iops_4k_randwrite"],
+            kafka["records_per_s_4k"],
+            0.8,
+        )
+        add(
+            "sync 4k p99 / Kafka alone 4 KiB p99",
+            sync["p99_us_4k_randwrite"],
+            kafka["p99_us_4k"],
+            1.5,
+            False,
+        )
+        add(
+            "sync 64k MB/s / Kafka alone 64 KiB MB/s",
+            sync["mbps_64k_seqwrite"],
+            kafka["mbps_64k"],
+            0.8,
+        )
+        add(
+            "sync 1M MB/s / Kafka alone 1 MiB MB/s", sync["mbps_1m_seqwrite"], kafka["mbps_1m"], 0.8
+        )
+    if asy and py:
+        add("async 4k IOPS / nbdkit-python", asy["iops_4k_randwrite"], py["iops_4k_randwrite"], 1.0)
+    if asy and file:
+        add(
+            "async 64k MB/s / nbdkit-file", asy["mbps_64k_seqwrite"], file["mbps_64k_seqwrite"], 0.5
+        )
+    for name, row in (("sync", sync), ("async", asy)):
+        if row and py:
+            add(
+                f"{name} CPU per 4k write / nbdkit-python's",
+                row.get("cpu_s_per_100k_4k"),
+                py.get("cpu_s_per_100k_4k"),
+                2.0,
+                False,
+            )
+    lines = []
+    for what, ratio, target, up in rows:
+        if ratio is None:
+            lines.append(f"{what:48} n/a")
+            continue
+        ok = ratio >= target if up else ratio <= target
+        sign = ">=" if up else "<="
+        lines.append(
+            f"{what:48} {ratio:5.2f}x  (target {sign} {target}x: {'met' if ok else 'NOT met'})"
+        )
+    if asy and "rpo_max_s_4k" in asy:
+        lines.append(
+            "async RPO max 4k/64k/1M: "
+            + ", ".join(f"{asy[f'rpo_max_s_{k}']:.2f} s" for k in ("4k", "64k", "1m"))
+            + "; backlog at fio's end: "
+            + ", ".join(
+                f"{asy[f'backlog_bytes_end_{k}'] / 1e6:.1f} MB" for k in ("4k", "64k", "1m")
+            )
+            + "; drained in: "
+            + ", ".join(f"{asy[f'drain_s_{k}']:.1f} s" for k in ("4k", "64k", "1m"))
+        )
+    return lines
+
+
 def report(results: dict[str, dict[str, float]], extra: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title="tapper benchmark (fio nbd, iodepth 16)")
-    for col in ("target", "4k randwrite IOPS", "64k seq MB/s", "1M seq MB/s", "4k p99 µs"):
+    cols = (
+        "target",
+        "4k IOPS",
+        "64k MB/s",
+        "1M MB/s",
+        "4k p99 µs",
+        "CPU s/100k 4k",
+        "CPU s/GiB 64k",
+    )
+    for col in cols:
         table.add_column(col, justify="right")
     for t, r in results.items():
+        if t == "kafka-alone":
+            continue
         table.add_row(
             t,
             f"{r['iops_4k_randwrite']:,.0f}",
             f"{r['mbps_64k_seqwrite']:,.1f}",
             f"{r['mbps_1m_seqwrite']:,.1f}",
             f"{r['p99_us_4k_randwrite']:,.0f}",
+            f"{r.get('cpu_s_per_100k_4k', float('nan')):.2f}",
+            f"{r.get('cpu_s_per_gib_64k', float('nan')):.2f}",
         )
     console = Console()
     console.print(table)
-
-    def ratio(a: str, b: str, key: str) -> str:
-        if a not in results or b not in results or not results[b][key]:
-            return "n/a"
-        return f"{results[a][key] / results[b][key]:.2f}x"
-
-    console.print(
-        f"sync 4k IOPS vs nbdkit-python:      {ratio('tapstream-sync', 'nbdkit-python', 'iops_4k_randwrite')}"
-        "  (target >= 1.0x, aim 1.5x)"
-    )
-    console.print(
-        f"async 4k IOPS vs nbdkit-python:     {ratio('tapstream-async', 'nbdkit-python', 'iops_4k_randwrite')}"
-    )
-    console.print(
-        f"async 64k MB/s vs nbdkit-file:      {ratio('tapstream-async', 'nbdkit-file', 'mbps_64k_seqwrite')}"
-        "  (target >= 0.5x)"
-    )
-    console.print(
-        f"sync 64k MB/s vs nbdkit-file:       {ratio('tapstream-sync', 'nbdkit-file', 'mbps_64k_seqwrite')}"
-    )
-    console.print(
-        f"sync 1M MB/s vs nbdkit-file:        {ratio('tapstream-sync', 'nbdkit-file', 'mbps_1m_seqwrite')}"
-    )
-    k = extra.get("kafka_produce_4k")
-    if k:
-        console.print(
-            f"Kafka alone (4 KiB records, 16 in flight): {k['records_per_s']:,.0f} records/s, "
-            f"p50 {k['p50_us']:,.0f} µs, p99 {k['p99_us']:,.0f} µs"
-        )
-    if k and "tapstream-sync" in results:
-        console.print(
-            f"sync 4k p99 {results['tapstream-sync']['p99_us_4k_randwrite']:,.0f} µs vs Kafka's own produce "
-            f"p99 {k['p99_us']:,.0f} µs (p50 {k['p50_us']:,.0f} µs, 4 KiB, 16 in flight): "
-            f"{results['tapstream-sync']['p99_us_4k_randwrite'] / k['p99_us']:.2f}x"
-        )
+    for line in target_lines(results):
+        console.print(line)
     if "sweep" in extra:
         console.print_json(json.dumps(extra["sweep"]))
     for name, p in extra.get("profile", {}).items():

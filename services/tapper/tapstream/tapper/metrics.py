@@ -50,6 +50,18 @@ CHECKPOINTS_REFUSED = Counter(
     "Checkpoints refused because a volume's stream was not consistent",
     ["group"],
 )
+RPO = Gauge(
+    f"{NAMESPACE}_tapper_rpo_seconds",
+    "At most how far the volume's stream in Kafka is behind the volume: the age of the oldest "
+    "event not yet acked, or in async mode since the volume went ahead of a slow Kafka",
+    ["volume"],
+)
+BACKLOG = Gauge(
+    f"{NAMESPACE}_tapper_backlog_bytes",
+    "Bytes acknowledged to the VM and not yet in Kafka: events awaiting their ack, plus, while an "
+    "async volume is ahead of a slow Kafka, the dirty regions its catch-up will resend",
+    ["volume"],
+)
 BITMAP_SYNC = Histogram(
     f"{NAMESPACE}_tapper_bitmap_sync_seconds",
     "msync of the dirty bitmap before acks (async mode)",

@@ -100,6 +100,8 @@ class WriteMode(Protocol):
 
     def in_flight(self) -> int: ...
 
+    def rpo_s(self, now: float) -> float: ...
+
 
 class _Pending:
     """A sync-mode request waiting for its events' acks; answered exactly once (ack, refusal or
@@ -251,6 +253,10 @@ class SyncMode:
     def in_flight(self) -> int:
         return sum(1 for p in self._pending if not p.answered) + len(self._waiting)
 
+    def rpo_s(self, now: float) -> float:
+        """No acknowledged write is missing from Kafka: only unanswered ones wait."""
+        return self.stream.lag_s(now)
+
 
 class AsyncMode:
     name = "async"
@@ -266,6 +272,7 @@ class AsyncMode:
         self.host, self.volume, self.stream, self.bitmap = host, volume, stream, bitmap
         self.backlog_bytes = backlog_bytes
         self.ahead = False
+        self._ahead_since = 0.0  # perf_counter when the volume last went ahead
         # requests waiting for the bitmap's msync (or behind an overlapping one), in order
         self._queue: list[tuple[int, int, Callable[[], None]]] = []
         self._syncing = False
@@ -433,6 +440,7 @@ class AsyncMode:
     def _go_ahead(self) -> None:
         if not self.ahead:
             self.ahead = True
+            self._ahead_since = time.perf_counter()
             metrics.AHEAD.labels(self.host.name).set(1)
             log.warning(
                 "kafka is behind: writes only mark the dirty bitmap until it catches up",
@@ -466,6 +474,14 @@ class AsyncMode:
 
     def in_flight(self) -> int:
         return len(self._queue)
+
+    def rpo_s(self, now: float) -> float:
+        """Acknowledged writes not yet in Kafka: those behind the oldest unacked event, and, while
+        ahead or catching up, every write since the volume went ahead."""
+        lag = self.stream.lag_s(now)
+        if self._catching_up is not None and not self._catching_up.done():
+            return max(lag, now - self._ahead_since)
+        return lag
 
 
 def _settle(bitmap: DirtyBitmap, regions: range, ok: bool) -> None:

@@ -61,6 +61,9 @@ class VolumeStream:
             0  # the backlog: encoded bytes handed to the producer, not yet acked
         )
         self.healthy = True
+        # perf_counter of a send no later than the oldest unacked event's (deliveries come in
+        # order): `lag_s` is an upper bound of how far Kafka is behind, at one float per event
+        self._oldest_sent = 0.0
         self.chunk_bytes = chunk_bytes
         self._producer = producer
         self._codec = codec
@@ -121,11 +124,12 @@ class VolumeStream:
         except Exception:
             self.seq -= 1  # never sent: the next event takes this seq, so the stream has no gap
             raise
+        t0 = time.perf_counter()
+        if not self.outstanding:
+            self._oldest_sent = t0
         self.outstanding += 1
         self.outstanding_bytes += len(value)
-        fut.add_done_callback(
-            partial(self._delivered, self.seq, len(value), time.perf_counter(), done)
-        )
+        fut.add_done_callback(partial(self._delivered, self.seq, len(value), t0, done))
         return fut
 
     def _delivered(
@@ -133,6 +137,7 @@ class VolumeStream:
     ) -> None:
         self.outstanding -= 1
         self.outstanding_bytes -= size
+        self._oldest_sent = t0
         ok = not fut.cancelled() and fut.exception() is None
         if ok:
             if seq > self.acked_seq:
@@ -166,6 +171,11 @@ class VolumeStream:
             else:
                 keep.append((limit, waiter))
         self._below = keep
+
+    def lag_s(self, now: float) -> float:
+        """At most how long the oldest event not yet acked has waited (0 when none waits);
+        `now` is a time.perf_counter()."""
+        return now - self._oldest_sent if self.outstanding else 0.0
 
     async def backlog_below(self, limit: int) -> None:
         """Return once less than `limit` bytes of events wait for Kafka's ack."""

@@ -212,6 +212,17 @@ class Tapper:
             return st.seq
 
         metrics.SEQ.labels(spec.name).set_function(current_seq)
+
+        def rpo(ex: Export = export) -> float:
+            return ex.mode.rpo_s(time.perf_counter())
+
+        metrics.RPO.labels(spec.name).set_function(rpo)
+
+        def backlog(ex: Export = export) -> float:
+            ahead = ex.bitmap.dirty_bytes() if ex.mode.ahead else 0
+            return ex.stream.outstanding_bytes + ahead
+
+        metrics.BACKLOG.labels(spec.name).set_function(backlog)
         if lost:
             everything = [(0, volume.size)] if volume.size else []
             for a, b in everything:
