@@ -50,7 +50,9 @@ from tapstream.tapper.tls import TlsCredentials
 
 log = get_logger("tapstream.tapper.server")
 
-BLOCKS = BlockSizes(minimum=512, preferred=4096, maximum=32 * 1024 * 1024)
+# Any byte range, like nbdkit's file plugin: fuse2fs and other userspace filesystems write small,
+# unaligned metadata updates, and every event carries its exact byte range (4096 stays preferred).
+BLOCKS = BlockSizes(minimum=1, preferred=4096, maximum=32 * 1024 * 1024)
 # All connections to an export share one volume fd and one ordered event stream, and FLUSH syncs the
 # file itself, so a flush on one connection covers writes completed on any: multi-conn is true.
 TRANSMISSION_FLAGS = (
