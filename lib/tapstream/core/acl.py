@@ -242,6 +242,10 @@ def table(s: TapstreamSettings) -> dict[str, Principal]:
                 _group(f"{group}restore", why="restores for failover test and failover"),
                 _group(f"{group}site-manager"),
                 IDEMPOTENT,
+                # The web console: the RPO the recovery site reports, the analyzers' alerts.
+                _topic(progress, READ, "the console's RPO")
+                if cluster == "recovery"
+                else _topic(alerts, READ, "the console's alerts"),
             )
             if cluster != site:
                 return shared
