@@ -243,6 +243,26 @@ def _route(scope: Scope) -> APIRoute | None:
     return None
 
 
+async def live_group(sm: Site, name: str) -> dict[str, Any]:
+    """A group's state; 404 if it does not exist or was deleted (the API's and the console's)."""
+    state = await sm.projection.state("group", name)
+    if state is None or state["status"] == "deleted":
+        raise HTTPException(
+            404, f"no protection group {name!r}; list them with `tapstream group list`"
+        )
+    return state
+
+
+async def group_trail(sm: Site, name: str) -> list[dict[str, Any]]:
+    """A group's events and the checkpoints each site recorded, oldest first."""
+    rows = [{**r, "aggregate": "group"} for r in await sm.projection.events("group", name)]
+    for log_id in CheckpointLog.ids_of(name):
+        rows += [
+            {**r, "aggregate": log_id} for r in await sm.projection.events("checkpoints", log_id)
+        ]
+    return sorted(rows, key=lambda r: r["ts"])
+
+
 def make_api(sm: Site, recovery: Recovery, tokens: TokenStore) -> FastAPI:
     api = FastAPI(title=f"tapstream site manager ({sm.site})", version="1")
     # Open like /health, /docs and /openapi.json: Prometheus scrapes without credentials (keep the
@@ -290,12 +310,7 @@ def make_api(sm: Site, recovery: Recovery, tokens: TokenStore) -> FastAPI:
         return agg.state()
 
     async def group_state(name: str) -> dict[str, Any]:
-        state = await sm.projection.state("group", name)
-        if state is None or state["status"] == "deleted":
-            raise HTTPException(
-                404, f"no protection group {name!r}; list them with `tapstream group list`"
-            )
-        return state
+        return await live_group(sm, name)
 
     @api.get("/health")
     async def health() -> dict[str, Any]:
@@ -348,13 +363,7 @@ def make_api(sm: Site, recovery: Recovery, tokens: TokenStore) -> FastAPI:
     @api.get("/groups/{name}/events")
     async def group_events(name: NamePath) -> list[dict[str, Any]]:
         """The group's trail: its own events and the checkpoints each site recorded, by time."""
-        rows = [{**r, "aggregate": "group"} for r in await sm.projection.events("group", name)]
-        for log_id in CheckpointLog.ids_of(name):
-            rows += [
-                {**r, "aggregate": log_id}
-                for r in await sm.projection.events("checkpoints", log_id)
-            ]
-        return sorted(rows, key=lambda r: r["ts"])
+        return await group_trail(sm, name)
 
     @api.post("/groups/{name}/vms", status_code=201)
     async def add_vm(name: NamePath, body: VmIn, if_match: IfMatch = None) -> dict[str, Any]:

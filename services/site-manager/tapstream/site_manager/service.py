@@ -15,6 +15,7 @@ from tapstream.site_manager import metrics, paths
 from tapstream.site_manager.api import make_api
 from tapstream.site_manager.application import Application
 from tapstream.site_manager.auth import TokenStore
+from tapstream.site_manager.console import Telemetry, mount_console
 from tapstream.site_manager.domain import Aggregate, Ledger, Outcome, Recorded
 from tapstream.site_manager.domain import commands as c
 from tapstream.site_manager.event_log import EventLog, Read
@@ -64,6 +65,7 @@ class SiteManager:
         self.events = EventLog(settings)
         self.app = Application(self.site, self.ledger, self.events.append, applied=self._save)
         self.operations: Operations | None = None  # set in start(), once the ledger is loaded
+        self.telemetry = Telemetry(settings) if settings.site_manager_console else None
         self._server: _Server | None = None
         self._server_task: asyncio.Task[None] | None = None
         self.port: int | None = None
@@ -93,8 +95,12 @@ class SiteManager:
                 "on this host run `python -m tapstream.site_manager token issue NAME --role admin`",
                 tokens_file=str(tokens.path),
             )
+        api = make_api(self, operations, tokens)
+        if self.telemetry is not None:
+            self.telemetry.start()
+            mount_console(api, self, operations, tokens, self.telemetry)
         config = uvicorn.Config(
-            make_api(self, operations, tokens),
+            api,
             host=self.s.site_manager_host,
             port=self.s.api_port,
             log_config=None,
@@ -130,6 +136,8 @@ class SiteManager:
             if self._server_task is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(self._server_task, 10)
+        if self.telemetry is not None:
+            await self.telemetry.stop()
         await self.events.stop()
         await self.projection.stop()
 

@@ -92,6 +92,10 @@ class SiteManagerSettings(TapstreamSettings):
         None,
         description="mTLS: require a client certificate signed by this CA (PEM) besides the token.",
     )
+    site_manager_console: bool = Field(
+        True,
+        description="Serve the web console at /console on the API's port (same tokens and roles).",
+    )
     # --- the CLI's side of it ------------------------------------------------------------------
     api_token: SecretStr | None = Field(
         None,
