@@ -14,7 +14,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from confluent_kafka import TopicPartition
 
@@ -22,7 +22,7 @@ from tapstream.core.codec import make_codec
 from tapstream.core.durable import fsync_dir
 from tapstream.core.kafka import sync_consumer
 from tapstream.core.replay import StreamError, apply_body
-from tapstream.core.replica import Replica
+from tapstream.core.replica import Position, Replica
 from tapstream.core.settings import TapstreamSettings
 from tapstream.journal.plan import Span, needed
 from tapstream.journal.store import JournalStore
@@ -48,6 +48,71 @@ class RestoreResult:
 Progress = Callable[[int, int], None]  # (done, total) in events
 
 
+@dataclass
+class Window:
+    """What lies between the replica and a checkpoint: the events a restore or a view must add."""
+
+    checkpoint: dict[str, Any]
+    position: Position
+    rows: list[Any]
+    spans: list[Span]  # the events not wholly overwritten later (plan.needed), in seq order
+    topic: str
+
+
+async def window(
+    store: JournalStore,
+    settings: TapstreamSettings,
+    group: str,
+    volume: str,
+    checkpoint: str,
+    under_lock: Callable[[Replica], None],
+) -> Window:
+    """Find `checkpoint`, call `under_lock` under the replica's lock where its position is read (to
+    copy the replica, or to open a preserve session at that position), then check that the journal
+    holds every event between them. RestoreError says why not and what to do."""
+    cp = await store.find_checkpoint(group, volume, checkpoint)
+    if cp is None:
+        known = await store.volumes(group)
+        if volume not in known:
+            raise RestoreError(
+                f"unknown volume {volume!r} in group {group!r}; volumes with "
+                f"checkpoints: {', '.join(known) or 'none'}"
+            )
+        raise RestoreError(
+            f"no checkpoint {checkpoint!r} for {group}/{volume}; list them with "
+            f"`tapstream checkpoint list {group}`"
+        )
+    replica = Replica(settings.replica_dir, group, volume)
+    with replica.lock():
+        pos = replica.position()
+        if pos.seq > cp["seq"]:
+            raise RestoreError(
+                f"checkpoint {cp['id']} is outside the journal window: the replica already applied "
+                f"seq {pos.seq} > {cp['seq']}. Pick a newer checkpoint (`tapstream checkpoint list {group}`)"
+            )
+        under_lock(replica)
+    rows = await store.events_between(group, volume, pos.seq, cp["seq"])
+    expected = cp["seq"] - pos.seq
+    if pos.halt is not None:
+        raise RestoreError(
+            f"the replica of {group}/{volume} is halted at seq {pos.seq} ({pos.halt['reason']}: "
+            f"{pos.halt['detail']}); checkpoint {cp['id']} lies after it. Restore a checkpoint at "
+            f"or before seq {pos.seq}, or heal it first: `tapstream volume resync {group} {volume}`"
+        )
+    if len(rows) != expected:
+        missing = _missing(pos.seq, cp["seq"], [r["seq"] for r in rows])
+        raise RestoreError(
+            f"the journal holds {len(rows)} of the {expected} events between the replica (seq {pos.seq}) "
+            f"and checkpoint {cp['id']} (seq {cp['seq']}); missing: {missing}. If the journal is "
+            "catching up, retry shortly (`tapstream status`); if they were lost upstream, the "
+            "replica halts there and a resync heals it (`tapstream volume resync "
+            f"{group} {volume}`): pick a checkpoint before seq {pos.seq + 1} meanwhile"
+        )
+    spans = needed(Span(r["seq"], r["off"], r["len"], r["kpartition"], r["koffset"]) for r in rows)
+    topic = rows[0]["topic"] if rows else settings.mirrored(settings.topic(f"writes.{group}"))
+    return Window(dict(cp), pos, list(rows), spans, topic)
+
+
 async def restore(
     settings: TapstreamSettings,
     group: str,
@@ -59,64 +124,28 @@ async def restore(
     store = JournalStore(settings.recovery_database_url.get_secret_value())
     await store.start()
     partial = out.with_name(out.name + ".partial")
+
+    def copy(replica: Replica) -> None:
+        if replica.image.exists():
+            _copy(replica.image, partial)
+        else:
+            partial.unlink(missing_ok=True)
+            partial.touch()
+
     try:
-        cp = await store.find_checkpoint(group, volume, checkpoint)
-        if cp is None:
-            known = await store.volumes(group)
-            if volume not in known:
-                raise RestoreError(
-                    f"unknown volume {volume!r} in group {group!r}; volumes with "
-                    f"checkpoints: {', '.join(known) or 'none'}"
-                )
-            raise RestoreError(
-                f"no checkpoint {checkpoint!r} for {group}/{volume}; list them with "
-                f"`tapstream checkpoint list {group}`"
-            )
-        replica = Replica(settings.replica_dir, group, volume)
-        with replica.lock():
-            pos = replica.position()
-            if pos.seq > cp["seq"]:
-                raise RestoreError(
-                    f"checkpoint {cp['id']} is outside the journal window: the replica already applied "
-                    f"seq {pos.seq} > {cp['seq']}. Pick a newer checkpoint (`tapstream checkpoint list {group}`)"
-                )
-            if replica.image.exists():
-                _copy(replica.image, partial)
-            else:
-                partial.unlink(missing_ok=True)
-                partial.touch()
-        rows = await store.events_between(group, volume, pos.seq, cp["seq"])
-        expected = cp["seq"] - pos.seq
-        if pos.halt is not None:
-            raise RestoreError(
-                f"the replica of {group}/{volume} is halted at seq {pos.seq} ({pos.halt['reason']}: "
-                f"{pos.halt['detail']}); checkpoint {cp['id']} lies after it. Restore a checkpoint at "
-                f"or before seq {pos.seq}, or heal it first: `tapstream volume resync {group} {volume}`"
-            )
-        if len(rows) != expected:
-            missing = _missing(pos.seq, cp["seq"], [r["seq"] for r in rows])
-            raise RestoreError(
-                f"the journal holds {len(rows)} of the {expected} events between the replica (seq {pos.seq}) "
-                f"and checkpoint {cp['id']} (seq {cp['seq']}); missing: {missing}. If the journal is "
-                "catching up, retry shortly (`tapstream status`); if they were lost upstream, the "
-                "replica halts there and a resync heals it (`tapstream volume resync "
-                f"{group} {volume}`): pick a checkpoint before seq {pos.seq + 1} meanwhile"
-            )
-        spans = needed(
-            Span(r["seq"], r["off"], r["len"], r["kpartition"], r["koffset"]) for r in rows
-        )
-        topic = rows[0]["topic"] if rows else settings.mirrored(settings.topic(f"writes.{group}"))
-        applied, journal_bytes = _apply_from_kafka(
-            settings, topic, spans, partial, cp["volume_size"], progress
+        w = await window(store, settings, group, volume, checkpoint, copy)
+        cp = w.checkpoint
+        applied, journal_bytes = apply_from_kafka(
+            settings, w.topic, w.spans, partial, cp["volume_size"], progress
         )
         return RestoreResult(
             cp["id"],
             cp["tag"],
             out,
             cp["volume_size"],
-            pos.seq,
+            w.position.seq,
             cp["seq"],
-            len(rows),
+            len(w.rows),
             applied,
             journal_bytes,
         )
@@ -160,7 +189,7 @@ def _copy(src: Path, dst: Path) -> None:
             shutil.copyfileobj(fsrc, fdst, 8 << 20)
 
 
-def _apply_from_kafka(
+def apply_from_kafka(
     settings: TapstreamSettings,
     topic: str,
     spans: list[Span],

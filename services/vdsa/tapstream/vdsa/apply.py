@@ -11,6 +11,9 @@ under the same lock, never sees bytes past the saved position; then the offsets 
 young event pauses its partition until it has aged past the history window. An I/O error (a full
 disk) leaves that volume at its saved position and retries its partitions later; others go on.
 
+While a checkpoint view (instant recovery) is open on a replica, each event's range is first copied
+aside for it (tapstream.instant.preserve): the view keeps its base and replication goes on.
+
 A kept checkpoint (CHECKPOINT_TAG with keep, on the mirrored control topic) stops its volume at the
 checkpoint's marker until it is released: the replica then is the checkpoint, restorable however old.
 The consumer offset is committed up to, not past, the marker, so after a restart it is read and held
@@ -40,6 +43,7 @@ from tapstream.core.names import valid_name
 from tapstream.core.records import ProgressSource
 from tapstream.core.replay import apply_body
 from tapstream.core.replica import Position, Replica
+from tapstream.instant.preserve import Preserver
 from tapstream.vdsa import metrics
 from tapstream.vdsa.halts import HaltReporter
 from tapstream.vdsa.holds import HoldFollower
@@ -61,6 +65,7 @@ class VolumeState:
     extra: dict[str, Any] = field(default_factory=dict)
     held_at: str | None = None  # id of the kept checkpoint this volume stopped at
     pending: list[dict[str, Any]] = field(default_factory=list)  # records to apply this batch
+    preserver: Preserver | None = None  # copies aside what open checkpoint views still read
 
 
 MARKERS_REMEMBERED = 10_000
@@ -121,7 +126,7 @@ class Applier:
             replica = Replica(self.s.replica_dir, group, volume)
             pos = replica.position()
             cursor = Cursor(volume, pos.seq, list(pos.open_syncs), pos.halt)
-            st = VolumeState(replica, pos, cursor, group=group)
+            st = VolumeState(replica, pos, cursor, group=group, preserver=Preserver(replica.image))
             st.fd = replica.open()
             self.volumes[key] = st
         return st
@@ -282,6 +287,8 @@ class Applier:
             st = self.volumes.pop(key, None)
             if st is not None and st.fd >= 0:
                 os.close(st.fd)
+            if st is not None and st.preserver is not None:
+                st.preserver.close()
             for tp, offset in first.items():
                 if self.s.mirrored(self.s.topic(f"writes.{key[0]}")) == tp.topic:
                     consumer.seek(tp, offset)
@@ -435,6 +442,8 @@ class Applier:
 
     def _apply(self, st: VolumeState, rec: dict[str, Any]) -> None:
         branch, body = rec["body"]
+        if st.preserver is not None:
+            st.preserver.before(st.fd, branch, body)  # under the replica's lock, as views expect
         apply_body(st.fd, rec["body"], verify=False)  # the cursor verified it
         if branch == "Checkpoint" and body.get("volume_size"):
             if os.fstat(st.fd).st_size < body["volume_size"]:
