@@ -161,6 +161,9 @@ def _show_group(g: dict[str, Any], as_json: bool) -> None:
                 v["target_path"],
             )
     console.print(table)
+    for vm in g["vms"]:
+        if spec := vm.get("spec"):
+            console.print(f"VM {vm['name']} at the recovery site: {describe_spec(spec)}")
     if g.get("failover_test"):
         t = g["failover_test"]
         console.print(
@@ -169,6 +172,32 @@ def _show_group(g: dict[str, Any], as_json: bool) -> None:
         )
     if g.get("exports"):
         console.print("exports: " + ", ".join(f"{k}={u}" for k, u in g["exports"].items()))
+
+
+def describe_spec(spec: dict[str, Any]) -> str:
+    parts = [
+        f"{spec['vcpus']} vCPU",
+        f"{spec['memory_mib']} MiB",
+        f"disks {', '.join(spec['disks']) or 'all'}",
+        f"network {spec['network'] or 'none'}",
+        f"boot order {spec['boot_order']}",
+    ]
+    if spec.get("kernel"):
+        parts.append(f"kernel {spec['kernel']}")
+    return ", ".join(parts)
+
+
+def show_vms(vms: dict[str, dict[str, dict[str, str]]]) -> None:
+    """`vms` of a group status: per site, domain -> {vm, purpose, state, live}."""
+    rows = [(site, d, v) for site, doms in vms.items() for d, v in sorted(doms.items())]
+    if not rows:
+        return
+    table = Table("site", "VM", "protects", "purpose", "recorded", "now", title="VMs")
+    for site, d, v in rows:
+        table.add_row(
+            site, d, v.get("vm", ""), v.get("purpose", ""), v.get("state", ""), v.get("live", "")
+        )
+    console.print(table)
 
 
 # --- groups ---------------------------------------------------------------------------------------
@@ -243,6 +272,7 @@ def group_status(name: str, site: Site = "protected", as_json: Json = False) -> 
     for key in ("services", "exports", "replicas", "reverse"):
         if st.get(key):
             console.print(f"{key}: {json.dumps(st[key])}")
+    show_vms(st.get("vms") or {})
 
 
 @group_app.command("set")
@@ -345,6 +375,50 @@ def add_volume(
         ),
         as_json,
     )
+
+
+@group_app.command("define-vm")
+def define_vm(
+    name: str,
+    vm: str,
+    vcpus: Annotated[int, typer.Option(help="virtual CPUs")] = 1,
+    memory: Annotated[int, typer.Option("--memory", help="MiB")] = 512,
+    disk: Annotated[
+        list[str] | None,
+        typer.Option("--disk", help="a volume of VM, in disk order (repeat); default: all"),
+    ] = None,
+    network: Annotated[
+        str, typer.Option(help="libvirt network at the recovery site (default: none)")
+    ] = "",
+    boot_order: Annotated[int, typer.Option("--boot-order", help="lower boots first")] = 0,
+    kernel: Annotated[str, typer.Option(help="direct kernel boot: path at the recovery site")] = "",
+    initrd: Annotated[str, typer.Option(help="its initrd")] = "",
+    cmdline: Annotated[str, typer.Option(help="its kernel command line")] = "",
+    site: Site = "protected",
+    version: Version = None,
+    as_json: Json = False,
+) -> None:
+    """How VM comes up at the recovery site when a failover, move or failover test runs (with
+    TAPSTREAM_SITE_MANAGER_VM_DRIVER=libvirt or exec there): replaces an earlier definition."""
+    spec = {
+        "vcpus": vcpus,
+        "memory_mib": memory,
+        "disks": disk or [],
+        "network": network,
+        "boot_order": boot_order,
+        "kernel": kernel,
+        "initrd": initrd,
+        "cmdline": cmdline,
+    }
+    _show_group(call(site, "PUT", f"/groups/{name}/vms/{vm}/spec", spec, version), as_json)
+
+
+@group_app.command("undefine-vm")
+def undefine_vm(
+    name: str, vm: str, site: Site = "protected", version: Version = None, as_json: Json = False
+) -> None:
+    """Forget how VM comes up at the recovery site: a failover serves its disks only."""
+    _show_group(call(site, "DELETE", f"/groups/{name}/vms/{vm}/spec", version=version), as_json)
 
 
 @group_app.command("remove-volume")

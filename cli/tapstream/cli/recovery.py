@@ -8,7 +8,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, cast
+from typing import Annotated, Any, cast
 
 import typer
 from rich.console import Console
@@ -245,6 +245,26 @@ def _latest_progress(
     return latest
 
 
+def _vms(group: str) -> dict[str, Any]:
+    """The group's VMs per site, as the recovery site's manager reports them (both sites' VM logs
+    are mirrored to it; the state now of its own); {} when no site manager answers."""
+    import httpx
+
+    from tapstream.cli.groups import _settings, client_options
+
+    s = _settings()
+    for site in ("recovery", "protected"):
+        try:
+            r = httpx.get(
+                f"{s.url(site)}/groups/{group}/status", **{**client_options(s), "timeout": 5}
+            )
+        except httpx.HTTPError:
+            continue
+        if r.status_code == 200:
+            return dict(r.json().get("vms") or {})
+    return {}
+
+
 def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Per group: volumes, last checkpoint, RPO, journal window, applied position (recovery site)."""
     from tapstream.cli import analyze
@@ -307,6 +327,7 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
                         "analyzers": {
                             a["analyzer"]: a["lag"] for a in analyzers if a["group"] == g
                         },
+                        "vms": await asyncio.to_thread(_vms, g),
                     }
                 )
             return out
@@ -329,6 +350,7 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         "applied seq",
         "analyzers (lag)",
         "halted (heal with)",
+        "VMs (site: state)",
     )
     for g in groups:
         lc = g["last_checkpoint"]
@@ -344,6 +366,12 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
             ", ".join(f"{v}={s}" for v, s in g["applied_seq"].items()) or "-",
             ", ".join(f"{a}={lag}" for a, lag in g["analyzers"].items()) or "-",
             "\n".join(f"[red]{v}: {h['reason']}[/] ({h['heal']})" for v, h in g["halted"].items())
+            or "-",
+            "\n".join(
+                f"{site}: {d} {v.get('live') or v.get('state')}"
+                for site, doms in g["vms"].items()
+                for d, v in doms.items()
+            )
             or "-",
         )
     console.print(table)

@@ -93,6 +93,24 @@ class TargetIn(Body):
     target_vm: DomainName
 
 
+class VmSpecIn(Body):
+    """How the VM comes up at the recovery site (failover, move, failover test): a libvirt domain
+    the site manager builds, or what its exec driver is handed."""
+
+    vcpus: int = Field(1, ge=1, le=256)
+    memory_mib: int = Field(512, ge=16, le=4 * 1024 * 1024)
+    disks: list[DomainName] = Field(
+        default_factory=list,
+        max_length=26,
+        description="The VM's volumes in disk order (vda, vdb, ...); empty: all, by name",
+    )
+    network: DomainName = Field("", description="libvirt network of the recovered VM; '': none")
+    boot_order: int = Field(0, ge=-1000, le=1000, description="Lower boots first in the group")
+    kernel: PathText = Field("", description="Direct kernel boot: path at the recovery site")
+    initrd: PathText = ""
+    cmdline: PathText = ""
+
+
 class VolumeIn(Body):
     volume: DomainName
     path: PathText = Field(description="Disk image at the protected site")
@@ -378,6 +396,16 @@ def make_api(sm: Site, recovery: Recovery, tokens: TokenStore) -> FastAPI:
         name: NamePath, vm: NamePath, body: TargetIn, if_match: IfMatch = None
     ) -> dict[str, Any]:
         return await group_cmd(name, c.PairTarget(vm, body.target_vm), if_match)
+
+    @api.put("/groups/{name}/vms/{vm}/spec")
+    async def define_vm(
+        name: NamePath, vm: NamePath, body: VmSpecIn, if_match: IfMatch = None
+    ) -> dict[str, Any]:
+        return await group_cmd(name, c.DefineVm(vm, body.model_dump()), if_match)
+
+    @api.delete("/groups/{name}/vms/{vm}/spec")
+    async def undefine_vm(name: NamePath, vm: NamePath, if_match: IfMatch = None) -> dict[str, Any]:
+        return await group_cmd(name, c.UndefineVm(vm), if_match)
 
     @api.post("/groups/{name}/vms/{vm}/volumes", status_code=201)
     async def add_volume(

@@ -10,6 +10,7 @@ from typing import Any
 
 from tapstream.core.logging import get_logger
 from tapstream.core.replica import Replica
+from tapstream.core.settings import load
 from tapstream.site_manager.application import Execute
 from tapstream.site_manager.control import Control
 from tapstream.site_manager.domain import Ledger
@@ -20,6 +21,8 @@ from tapstream.site_manager.reconciler import Reconciler
 from tapstream.site_manager.runner import Runner
 from tapstream.site_manager.settings import SiteManagerSettings
 from tapstream.site_manager.supervisor import Supervisor
+from tapstream.site_manager.vms import VmSettings, make_driver, vm_status
+from tapstream.site_manager.vms.keeper import VmKeeper
 from tapstream.site_manager.workflows.context import Context, Trail
 
 log = get_logger("tapstream.site_manager.operations")
@@ -45,8 +48,10 @@ class Operations:
                 journal=self.journal,
                 reconciler=self.reconciler,
                 supervisor=self.supervisor,
+                vms=make_driver(load(VmSettings)),
             )
         )
+        self.vm_keeper = VmKeeper(self.runner.ctx)
 
     # --- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -57,6 +62,7 @@ class Operations:
 
     async def stop(self) -> None:
         await self.runner.stop()
+        await self.vm_keeper.stop()
         await self.reconciler.stop()
         if self.s.site_manager_stop_services:
             await self.supervisor.stop_all()
@@ -72,6 +78,7 @@ class Operations:
     def changed(self, aggregate_type: str, aggregate_id: str) -> None:
         if aggregate_type == "group":
             self.reconciler.changed(aggregate_id)
+            self.vm_keeper.changed(aggregate_id)
 
     # --- what the API asks -----------------------------------------------------------------------
     async def control(
@@ -105,6 +112,7 @@ class Operations:
             "services": {n: self.supervisor.running(n) for n in mine},
             "pids": {n: self.supervisor.pid(n) for n in mine},
         }
+        out["vms"] = await vm_status(self.runner.ctx, name)
         if name in self.reconciler.reverse:
             out["reverse"] = self.reconciler.reverse[name].status()
         if self.site == g.target_site:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tapstream.core.logging import get_logger
@@ -14,6 +14,7 @@ from tapstream.site_manager.journal_reader import JournalReader
 from tapstream.site_manager.layout import Layout
 from tapstream.site_manager.reconciler import Reconciler
 from tapstream.site_manager.supervisor import Supervisor
+from tapstream.site_manager.vms.driver import NoVms, VmDriver
 
 log = get_logger("tapstream.site_manager.operations")
 
@@ -40,6 +41,7 @@ class Context:
     journal: JournalReader
     reconciler: Reconciler
     supervisor: Supervisor
+    vms: VmDriver = field(default_factory=NoVms)  # brings the group's VMs up (vms/)
 
     async def restore_all(
         self, op: str, group: str, cp: str, out_dir: Path | None

@@ -20,12 +20,15 @@ from tapstream.site_manager.domain import aggregates as a
 from tapstream.site_manager.domain import commands as c
 from tapstream.site_manager.errors import OperationFailed
 from tapstream.site_manager.layout import Layout
+from tapstream.site_manager.vms import stop_vms, wait_vms_down
 from tapstream.site_manager.workflows.context import Context
 
 
 async def reverse(ctx: Context, op: str, group: str, _: str) -> dict[str, str]:
     g = ctx.layout.group(group)
     cp = (g.last_failover or {}).get("checkpoint_id", "")
+    # The original volumes are about to be rewritten: VMs still on them here go down cleanly first.
+    stopped = await stop_vms(ctx, op, group, graceful=True)
     await ctx.supervisor.stop(f"tapper-{group}")
     await ctx.supervisor.stop(f"vdsa-protected-{group}")
     # What this site wrote after the promoted checkpoint (an unplanned failover leaves some; a
@@ -45,7 +48,7 @@ async def reverse(ctx: Context, op: str, group: str, _: str) -> dict[str, str]:
     if delta_bytes:
         await ctx.control.control(group, "RESYNC", delta.resync_args(changed), site=g.target_site)
     await ctx.execute("group", group, c.StartReverse(op, delta_bytes))
-    return {"topic": applier.topic, "delta_bytes": str(delta_bytes)}
+    return {"topic": applier.topic, "delta_bytes": str(delta_bytes), **stopped}
 
 
 def written_after(layout: Layout, g: ProtectionGroup, cp: str) -> dict[str, list[tuple[int, int]]]:
@@ -85,6 +88,11 @@ async def failback(ctx: Context, op: str, group: str, _: str) -> dict[str, str]:
     await ctx.execute("group", group, c.BeginFailover(op, "failback"))
     layout = ctx.layout
     g = layout.group(group)
+    # The recovery site's manager shuts its VMs of the group down when it sees the failback begin
+    # (vms.keeper); fencing the writes under a running guest would fail its I/O instead.
+    await wait_vms_down(
+        ctx, op, group, g.target_site, ctx.vms.settings.site_manager_vm_shutdown_timeout_s + 60
+    )
     await ctx.control.control(group, "PAUSE", {"writes": "refuse", "owner": op}, site=g.target_site)
     await ctx.progress(op, "writes stopped at the recovery site")
     cp = await ctx.control.final_checkpoint(group, f"failback-{op[:8]}", g.target_site)

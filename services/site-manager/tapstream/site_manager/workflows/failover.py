@@ -15,6 +15,7 @@ from tapstream.core.replica import Replica
 from tapstream.site_manager.domain import aggregates as a
 from tapstream.site_manager.domain import commands as c
 from tapstream.site_manager.errors import OperationFailed
+from tapstream.site_manager.vms import start_vms
 from tapstream.site_manager.workflows.context import Context
 
 log = get_logger("tapstream.site_manager.workflows.failover")
@@ -98,4 +99,6 @@ async def _promote(ctx: Context, op: str, group: str, ref: str) -> dict[str, str
     await ctx.reconciler.ensure_tapper(layout.tapper_spec(g, a.FAILED_OVER))
     exports = layout.exports(g)
     await ctx.execute("group", group, c.CompleteFailover(op, cp, exports))
-    return {"checkpoint": cp, **{f"export.{k}": v for k, v in exports.items()}}
+    # The data is failed over whatever the VMs do: a VM that does not boot is named in the result.
+    vms = await start_vms(ctx, op, group, exports)
+    return {"checkpoint": cp, **{f"export.{k}": v for k, v in exports.items()}, **vms}
