@@ -1,0 +1,91 @@
+"""Instant recovery on the two-site stack: the failover test serves the checkpoint at once, and its
+export stays byte-identical to the protected disk at the checkpoint while the recovery VDSA applies
+newer writes to the replica behind it (the view's preserve session holds what they overwrote)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from .services_harness import wait_until
+from .site_manager_harness import (
+    cli_env,
+    site_converged,
+    start_site_manager,
+    tapstream,
+    tapstream_json,
+)
+from .test_site_manager_cycle import qemu_io, same
+
+pytestmark = pytest.mark.integration
+MIB = 1024 * 1024
+SIZE = 8 * MIB
+
+
+def test_failover_test_view_holds_while_the_replica_moves_on(
+    stack, tmp_path: Path, unique_name: str
+) -> None:
+    group = unique_name
+    disk = tmp_path / "disk0.img"
+    with open(disk, "wb") as f:
+        f.truncate(SIZE)
+    pm = start_site_manager(stack, tmp_path, "protected", [group])
+    rm = start_site_manager(stack, tmp_path, "recovery", [group])
+    env = cli_env(stack, pm, rm, tmp_path)
+    replica = tmp_path / "replicas" / group / "disk0.img"
+    sessions = tmp_path / "replicas" / group / "disk0.views"
+    try:
+        # A short journal history: the replica passes the test's checkpoint while the test runs.
+        tapstream(
+            env, "group", "create", group, "--journal-history", "20", "--checkpoint-interval", "2"
+        )
+        tapstream(env, "group", "add-vm", group, "vm0", "--target", "vm0-dr")
+        tapstream(env, "group", "add-volume", group, "vm0", "disk0", str(disk), "--size", str(SIZE))
+        status = wait_until(
+            "the protected tapper serving",
+            lambda: (
+                (s := tapstream_json(env, "group", "status", group))["converged"]
+                and s.get("exports")
+                and s
+            ),
+            timeout=60,
+        )
+        wait_until("the recovery site", lambda: site_converged(env, group, "recovery"), timeout=60)
+        prot = status["exports"]["disk0"]
+        qemu_io(prot, "write -P 0x11 0 3M", "write -P 0x12 5M 1M")
+        step1 = tapstream(env, "group", "checkpoint", group, "--tag", "step1").stdout.strip()
+        at1 = shutil.copyfile(disk, tmp_path / "disk0.step1.img")
+        wait_until(
+            "step1 in the recovery journal",
+            lambda: any(
+                c["id"] == step1 for c in tapstream_json(env, "group", "checkpoints", group)
+            ),
+            timeout=60,
+        )
+        op = tapstream_json(env, "failover-test", "start", group, "--checkpoint", "step1")
+        assert op["status"] == "succeeded" and op["result"]["checkpoint"] == step1, op
+        export = op["result"]["export.disk0"]
+        same(at1, export)
+
+        # The protected VM overwrites the whole disk; the VDSA applies it to the replica.
+        qemu_io(prot, f"write -P 0x77 0 {SIZE}")
+        wait_until(
+            "the replica overwritten past the test's checkpoint",
+            lambda: replica.read_bytes() == b"\x77" * SIZE,
+            timeout=90,
+            interval=0.5,
+        )
+        (session,) = list(sessions.iterdir())
+        assert (session / "index").stat().st_size > 0, "the VDSA preserved nothing"
+        same(at1, export)  # still the checkpoint, byte for byte
+        qemu_io(export, "write -P 0xee 1M 1M", "read -P 0xee 1M 1M", "read -P 0x11 0 1M")
+        assert replica.read_bytes() == b"\x77" * SIZE  # the test's write went to its overlay
+
+        tapstream(env, "failover-test", "stop", group)
+        assert not list(sessions.iterdir()), "the preserve session outlived the test"
+        assert not (rm.state_dir / "failover-test" / group).exists()
+    finally:
+        codes = (pm.stop(), rm.stop())
+    assert codes == (0, 0), "a site manager did not stop cleanly on SIGTERM"
