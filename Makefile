@@ -105,3 +105,10 @@ chaos: setup system-deps
 	@rc=0; $(PY) -m pytest $(FAULT_TESTS) $(CHAOS_ARGS) || rc=$$?; \
 	$(PY) -m pytest -m chaos tests/integration/chaos $(CHAOS_ARGS) || rc=$$?; \
 	$(PY) -m tapstream.localstack.faults bench/results/faults.json; exit $$rc
+
+# The web console's pages as PNGs under bench/results/console/ (the README shows them): its browser
+# test on the local stack (Debian's chromium), keeping the screenshots it takes.
+.PHONY: screenshots
+screenshots: up
+	TAPSTREAM_CONSOLE_SCREENSHOTS=bench/results/console TAPSTREAM_FAULTS_FILE=$(STATE)/faults.json \
+		$(PY) -m pytest -q tests/integration/console

@@ -17,6 +17,7 @@ have kcat      || need+=(kcat)
 have java      || need+=(openjdk-17-jre-headless)
 have mvn       || need+=(maven)
 have go        || need+=(golang-go)  # builds toxiproxy for `make chaos`
+have chromium  || need+=(chromium)  # the web console's browser tests (Playwright drives it)
 # The site manager's libvirt VM driver and its test guest (libvirt-python compiles against libvirt-dev).
 have libvirtd  || need+=(libvirt-daemon-system)
 have qemu-system-x86_64 || need+=(qemu-system-x86)

@@ -6,13 +6,20 @@ keeps them in bench/results/console/)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
+import time
+import uuid
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Producer
 from playwright.sync_api import Page
+
+from tapstream.core.codec import make_codec
+from tapstream.core.kafka import TopicSpec, client_config, ensure_topics
 
 from ..services_harness import groups_env, start_service, stop, wait_until
 from ..site_manager_harness import cli_env, site_converged, start_site_manager, tapstream
@@ -25,6 +32,20 @@ SIZE = 16 * MIB
 
 def nbdinfo(uri: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["nbdinfo", "--json", uri], capture_output=True, text=True, timeout=30)
+
+
+def raise_alert(stack, group: str, clean: str) -> None:
+    """An encryption alert as the analyzer publishes it (protected cluster), naming `clean`."""
+    settings, topic = stack.settings, stack.settings.topic("alerts")
+    asyncio.run(ensure_topics(client_config(settings), [TopicSpec(topic, partitions=1)]))
+    now = time.time_ns() // 1000
+    alert = {"id": str(uuid.uuid4()), "kind": "encryption", "group": group, "volume": "disk0",
+             "onset_ts": now - 20_000_000, "detected_ts": now, "severity": "CRITICAL",
+             "score": 0.97, "encrypted_share": 0.83, "last_clean_checkpoint": clean,
+             "message": "83 % of disk0's writes in the last 20 s look encrypted", "details": {}}  # fmt: skip
+    p = Producer({"bootstrap.servers": stack.protected_bootstrap})
+    p.produce(topic, make_codec(settings).encode("Alert", alert), key=b"disk0")
+    assert p.flush(30) == 0
 
 
 def op_ends(page: Page, timeout: float) -> str:
@@ -73,6 +94,11 @@ def test_console_overview_rpo_failover_test_and_move(
         )
         uri = prot["exports"]["disk0"]  # type: ignore[index]
 
+        # An analyzer's alert names a tagged checkpoint as the last clean one (before the browser:
+        # Playwright's sync API runs an event loop in this thread).
+        clean = tapstream(env, "group", "checkpoint", group, "--tag", "before-attack")
+        raise_alert(stack, group, clean.stdout.strip())
+
         with chromium(tmp_path / "chromium-profile") as browser:
             page = browser.new_page()
             console = rm.url + "/console"
@@ -119,8 +145,8 @@ def test_console_overview_rpo_failover_test_and_move(
             writer.wait(30)
 
             # --- a failover test from the page: its export answers nbdinfo; stopped from the page
-            page.goto(console + "/operations")
-            card = page.locator(f"article[data-group='{group}']")
+            page.goto(f"{console}/operations?q={group}")
+            card = page.locator(f"tr.op-group[data-group='{group}']")
             card.locator("[data-action=failover-test]").click()
             page.locator("button[data-action=failover-test]").click()
             assert op_ends(page, 120) == "succeeded", page.locator("#advice").inner_text()
@@ -133,18 +159,22 @@ def test_console_overview_rpo_failover_test_and_move(
             info = nbdinfo(exports["disk0"])
             assert info.returncode == 0, info.stderr
             assert json.loads(info.stdout)["exports"][0]["export-size"] == SIZE
-            page.goto(console + "/operations")
+            page.goto(f"{console}/operations?q={group}")
             page.screenshot(path=str(shots / "operations.png"), full_page=True)
             card.locator("button[data-action=failover-test-stop]").click()
             assert op_ends(page, 120) == "succeeded", page.locator("#advice").inner_text()
             assert nbdinfo(exports["disk0"]).returncode != 0, "the test export still answers"
 
-            # --- alerts (the analyzers' topic as it is) -----------------------------------------
+            # --- the alert, with its one-click failover test at the last clean checkpoint --------
             page.goto(console + "/alerts")
+            alert = page.locator(f"article[data-group='{group}']")
+            alert.wait_for()
+            assert alert.locator("input[name=checkpoint]").input_value() == clean.stdout.strip()
+            assert alert.locator("button[data-action=test-last-clean]").is_enabled()
             page.screenshot(path=str(shots / "alerts.png"), full_page=True)
 
             # --- a move from the page completes --------------------------------------------------
-            page.goto(console + "/operations")
+            page.goto(f"{console}/operations?q={group}")
             card.locator("button[data-action=move]").click()
             assert op_ends(page, 300) == "succeeded", page.locator("#advice").inner_text()
             moved = page.locator("code.nbd").first.inner_text()

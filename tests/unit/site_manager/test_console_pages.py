@@ -25,6 +25,7 @@ class Console:
     client: TestClient
     sm: FakeSiteManager
     tokens: dict[str, str]
+    telemetry: Telemetry
 
     def sign_in(self, role: str) -> None:
         r = self.client.post("/console/login", data={"token": self.tokens[role], "next": ""})
@@ -42,10 +43,11 @@ def console(tmp_path: Path) -> Iterator[Console]:
     tokens = {r: store.issue(f"{r}-1", Role.parse(r)) for r in ("viewer", "operator", "admin")}
     sm = FakeSiteManager(site="recovery")
     api = make_test_api(sm, store)
-    mount_console(api, sm, sm.operations, store, Telemetry(TapstreamSettings()))  # type: ignore[arg-type]
+    telemetry = Telemetry(TapstreamSettings())
+    mount_console(api, sm, sm.operations, store, telemetry)  # type: ignore[arg-type]
     with TestClient(api, follow_redirects=False) as client:
         client.portal.call(sm.execute, "group", "g1", c.CreateGroup("sync", 5.0, 60.0, 2.0))
-        yield Console(client, sm, tokens)
+        yield Console(client, sm, tokens, telemetry)
 
 
 def test_pages_need_a_sign_in_and_send_back_after_it(console: Console) -> None:
@@ -105,3 +107,33 @@ def test_a_refused_operation_shows_the_domains_reason(console: Console) -> None:
         "/console/groups/nosuch/move", data={"csrf": csrf_token(console.tokens["operator"])}
     )
     assert r.status_code == 404 and "tapstream group list" in r.text
+
+
+def test_an_alert_offers_a_failover_test_at_its_last_clean_checkpoint(console: Console) -> None:
+    console.telemetry.alerts.append(
+        {
+            "group": "g1",
+            "volume": "d0",
+            "kind": "encryption",
+            "severity": "CRITICAL",
+            "onset_ts": 1,
+            "detected_ts": 2,
+            "score": 0.9,
+            "encrypted_share": 0.8,
+            "last_clean_checkpoint": "cp-clean",
+            "message": "encrypted writes",
+        }
+    )
+    console.sign_in("operator")
+    page = console.client.get("/console/alerts").text
+    assert 'name="checkpoint" value="cp-clean"' in page and "test-last-clean" in page
+    assert "80 %" in page
+    r = console.client.post(
+        "/console/groups/g1/failover-test",
+        data={"csrf": csrf_token(console.tokens["operator"]), "checkpoint": "cp-clean"},
+    )
+    assert r.status_code == 303
+    assert console.sm.operations.calls == [("failover-test", "g1", "operator-1")]
+    # A viewer sees the alert, not the button.
+    console.sign_in("viewer")
+    assert "test-last-clean" not in console.client.get("/console/alerts").text

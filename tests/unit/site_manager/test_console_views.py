@@ -133,3 +133,10 @@ def test_rpo_history_buckets_the_worst_and_forgets_after_the_window() -> None:
     h.add({"group": "g", "source": "replicator", "volume": "d0", "rpo_seconds": 1.0,
            "ts": int((t0 + 120) * 1e6)})  # fmt: skip
     assert h.samples("g") == [(t0 + 120, 1.0)]
+
+
+def test_checkpoint_rows_keep_the_ones_a_person_recovers_to() -> None:
+    cps = [{"id": "tagged", "tag": "before-upgrade"}, {"id": "clean"}, {"id": "kept", "kept": True}]
+    cps += [{"id": f"a{i}"} for i in range(20)]
+    rows = [cp["id"] for cp in views.checkpoint_rows(cps, last_clean="clean", newest=3)]
+    assert rows == ["a19", "a18", "a17", "kept", "clean", "tagged"]

@@ -256,12 +256,17 @@ def make_console(sm: Site, recovery: Recovery, tokens: TokenStore, telemetry: Te
 
     # --- operations -------------------------------------------------------------------------------
     @app.get("/operations", response_class=HTMLResponse, response_model=None)
-    async def operations(request: Request) -> Response:
+    async def operations(request: Request, q: str = "") -> Response:
         who = signed_in(request)
         if isinstance(who, Response):
             return who
-        groups = [g for g in await sm.projection.states("group") if g["status"] != "deleted"]
-        ops = await sm.projection.states("operation")
+        groups = [
+            g
+            for g in await sm.projection.states("group")
+            if g["status"] != "deleted" and q.lower() in g["name"].lower()
+        ]
+        names = {g["name"] for g in groups}
+        ops = [o for o in await sm.projection.states("operation") if o["group"] in names]
         started = await asyncio.gather(*(sm.projection.events("operation", o["id"]) for o in ops))
         when = {o["id"]: (ev[0]["ts"] if ev else 0) for o, ev in zip(ops, started, strict=True)}
         ops = sorted(ops, key=lambda o: when[o["id"]])  # the projection orders them by id
@@ -273,6 +278,7 @@ def make_console(sm: Site, recovery: Recovery, tokens: TokenStore, telemetry: Te
             groups=[(g, views.actions(g)) for g in groups],
             ops=ops[::-1][:30],
             peers=await con.peers(),
+            q=q,
         )
 
     @app.get("/operations/{op}", response_class=HTMLResponse, response_model=None)

@@ -190,6 +190,16 @@ def timeline(
     return sorted(kept, key=lambda m: m.x_pct)
 
 
+def checkpoint_rows(
+    checkpoints: list[dict[str, Any]], last_clean: str | None = None, newest: int = 6
+) -> list[dict[str, Any]]:
+    """The checkpoints the group page lists, newest first: the latest `newest`, and every tagged,
+    kept or last clean one however old (those are the ones a person recovers to)."""
+    keep = {cp["id"] for cp in checkpoints[-newest:]} if newest else set()
+    keep |= {cp["id"] for cp in checkpoints if checkpoint_kind(cp, last_clean) != "auto"}
+    return [cp for cp in checkpoints[::-1] if cp["id"] in keep]
+
+
 def journal_window(checkpoints: list[dict[str, Any]]) -> tuple[int | None, int | None]:
     """(oldest restorable, newest) checkpoint time in µs: how far back this group can be recovered.
     A checkpoint without the `restorable` flag (one a site manager recorded) counts as restorable."""
