@@ -574,12 +574,15 @@ def seen_by(site: str, op: dict[str, Any], timeout: float = 60) -> None:
     if op["status"] != "succeeded":
         return
     want = "recovery" if op["kind"] in ("failover", "move") else "protected"
-    url = f"{_settings().url(site)}/groups/{op['group']}"
+    s = _settings()
+    url = f"{s.url(site)}/groups/{op['group']}"
+    # With the caller's token and CA: without them every answer was a 401 and this waited it all out.
+    opts = {**client_options(s), "timeout": 5}
     deadline = time.monotonic() + timeout
     with console.status(f"waiting for the {site} site to see the {op['kind']}", spinner="dots"):
         while time.monotonic() < deadline:
             try:
-                r = httpx.get(url, timeout=5)
+                r = httpx.get(url, **opts)
             except httpx.TransportError:
                 err.print(f"[yellow]the {site} site manager does not answer[/]: it learns of the "
                           f"{op['kind']} through MirrorMaker 2 when it is back")  # fmt: skip
