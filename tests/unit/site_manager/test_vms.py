@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -136,3 +137,27 @@ def test_drivers_by_setting() -> None:
         make_driver(VmSettings(site_manager_vm_driver="exec"))
     assert make_driver(VmSettings(site_manager_vm_driver="libvirt")).name == "libvirt"
     assert VmSpec().disk_volumes(["b", "a"]) == ["a", "b"]
+
+
+def test_the_kubevirt_example_is_a_vm_on_a_block_claim_of_the_export() -> None:
+    import string
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[3] / "deploy" / "k8s" / "kubevirt"
+    values = {"DOMAIN": "web-dr", "GROUP": "g1", "VM": "web", "PURPOSE": "failover", "VOLUME": "root",
+              "SIZE": "1073741824", "NBD_DEVICE": "nbd0", "NODE": "n1", "VCPUS": "2",
+              "MEMORY_MIB": "512"}  # fmt: skip
+    text = string.Template((root / "virtualmachine.yaml").read_text()).substitute(values)
+    pv, pvc, vm = yaml.safe_load_all(text)
+    assert (pv["kind"], pvc["kind"], vm["kind"]) == (
+        "PersistentVolume",
+        "PersistentVolumeClaim",
+        "VirtualMachine",
+    )
+    assert pv["spec"]["local"]["path"] == "/dev/nbd0" and pv["spec"]["volumeMode"] == "Block"
+    assert pvc["spec"]["volumeName"] == pv["metadata"]["name"]
+    spec = vm["spec"]["template"]["spec"]
+    assert spec["volumes"][0]["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"]
+    assert spec["domain"]["devices"]["disks"][0]["name"] == spec["volumes"][0]["name"]
+    assert os.access(root / "tapstream-kubevirt-vms", os.X_OK)
