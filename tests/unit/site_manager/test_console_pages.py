@@ -87,10 +87,22 @@ def test_roles_are_the_apis(console: Console) -> None:
     assert console.sm.operations.calls == [("move", "g1", "operator-1")]
 
 
-def test_a_form_without_its_csrf_token_does_nothing(console: Console) -> None:
+def test_a_form_without_its_csrf_token_or_from_another_site_does_nothing(console: Console) -> None:
     console.sign_in("admin")
     r = console.client.post("/console/groups/g1/move", data={"csrf": "forged"})
     assert r.status_code == 403 and console.sm.operations.calls == []
+    r = console.client.post(
+        "/console/groups/g1/move",
+        data={"csrf": csrf_token(console.tokens["admin"])},
+        headers={"Sec-Fetch-Site": "cross-site"},
+    )
+    assert r.status_code == 403 and console.sm.operations.calls == []
+    r = console.client.post(
+        "/console/login",
+        data={"token": console.tokens["viewer"]},
+        headers={"Sec-Fetch-Site": "cross-site"},
+    )
+    assert r.status_code == 403 and "set-cookie" not in r.headers
 
 
 def test_a_failover_must_be_confirmed_naming_its_checkpoint(console: Console) -> None:

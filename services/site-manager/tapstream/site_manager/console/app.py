@@ -157,6 +157,8 @@ def make_console(sm: Site, recovery: Recovery, tokens: TokenStore, telemetry: Te
 
     @app.post("/login", response_model=None)
     async def login(request: Request) -> Response:
+        if session.cross_site(request.headers.get("sec-fetch-site")):
+            return error(request, None, PermissionError("sign in from this console's page"), 403)
         data = await form(request)
         token, nxt = data.get("token", "").strip(), data.get("next", "")
         try:
@@ -335,7 +337,9 @@ def make_console(sm: Site, recovery: Recovery, tokens: TokenStore, telemetry: Te
         if isinstance(who, Response):
             return who
         data = await form(request)
-        if not session.csrf_ok(request.cookies.get(session.COOKIE) or "", data.get("csrf")):
+        if session.cross_site(request.headers.get("sec-fetch-site")) or not session.csrf_ok(
+            request.cookies.get(session.COOKIE) or "", data.get("csrf")
+        ):
             return error(request, who, ValueError("the form expired: reload the page"), 403)
         if kind not in KINDS:
             return error(request, who, HTTPException(404, f"no action {kind!r}"), 404)

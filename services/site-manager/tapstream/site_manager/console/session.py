@@ -23,6 +23,12 @@ def csrf_ok(token: str, sent: str | None) -> bool:
     return bool(sent) and hmac.compare_digest(csrf_token(token), sent or "")
 
 
+def cross_site(sec_fetch_site: str | None) -> bool:
+    """Whether a browser says the request came from another site's page (`Sec-Fetch-Site`): such a
+    POST is refused, sign-in included (a forged sign-in would act under the forger's token)."""
+    return sec_fetch_site not in (None, "same-origin", "none")
+
+
 def who(store: TokenStore, cookie: str | None) -> Token | None:
     """The token the cookie holds, or None (raises auth.TokenError when the store is unreadable,
     which refuses everyone, as the API does)."""
@@ -46,4 +52,4 @@ def may(t: Token, method: str, route: str) -> bool:
     return need is None or t.role >= need
 
 
-__all__ = ["COOKIE", "Role", "csrf_ok", "csrf_token", "may", "refusal", "who"]
+__all__ = ["COOKIE", "Role", "cross_site", "csrf_ok", "csrf_token", "may", "refusal", "who"]
