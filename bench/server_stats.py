@@ -25,6 +25,23 @@ def cpu_seconds(pid: int) -> float:
         return parse_cpu(f.read())
 
 
+def cpu_by_thread(pid: int) -> dict[str, float]:
+    """CPU seconds per kind of thread: `main` (the event loop), `rdk` (librdkafka's own threads:
+    rdk:main, rdk:broker*), `other` (Python helper threads: the producer's poll thread, executors).
+    Threads that already exited are not counted."""
+    out = {"main": 0.0, "rdk": 0.0, "other": 0.0}
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/stat") as f:
+                stat = f.read()
+        except FileNotFoundError:
+            continue  # the thread ended between listing and reading
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        kind = "main" if int(task) == pid else "rdk" if comm.startswith("rdk:") else "other"
+        out[kind] += parse_cpu(stat)
+    return out
+
+
 def gauge(text: str, name: str) -> float | None:
     """The sum of a gauge's samples (every label set) in Prometheus text format; None if absent."""
     total, seen = 0.0, False

@@ -48,7 +48,7 @@ from typing import Any
 import uvloop
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from server_stats import Sampler, cpu_seconds
+from server_stats import Sampler, cpu_by_thread, cpu_seconds
 from tapstream.core.kafka import AsyncProducer, producer_config
 from tapstream.core.ports import free_port
 from tapstream.core.settings import TapstreamSettings, load
@@ -177,15 +177,22 @@ def fio(
         *(extra or []),
     ]
     cpu: list[float] = []
+    threads: list[dict[str, float]] = []
     timer = None
+
+    def snapshot() -> None:
+        assert pid is not None
+        cpu.append(cpu_seconds(pid))
+        threads.append(cpu_by_thread(pid))
+
     if pid is not None:
-        timer = threading.Timer(RAMP_S, lambda: cpu.append(cpu_seconds(pid)))
+        timer = threading.Timer(RAMP_S, snapshot)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if timer is not None:
         timer.start()
     stdout, stderr = proc.communicate(timeout=runtime + 120)
     if pid is not None:
-        cpu.append(cpu_seconds(pid))
+        snapshot()
     if proc.returncode != 0:
         raise SystemExit(f"fio failed against {uri}:\n{stdout[-2000:]}\n{stderr[-2000:]}")
     job = json.loads(stdout[stdout.index("{") :])["jobs"][0]["write"]
@@ -202,6 +209,7 @@ def fio(
         out["cpu_s"] = cpu[1] - cpu[0]
         out["cpu_s_per_write"] = out["cpu_s"] / job["total_ios"]
         out["cpu_s_per_gib"] = out["cpu_s"] / (job["io_bytes"] / (1 << 30))
+        out["cpu_s_by_thread"] = {k: round(threads[1][k] - threads[0][k], 2) for k in threads[1]}
     return out
 
 
@@ -248,7 +256,8 @@ def run_target(
                 r["rpo_max_s"] = sampler.maxima.get(LAG_GAUGES[0], 0.0)
             print(
                 f"  {target:16} {key:13} {out[key]['iops']:9.0f} IOPS {out[key]['mbps']:8.1f} MB/s "
-                f"p99 {out[key]['p99_us']:8.0f} us  cpu {out[key].get('cpu_s', 0):5.1f} s"
+                f"p99 {out[key]['p99_us']:8.0f} us  cpu {out[key].get('cpu_s', 0):5.1f} s "
+                f"{out[key].get('cpu_s_by_thread', '')}"
                 + (
                     f"  rpo max {out[key]['rpo_max_s']:.2f} s, backlog at end "
                     f"{out[key]['backlog_bytes_end'] / 1e6:.1f} MB, drained in "

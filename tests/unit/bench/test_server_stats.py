@@ -33,3 +33,9 @@ def test_gauge_sums_every_label_set_and_ignores_longer_names() -> None:
     )
     assert server_stats.gauge(text, "tapstream_tapper_dirty_bytes") == 196608.0
     assert server_stats.gauge(text, "tapstream_tapper_rpo_seconds") is None
+
+
+def test_cpu_by_thread_puts_this_thread_under_main_and_adds_up_to_the_process() -> None:
+    by = server_stats.cpu_by_thread(os.getpid())
+    assert set(by) == {"main", "rdk", "other"} and by["main"] > 0
+    assert abs(sum(by.values()) - server_stats.cpu_seconds(os.getpid())) < 0.5

@@ -3,8 +3,8 @@ kept without a per-event structure, and 0 once everything is acked."""
 
 from __future__ import annotations
 
-import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 from tapstream.core.codec import SingleObjectCodec
@@ -12,15 +12,19 @@ from tapstream.tapper.publish import VolumeStream
 
 
 class HeldProducer:
-    """Hands out futures the test resolves in order, as librdkafka delivers a partition's records."""
+    """Keeps the delivery callbacks; the test acks them in order, as librdkafka delivers a
+    partition's records."""
 
     def __init__(self) -> None:
-        self.futures: list[asyncio.Future[Any]] = []
+        self.pending: list[Callable[[Any], None]] = []
 
-    def produce_nowait(self, topic: str, value: bytes, key: bytes) -> asyncio.Future[Any]:
-        fut = asyncio.get_running_loop().create_future()
-        self.futures.append(fut)
-        return fut
+    def produce_then(
+        self, topic: str, value: bytes, key: bytes, then: Callable[[Any], None]
+    ) -> None:
+        self.pending.append(then)
+
+    def ack(self, i: int) -> None:
+        self.pending[i](None)
 
 
 def stream(producer: HeldProducer) -> VolumeStream:
@@ -49,12 +53,10 @@ async def test_lag_bounds_the_oldest_unacked_event_and_resets_when_all_are_acked
     later = after_send + 5.0
     lag = s.lag_s(later)
     assert later - after_send <= lag <= later - before  # measured from the first send
-    producer.futures[0].set_result(None)
-    await asyncio.sleep(0)  # run the delivery callback
+    producer.ack(0)
     assert s.outstanding == 1
     assert 0 < s.lag_s(later) <= lag  # still bounded, never grows by an ack
-    producer.futures[1].set_result(None)
-    await asyncio.sleep(0)
+    producer.ack(1)
     assert s.lag_s(later) == 0.0
 
 
@@ -62,8 +64,7 @@ async def test_an_idle_stream_starts_its_lag_at_the_next_send_not_at_the_last_ac
     producer = HeldProducer()
     s = stream(producer)
     s.publish_data(0, b"a" * 512)
-    producer.futures[0].set_result(None)
-    await asyncio.sleep(0)
+    producer.ack(0)
     s._oldest_sent -= 100.0  # as if the last ack were 100 s old: a long quiet spell
     s.publish_data(512, b"b" * 512)
     assert s.lag_s(time.perf_counter()) < 1.0

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
@@ -25,7 +27,8 @@ class AsyncProducer:
         self._poller: threading.Thread | None = None
         self._running = False
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._reports: list[tuple[asyncio.Future[Message], KafkaError | None, Message]] = []
+        # (what to call in the loop, the error or None): in delivery order
+        self._reports: list[tuple[Callable[[KafkaError | None], None], KafkaError | None]] = []
         self._reports_lock = threading.Lock()
 
     async def start(self) -> None:
@@ -64,10 +67,11 @@ class AsyncProducer:
         assert self._producer is not None and self._loop is not None, "start() first"
         fut: asyncio.Future[Message] = self._loop.create_future()
         lock = self._reports_lock
+        settle = partial(_settle_future, fut)
 
         def delivered(err: KafkaError | None, msg: Message) -> None:
             with lock:
-                self._reports.append((fut, err, msg))
+                self._reports.append((partial(settle, msg), err))
 
         kwargs: dict[str, Any] = {"value": value, "key": key, "on_delivery": delivered}
         if partition is not None:
@@ -83,6 +87,28 @@ class AsyncProducer:
                 self._producer.poll(0.01)
                 self._dispatch()
         return fut
+
+    def produce_then(
+        self, topic: str, value: bytes, key: bytes, then: Callable[[KafkaError | None], None]
+    ) -> None:
+        """Queue a record; `then(None)` on Kafka's ack, `then(error)` on failure, in the event loop
+        and in delivery order. The hot path's form of `produce_nowait`: no future, no loop handle
+        per record (a done future schedules each of its callbacks as one)."""
+        assert self._producer is not None, "start() first"
+        lock = self._reports_lock
+
+        def delivered(err: KafkaError | None, msg: Message) -> None:
+            with lock:
+                self._reports.append((then, err))
+
+        produce = self._producer.produce
+        while True:
+            try:
+                produce(topic, value=value, key=key, on_delivery=delivered)
+                return
+            except BufferError:
+                self._producer.poll(0.01)
+                self._dispatch()
 
     async def produce(
         self, topic: str, value: bytes, key: bytes | None = None, partition: int | None = None
@@ -106,11 +132,21 @@ class AsyncProducer:
         self._producer = None
 
 
-def _settle_all(reports: list[tuple[asyncio.Future[Message], KafkaError | None, Message]]) -> None:
-    for fut, err, msg in reports:
-        if fut.done():
-            continue
-        if err is not None:
-            fut.set_exception(PublishError(f"{err.name()}: {err.str()}"))
-        else:
-            fut.set_result(msg)
+def _settle_all(
+    reports: list[tuple[Callable[[KafkaError | None], None], KafkaError | None]],
+) -> None:
+    for then, err in reports:
+        then(err)
+
+
+def _settle_future(fut: asyncio.Future[Message], msg: Message, err: KafkaError | None) -> None:
+    if fut.done():
+        return
+    if err is not None:
+        fut.set_exception(publish_error(err))
+    else:
+        fut.set_result(msg)
+
+
+def publish_error(err: KafkaError) -> PublishError:
+    return PublishError(f"{err.name()}: {err.str()}")

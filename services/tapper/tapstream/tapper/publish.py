@@ -24,6 +24,7 @@ from tapstream.core.codec import Codec, DecodeError
 from tapstream.core.codec.fast_write import DataEncoder
 from tapstream.core.durable import atomic_write
 from tapstream.core.kafka import AsyncProducer
+from tapstream.core.kafka.producer import publish_error
 from tapstream.core.logging import get_logger
 from tapstream.tapper import metrics
 
@@ -104,14 +105,16 @@ class VolumeStream:
         encode = self._data.encode
         if n <= step:
             self.seq += 1
-            self._send(encode(self.seq, now_us(), offset, data, crc32c.crc32c(data), sync_id), done)
+            self._send_data(
+                encode(self.seq, now_us(), offset, data, crc32c.crc32c(data), sync_id), done
+            )
             return 1
         view = memoryview(data)
         count = 0
         for start in range(0, n, step):
             chunk = view[start : start + step]
             self.seq += 1
-            self._send(
+            self._send_data(
                 encode(self.seq, now_us(), offset + start, chunk, crc32c.crc32c(chunk), sync_id),
                 done,
             )
@@ -119,26 +122,58 @@ class VolumeStream:
         return count
 
     def _send(self, value: bytes, done: Done | None) -> asyncio.Future[Any]:
+        """A rare event (Zero, Flush, markers, syncs' ends): the caller may await its future."""
         try:
             fut = self._producer.produce_nowait(self.topic, value, key=self.key)
         except Exception:
             self.seq -= 1  # never sent: the next event takes this seq, so the stream has no gap
             raise
         t0 = time.perf_counter()
+        self._sent(len(value), t0)
+        fut.add_done_callback(partial(self._delivered_future, self.seq, len(value), t0, done))
+        return fut
+
+    def _send_data(self, value: bytes, done: Done | None) -> None:
+        """A Write or SyncBlock: the hot path, a plain callback per record and no future."""
+        t0 = time.perf_counter()
+        try:
+            self._producer.produce_then(
+                self.topic,
+                value,
+                self.key,
+                partial(self._delivered, self.seq, len(value), t0, done),
+            )
+        except Exception:
+            self.seq -= 1  # never sent: the next event takes this seq, so the stream has no gap
+            raise
+        self._sent(len(value), t0)
+
+    def _sent(self, size: int, t0: float) -> None:
         if not self.outstanding:
             self._oldest_sent = t0
         self.outstanding += 1
-        self.outstanding_bytes += len(value)
-        fut.add_done_callback(partial(self._delivered, self.seq, len(value), t0, done))
-        return fut
+        self.outstanding_bytes += size
+
+    def _delivered_future(
+        self, seq: int, size: int, t0: float, done: Done | None, fut: asyncio.Future[Any]
+    ) -> None:
+        if fut.cancelled():
+            self._settled(seq, size, t0, done, asyncio.CancelledError())
+        else:
+            self._settled(seq, size, t0, done, fut.exception())
 
     def _delivered(
-        self, seq: int, size: int, t0: float, done: Done | None, fut: asyncio.Future[Any]
+        self, seq: int, size: int, t0: float, done: Done | None, err: KafkaError | None
+    ) -> None:
+        self._settled(seq, size, t0, done, None if err is None else publish_error(err))
+
+    def _settled(
+        self, seq: int, size: int, t0: float, done: Done | None, exc: BaseException | None
     ) -> None:
         self.outstanding -= 1
         self.outstanding_bytes -= size
         self._oldest_sent = t0
-        ok = not fut.cancelled() and fut.exception() is None
+        ok = exc is None
         if ok:
             if seq > self.acked_seq:
                 self.acked_seq = seq
@@ -147,13 +182,8 @@ class VolumeStream:
             self._errors.inc()
         if done is not None:
             done(ok)
-        if not ok:
-            # not ok and not cancelled: the future holds an exception.
-            self._on_failure(
-                cast(BaseException, fut.exception())
-                if not fut.cancelled()
-                else asyncio.CancelledError()
-            )
+        if exc is not None:
+            self._on_failure(exc)
         if self._below:
             self._wake_below()
         if not self.outstanding and self._idle:

@@ -65,6 +65,8 @@ TRANSMISSION_FLAGS = (
 )
 HEADER = REQUEST.size  # a request's fixed part (28 bytes)
 MAX_INFLIGHT = 256  # requests per connection before we stop reading (back-pressure)
+_INFLIGHT = [0]  # requests received and not answered, every connection: read when scraped
+metrics.INFLIGHT.set_function(lambda: _INFLIGHT[0])
 MAX_BUFFERED = 64 * 1024 * 1024
 
 
@@ -123,6 +125,9 @@ class NbdConnection(asyncio.Protocol):
         self._write_paused = False
         self._idle: list[asyncio.Future[None]] = []
         self._counters: dict[tuple[int, str], Any] = {}
+        # requests and bytes answered since the last reply flush, per (op, result): the Prometheus
+        # counters (a mutex each) are bumped once per flush, not once per request
+        self._tally: dict[tuple[int, str], list[int]] = {}
 
     # --- asyncio protocol ------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -346,7 +351,7 @@ class NbdConnection(asyncio.Protocol):
     # --- replies ---------------------------------------------------------------------------------
     def _begin(self) -> None:
         self.inflight += 1
-        metrics.INFLIGHT.inc()
+        _INFLIGHT[0] += 1
 
     def _answer(
         self,
@@ -378,7 +383,7 @@ class NbdConnection(asyncio.Protocol):
         self.inflight -= 1
         if typ == Cmd.READ or typ == Cmd.WRITE:
             self.inflight_bytes -= nbytes
-        metrics.INFLIGHT.dec()
+        _INFLIGHT[0] -= 1
         self._count(typ, nbytes, error)
         if not self.lost:
             if error == 0 and typ == Cmd.READ:
@@ -409,18 +414,31 @@ class NbdConnection(asyncio.Protocol):
                     waiter.set_result(None)
 
     def _count(self, typ: int, nbytes: int, error: int) -> None:
-        key = (typ, "ok" if not error else "error")
-        counters = self._counters.get(key)
-        if counters is None:
-            name = self.export.name if self.export else "?"
-            op = OPS.get(typ, "unknown")
-            counters = self._counters[key] = (
-                metrics.REQUESTS.labels(name, op, key[1]),
-                metrics.BYTES.labels(name, op),
-            )
-        counters[0].inc()
-        if not error and typ in (Cmd.READ, Cmd.WRITE):
-            counters[1].inc(nbytes)
+        key = (typ, "error" if error else "ok")
+        t = self._tally.get(key)
+        if t is None:
+            t = self._tally[key] = [0, 0]
+        t[0] += 1
+        if not error and (typ == Cmd.READ or typ == Cmd.WRITE):
+            t[1] += nbytes
+        if not self._flush_scheduled:  # every reply is queued and flushed; a lost one may not be
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _publish_counts(self) -> None:
+        tally, self._tally = self._tally, {}
+        for key, (n, nbytes) in tally.items():
+            counters = self._counters.get(key)
+            if counters is None:
+                name = self.export.name if self.export else "?"
+                op = OPS.get(key[0], "unknown")
+                counters = self._counters[key] = (
+                    metrics.REQUESTS.labels(name, op, key[1]),
+                    metrics.BYTES.labels(name, op),
+                )
+            counters[0].inc(n)
+            if nbytes:
+                counters[1].inc(nbytes)
 
     def _queue(self, data: bytes) -> None:
         self._out.append(data)
@@ -430,6 +448,8 @@ class NbdConnection(asyncio.Protocol):
 
     def _flush(self) -> None:
         self._flush_scheduled = False
+        if self._tally:
+            self._publish_counts()
         out, self._out = self._out, []
         if out and self.t is not None and not self.lost and not self.t.is_closing():
             self.t.writelines(out)
