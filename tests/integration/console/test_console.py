@@ -50,6 +50,10 @@ def raise_alert(stack, group: str, clean: str) -> None:
 
 def op_ends(page: Page, timeout: float) -> str:
     """The operation page's status once it is no longer running (the page refreshes itself)."""
+    page.wait_for_url("**/console/operations/*")
+    page.wait_for_load_state()
+    if not page.locator("#op-status").count():  # an error page: say what it says
+        raise AssertionError(f"{page.url}: {page.inner_text('body')[:2000]}")
     return str(
         wait_until(
             "the operation to end on its page",

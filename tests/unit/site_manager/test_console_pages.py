@@ -149,3 +149,16 @@ def test_an_alert_offers_a_failover_test_at_its_last_clean_checkpoint(console: C
     # A viewer sees the alert, not the button.
     console.sign_in("viewer")
     assert "test-last-clean" not in console.client.get("/console/alerts").text
+
+
+def test_a_page_that_fails_says_so_in_a_page(
+    console: Console, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def down(_: str) -> list[dict]:
+        raise ConnectionError("projection unreachable")
+
+    monkeypatch.setattr(console.sm.projection, "states", down)
+    with TestClient(console.client.app, raise_server_exceptions=False) as client:
+        r = client.post("/console/login", data={"token": console.tokens["viewer"]})
+        assert r.status_code == 500 and "projection unreachable" in r.text  # followed to /console/
+        assert "log has the details" in r.text

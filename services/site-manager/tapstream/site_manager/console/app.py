@@ -147,6 +147,15 @@ def make_console(sm: Site, recovery: Recovery, tokens: TokenStore, telemetry: Te
         detail = exc.detail if isinstance(exc, HTTPException) else str(exc)
         return con.page(request, "error.html", who, status, message=detail, refresh=False)
 
+    @app.exception_handler(Exception)
+    async def broken(request: Request, exc: Exception) -> HTMLResponse:
+        # Logged with its traceback (uvicorn's own logging is off), and a page, not a bare 500.
+        log.exception("console page failed", path=request.url.path)
+        message = (
+            f"the console failed on this page ({exc!r}); the site manager's log has the details"
+        )
+        return con.page(request, "error.html", None, 500, message=message, refresh=False)
+
     # --- signing in -------------------------------------------------------------------------------
     @app.get("/login", response_class=HTMLResponse)
     async def login_page(request: Request, next: str = "") -> HTMLResponse:
