@@ -170,7 +170,7 @@ def test_console_overview_rpo_failover_test_and_move(
             assert nbdinfo(exports["disk0"]).returncode != 0, "the test export still answers"
 
             # --- the alert, with its one-click failover test at the last clean checkpoint --------
-            page.goto(console + "/alerts")
+            page.goto(f"{console}/alerts?q={group}")
             alert = page.locator(f"article[data-group='{group}']")
             alert.wait_for()
             assert alert.locator("input[name=checkpoint]").input_value() == clean.stdout.strip()

@@ -146,6 +146,12 @@ def test_an_alert_offers_a_failover_test_at_its_last_clean_checkpoint(console: C
     )
     assert r.status_code == 303
     assert console.sm.operations.calls == [("failover-test", "g1", "operator-1")]
+    # Not while the group cannot take a failover test.
+    console.client.portal.call(
+        console.sm.execute, "group", "g1", c.PauseProtection("")
+    )  # paused: still allowed
+    assert "test-last-clean" in console.client.get("/console/alerts?q=g1").text
+    assert "no alerts" in console.client.get("/console/alerts?q=other").text
     # A viewer sees the alert, not the button.
     console.sign_in("viewer")
     assert "test-last-clean" not in console.client.get("/console/alerts").text

@@ -384,12 +384,12 @@ def make_console(sm: Site, recovery: Recovery, tokens: TokenStore, telemetry: Te
 
     # --- alerts -----------------------------------------------------------------------------------
     @app.get("/alerts", response_class=HTMLResponse, response_model=None)
-    async def alerts(request: Request) -> Response:
+    async def alerts(request: Request, q: str = "") -> Response:
         who = signed_in(request)
         if isinstance(who, Response):
             return who
         groups = {g["name"]: g for g in await sm.projection.states("group")}
-        live = {n for n, g in groups.items() if g["status"] != "deleted"}
+        live = {n for n, g in groups.items() if g["status"] != "deleted" and q.lower() in n.lower()}
         return con.page(
             request,
             "alerts.html",
@@ -397,6 +397,7 @@ def make_console(sm: Site, recovery: Recovery, tokens: TokenStore, telemetry: Te
             nav="alerts",
             alerts=views.alert_rows(list(telemetry.alerts), live),
             groups=groups,
+            q=q,
         )
 
     return app
