@@ -79,8 +79,6 @@ def test_move_boots_the_target_vm_from_the_moved_disk(
             ),
             timeout=60,
         )["disk0"]
-        wait_until("the recovery site running the group",
-                   lambda: site_converged(env, group, "recovery"), timeout=60)  # fmt: skip
 
         # Boot 1, on the protected site's hypervisor: the guest's disk is the tapper's export.
         first = tmp_path / "boot1.serial.log"
@@ -92,6 +90,13 @@ def test_move_boots_the_target_vm_from_the_moved_disk(
         wrote = wait_until("boot 1 writing its files", lambda: said(first, "WROTE"), timeout=180)
         wait_until("boot 1 powered off", lambda: gone(conn, protected_vm), timeout=60)
         checksum = wrote.group(2)
+        # The recovery site learnt of the group meanwhile, through MirrorMaker 2 (all of it: its
+        # last event is the VM's definition).
+        wait_until(
+            "the recovery site running the group",
+            lambda: (s := site_converged(env, group, "recovery")) and s["group"]["vms"][0]["spec"],
+            timeout=60,
+        )
 
         # Move: the recovery site manager boots the target VM on the promoted volume.
         op = tapstream_json(env, "move", group)
@@ -116,6 +121,8 @@ def test_move_boots_the_target_vm_from_the_moved_disk(
             timeout=30,
         )
         assert seen[target]["state"] == "running"
+        overall = {g["group"]: g for g in tapstream_json(env, "status")}
+        assert overall[group]["vms"]["recovery"][target]["live"] == "shutoff", overall[group]
 
         # Reverse, then failback: the recovery site forgets the VM before its writes are fenced.
         assert tapstream_json(env, "reverse", group)["status"] == "succeeded"

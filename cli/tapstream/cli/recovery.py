@@ -245,24 +245,26 @@ def _latest_progress(
     return latest
 
 
-def _vms(group: str) -> dict[str, Any]:
-    """The group's VMs per site, as the recovery site's manager reports them (both sites' VM logs
-    are mirrored to it; the state now of its own); {} when no site manager answers."""
+def _vms(groups: list[str]) -> dict[str, dict[str, Any]]:
+    """Each group's VMs per site, as a site manager reports them (both sites' VM logs are mirrored
+    to each; the recovery site's first, as it knows its VMs' state now); {} for a group no site
+    manager answers for. One client for all: building one per request costs a TLS context each."""
     import httpx
 
     from tapstream.cli.groups import _settings, client_options
 
     s = _settings()
-    for site in ("recovery", "protected"):
-        try:
-            r = httpx.get(
-                f"{s.url(site)}/groups/{group}/status", **{**client_options(s), "timeout": 5}
-            )
-        except httpx.HTTPError:
-            continue
-        if r.status_code == 200:
-            return dict(r.json().get("vms") or {})
-    return {}
+    out: dict[str, dict[str, Any]] = {g: {} for g in groups}
+    with httpx.Client(**{**client_options(s), "timeout": 5}) as client:
+        for site in ("recovery", "protected"):
+            for g in [g for g in groups if not out[g]]:
+                try:
+                    r = client.get(f"{s.url(site)}/groups/{g}/status")
+                except httpx.HTTPError:
+                    break  # that site manager does not answer: the other one may
+                if r.status_code == 200:
+                    out[g] = dict(r.json().get("vms") or {})
+    return out
 
 
 def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
@@ -285,6 +287,7 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
                 )
             ]
             out = []
+            vms = await asyncio.to_thread(_vms, sorted(groups))
             for g in sorted(groups):
                 cps = await store.checkpoints(g)
                 stats = await store.stats(g)
@@ -327,7 +330,7 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
                         "analyzers": {
                             a["analyzer"]: a["lag"] for a in analyzers if a["group"] == g
                         },
-                        "vms": await asyncio.to_thread(_vms, g),
+                        "vms": vms.get(g, {}),
                     }
                 )
             return out

@@ -58,3 +58,8 @@ def ensure_libvirtd(within_s: float = 30.0) -> None:
             if time.monotonic() > deadline:
                 raise LibvirtdError(f"{daemon} did not answer on {sock} within {within_s:.0f}s")
             time.sleep(0.1)
+
+
+if __name__ == "__main__":  # python -m tapstream.site_manager.vms.libvirtd
+    ensure_libvirtd()
+    print(f"libvirt answers at {system_uri()}")
