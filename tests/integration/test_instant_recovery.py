@@ -1,10 +1,13 @@
 """Instant recovery on the two-site stack: the failover test serves the checkpoint at once, and its
 export stays byte-identical to the protected disk at the checkpoint while the recovery VDSA applies
-newer writes to the replica behind it (the view's preserve session holds what they overwrote)."""
+newer writes to the replica behind it (the view's preserve session holds what they overwrote);
+`tapstream files` brings back a file deleted after the checkpoint, byte-identical."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -17,11 +20,24 @@ from .site_manager_harness import (
     tapstream,
     tapstream_json,
 )
+from .tapper_harness import run
 from .test_site_manager_cycle import qemu_io, same
 
 pytestmark = pytest.mark.integration
 MIB = 1024 * 1024
 SIZE = 8 * MIB
+
+
+def ext4_with_a_report(tmp: Path) -> tuple[Path, bytes]:
+    """An ext4 image of the disk's size holding docs/report.bin (random bytes), built without a mount."""
+    src = tmp / "src"
+    (src / "docs").mkdir(parents=True)
+    report = os.urandom(300_000)
+    (src / "docs" / "report.bin").write_bytes(report)
+    (src / "docs" / "notes.txt").write_text("kept\n")
+    image = tmp / "fs.img"
+    run(["mkfs.ext4", "-q", "-F", "-d", str(src), str(image), f"{SIZE // 1024}k"])
+    return image, report
 
 
 def test_failover_test_view_holds_while_the_replica_moves_on(
@@ -54,7 +70,8 @@ def test_failover_test_view_holds_while_the_replica_moves_on(
         )
         wait_until("the recovery site", lambda: site_converged(env, group, "recovery"), timeout=60)
         prot = status["exports"]["disk0"]
-        qemu_io(prot, "write -P 0x11 0 3M", "write -P 0x12 5M 1M")
+        fs, report = ext4_with_a_report(tmp_path)
+        run(["nbdcopy", str(fs), prot])
         step1 = tapstream(env, "group", "checkpoint", group, "--tag", "step1").stdout.strip()
         at1 = shutil.copyfile(disk, tmp_path / "disk0.step1.img")
         wait_until(
@@ -64,10 +81,30 @@ def test_failover_test_view_holds_while_the_replica_moves_on(
             ),
             timeout=60,
         )
+        # Kept (the replica stops there) while the files are read, however slow this machine is.
+        tapstream(env, "checkpoint", "keep", group, "step1")
+        # Then the file is deleted on the protected volume (debugfs on a copy, written back through
+        # the tapper: the filesystem's blocks change as a delete changes them).
+        deleted = shutil.copyfile(disk, tmp_path / "deleted.img")
+        run(["debugfs", "-w", "-R", "rm /docs/report.bin", str(deleted)])
+        run(["nbdcopy", str(deleted), prot])
+        gone = subprocess.run(
+            ["debugfs", "-R", "stat /docs/report.bin", str(disk)], capture_output=True, text=True
+        )
+        assert "File not found" in gone.stderr, "the file was not deleted on the protected disk"
+
+        # The deleted file, from the checkpoint's view.
+        files = ["files", group, "disk0", "--checkpoint", "step1"]
+        assert "report.bin" in tapstream(env, *files, "ls", "/docs").stdout
+        got = tmp_path / "report.back"
+        tapstream(env, *files, "get", "/docs/report.bin", "--out", str(got))
+        assert got.read_bytes() == report
+
         op = tapstream_json(env, "failover-test", "start", group, "--checkpoint", "step1")
         assert op["status"] == "succeeded" and op["result"]["checkpoint"] == step1, op
         export = op["result"]["export.disk0"]
         same(at1, export)
+        tapstream(env, "checkpoint", "release", group, "step1")
 
         # The protected VM overwrites the whole disk; the VDSA applies it to the replica.
         qemu_io(prot, f"write -P 0x77 0 {SIZE}")
@@ -80,7 +117,7 @@ def test_failover_test_view_holds_while_the_replica_moves_on(
         (session,) = list(sessions.iterdir())
         assert (session / "index").stat().st_size > 0, "the VDSA preserved nothing"
         same(at1, export)  # still the checkpoint, byte for byte
-        qemu_io(export, "write -P 0xee 1M 1M", "read -P 0xee 1M 1M", "read -P 0x11 0 1M")
+        qemu_io(export, "write -P 0xee 4M 1M", "read -P 0xee 4M 1M")
         assert replica.read_bytes() == b"\x77" * SIZE  # the test's write went to its overlay
 
         tapstream(env, "failover-test", "stop", group)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import typer
 
-from tapstream.cli import analyze, groups, recovery, replicator, tail, tapper, token, volume
+from tapstream.cli import analyze, files, groups, recovery, replicator, tail, tapper, token, volume
 
 app = typer.Typer(no_args_is_help=True, help="tapstream: continuous data protection on Kafka.")
 app.add_typer(tapper.app, name="tapper")
 app.command("tail")(tail.tail)
 app.add_typer(recovery.checkpoint_app, name="checkpoint")
 app.command("restore")(recovery.restore)
+app.add_typer(files.app, name="files")
 app.command("status")(recovery.status)
 app.add_typer(replicator.app, name="replicator")
 app.add_typer(analyze.app, name="analyze")

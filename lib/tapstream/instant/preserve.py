@@ -7,12 +7,14 @@ old bytes, appended) and `index` (24-byte records: start, end, position in `data
 the replica's lock to create or remove a session and to preserve-then-apply, so the VDSA never
 writes a replica byte before its old content and its index record are written (the page cache is
 shared: the view sees them at once). Only the first overwrite of a byte is kept. If a session cannot
-be written (a full disk) the VDSA marks it `broken` and goes on; the view then fails its reads with
-EIO: visibly broken, never quietly wrong.
+be written (a full disk) the VDSA marks it broken and goes on: the index's mode becomes 0o400 (a
+chmod needs no free block, and the view learns it from the fstat it makes anyway) and `broken` says
+why where it can; the view then fails its reads with EIO: visibly broken, never quietly wrong.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -23,6 +25,7 @@ from pathlib import Path
 from tapstream.instant.extents import Extents
 
 RECORD = struct.Struct("<QQQ")
+BROKEN_MODE = 0o400  # the index's mode once the session is broken (a live one is 0o644)
 DATA_BRANCHES = ("Write", "Zero", "SyncBlock")
 
 
@@ -36,8 +39,9 @@ def create(image: Path, name: str) -> Path:
     path = sessions_dir(image) / name
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True)
-    (path / "data").touch()
-    (path / "index").touch()
+    (path / "data").touch(0o644)
+    (path / "index").touch(0o644)
+    os.chmod(path / "index", 0o644)  # whatever the umask: BROKEN_MODE must differ from it
     return path
 
 
@@ -64,10 +68,14 @@ class SessionReader:
 
     def refresh(self) -> list[tuple[int, int, int]]:
         """Ranges preserved since the last call; OSError(EIO) once the session is broken."""
-        if (self.path / "broken").exists():
-            reason = (self.path / "broken").read_text(errors="replace")
+        st = os.fstat(self.index_fd)  # one syscall per replica read: this is the read path
+        if st.st_mode & 0o777 == BROKEN_MODE:
+            try:
+                reason = (self.path / "broken").read_text(errors="replace")
+            except OSError:
+                reason = "the VDSA could not copy aside what it overwrote (a full disk?)"
             raise OSError(errno.EIO, f"preserve session broken: {reason}")
-        size = os.fstat(self.index_fd).st_size
+        size = st.st_size
         whole = size - size % RECORD.size
         if whole <= self.consumed:
             return []
@@ -94,7 +102,7 @@ class _Writer:
             self.map.fill(start, end, pos)
         # A tail past the last index record is unreferenced: appending after it is harmless.
         self.data_end = os.fstat(self.data_fd).st_size
-        self.broken = (path / "broken").exists()
+        self.broken = os.fstat(self.index_fd).st_mode & 0o777 == BROKEN_MODE
 
     def keep(self, fd: int, start: int, end: int) -> None:
         if self.broken:
@@ -111,11 +119,13 @@ class _Writer:
             if records:
                 os.write(self.index_fd, b"".join(RECORD.pack(*r) for r in records))
         except OSError as exc:
-            self.broken = True
-            try:  # an empty file needs no data block: likely to work on a full disk
-                (self.path / "broken").write_text(exc.strerror or repr(exc))
+            try:
+                os.fchmod(self.index_fd, BROKEN_MODE)
             except OSError:
                 raise exc from None  # cannot even say so: the VDSA must not write the replica
+            self.broken = True
+            with contextlib.suppress(OSError):  # the reason, where a block is left for it
+                (self.path / "broken").write_text(exc.strerror or repr(exc))
             return
         for r in records:
             self.map.fill(*r)

@@ -50,6 +50,11 @@ class ViewReader:
             self.base_fd = os.open(spec.base, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             self.base_fd = -1  # the replica never got a byte: it reads as zeros
+        self.fds = {
+            Source.DELTA: self.delta_fd,
+            Source.PRESERVED: self.session.data_fd,
+            Source.BASE: self.base_fd,
+        }
         self.lock = threading.Lock()
         with self.lock:
             self.session.refresh()
@@ -60,12 +65,7 @@ class ViewReader:
             with self.lock:
                 reads = plan(offset, len(buf), self.journal, self.session.map)
             for r in reads:
-                fd = {
-                    Source.DELTA: self.delta_fd,
-                    Source.PRESERVED: self.session.data_fd,
-                    Source.BASE: self.base_fd,
-                }[r.source]
-                _read_exact(fd, buf[r.at : r.at + r.length], r.src)
+                _read_exact(self.fds[r.source], buf[r.at : r.at + r.length], r.src)
             if not any(r.source is Source.BASE for r in reads):
                 return
             with self.lock:

@@ -96,6 +96,7 @@ def test_a_broken_session_fails_reads(tmp_path: Path) -> None:
     image = tmp_path / "vol.img"
     image.write_bytes(bytes(SIZE))
     view = open_view(tmp_path, image, {})
+    os.chmod(Path(view.spec.session) / "index", preserve.BROKEN_MODE)  # what the VDSA does
     (Path(view.spec.session) / "broken").write_text("No space left on device")
     with pytest.raises(OSError, match="broken"):
         read(view, 0, 4096)
@@ -111,4 +112,18 @@ def test_a_restarted_vdsa_keeps_only_first_overwrites(tmp_path: Path) -> None:
     vdsa_write(preserve.Preserver(image), fd, 0, b"\x03" * 8192)  # a new process: index reloaded
     assert read(view, 0, 8192) == b"\x01" * 8192
     os.close(fd)
+    view.close()
+
+
+def test_a_session_the_vdsa_cannot_write_breaks_instead_of_going_quietly_wrong(
+    tmp_path: Path,
+) -> None:
+    image = tmp_path / "vol.img"
+    image.write_bytes(bytes(SIZE))
+    view = open_view(tmp_path, image, {})
+    p = preserve.Preserver(image)
+    p.before(-1, "Write", {"offset": 0, "length": 4096})  # reading the old bytes fails (EBADF)
+    assert (Path(view.spec.session) / "broken").read_text()
+    with pytest.raises(OSError, match="broken"):
+        read(view, 0, 4096)
     view.close()
