@@ -92,6 +92,10 @@ def test_a_newer_spec_field_is_dropped_when_stored() -> None:
     g = group()
     g.apply(e.VmDefined("web", {"vcpus": 3, "tpm": True}))
     assert g.vms["web"].spec == VmSpec(vcpus=3)
+    # One that breaks the rules (another site's decision) is applied as no definition, never a crash.
+    for bad in ({"disks": 5}, {"vcpus": "many"}, {"kernel": "relative"}, []):
+        g.apply(e.VmDefined("web", bad))  # type: ignore[arg-type]
+        assert g.vms["web"].spec is None
 
 
 # What a site manager of the previous version wrote (payload_json as it was): the log must replay.

@@ -41,11 +41,19 @@ class VmSpec:
         return spec
 
     @classmethod
-    def stored(cls, data: dict[str, Any]) -> VmSpec:
-        """A spec as an event holds it: fields a newer site manager added are dropped."""
+    def stored(cls, data: object) -> VmSpec | None:
+        """A spec as an event holds it: fields a newer site manager added are dropped; one that
+        breaks our rules (decided by an older or a compromised site) is None: never booted."""
+        if not isinstance(data, dict):
+            return None
         names = {f.name for f in dataclasses.fields(cls)}
         known = {k: v for k, v in data.items() if k in names}
-        return cls(**{**known, "disks": tuple(known.get("disks") or ())})
+        try:
+            spec = cls(**{**known, "disks": tuple(known.get("disks") or ())})
+            spec.check()
+        except (TypeError, ValueError):
+            return None
+        return spec
 
     def check(self) -> None:
         def whole(what: str, value: object, low: int, high: int) -> None:
