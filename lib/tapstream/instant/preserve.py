@@ -25,6 +25,8 @@ from pathlib import Path
 from tapstream.instant.extents import Extents
 
 RECORD = struct.Struct("<QQQ")
+CHUNK = 8 << 20
+ZEROS = bytes(CHUNK)
 BROKEN_MODE = 0o400  # the index's mode once the session is broken (a live one is 0o644)
 DATA_BRANCHES = ("Write", "Zero", "SyncBlock")
 
@@ -98,10 +100,12 @@ class _Writer:
         self.data_fd = os.open(path / "data", os.O_WRONLY | os.O_CLOEXEC)
         self.index_fd = os.open(path / "index", os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
         size = os.fstat(self.index_fd).st_size
+        # A tail past the last index record is unreferenced: appending after it is harmless; the
+        # zeros skipped at the end are referenced but not written: appending after them too.
+        self.data_end = os.fstat(self.data_fd).st_size
         for start, end, pos in _decode(os.pread(self.index_fd, size, 0)):
             self.map.fill(start, end, pos)
-        # A tail past the last index record is unreferenced: appending after it is harmless.
-        self.data_end = os.fstat(self.data_fd).st_size
+            self.data_end = max(self.data_end, pos + end - start)
         self.broken = os.fstat(self.index_fd).st_mode & 0o777 == BROKEN_MODE
 
     def keep(self, fd: int, start: int, end: int) -> None:
@@ -110,12 +114,18 @@ class _Writer:
         records = []
         try:
             for a, b in self.map.gaps(start, end):
-                old = os.pread(fd, b - a, a)
-                old += bytes(b - a - len(old))  # past the replica's end it reads as zeros
-                if os.pwrite(self.data_fd, old, self.data_end) != len(old):
-                    raise OSError(errno.EIO, "short write")
-                records.append((a, b, self.data_end))
-                self.data_end += len(old)
+                # In chunks (a Zero may span the whole disk); zeros are skipped over, leaving a
+                # hole in `data` that reads as zeros too.
+                for at in range(a, b, CHUNK):
+                    n = min(CHUNK, b - at)
+                    old = os.pread(fd, n, at)
+                    if old != ZEROS[: len(old)] and os.pwrite(
+                        self.data_fd, old, self.data_end
+                    ) != len(old):
+                        raise OSError(errno.EIO, "short write")
+                    # Past the replica's end (a short read) it reads as zeros: so does the hole.
+                    records.append((at, at + n, self.data_end))
+                    self.data_end += n
             if records:
                 os.write(self.index_fd, b"".join(RECORD.pack(*r) for r in records))
         except OSError as exc:

@@ -127,3 +127,16 @@ def test_a_session_the_vdsa_cannot_write_breaks_instead_of_going_quietly_wrong(
     with pytest.raises(OSError, match="broken"):
         read(view, 0, 4096)
     view.close()
+
+
+def test_zeros_are_preserved_as_holes_and_a_restart_appends_after_them(tmp_path: Path) -> None:
+    image = tmp_path / "vol.img"
+    image.write_bytes(bytes(8192) + b"\x01" * (SIZE - 8192))
+    view = open_view(tmp_path, image, {})
+    fd = os.open(image, os.O_RDWR)
+    vdsa_write(preserve.Preserver(image), fd, 0, b"\x02" * 4096)  # old zeros: nothing written
+    assert (Path(view.spec.session) / "data").stat().st_size == 0
+    vdsa_write(preserve.Preserver(image), fd, 8192, b"\x03" * 4096)  # a restarted VDSA
+    assert read(view, 0, 12288) == bytes(8192) + b"\x01" * 4096
+    os.close(fd)
+    view.close()
