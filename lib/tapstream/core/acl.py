@@ -242,10 +242,9 @@ def table(s: TapstreamSettings) -> dict[str, Principal]:
                 _group(f"{group}restore", why="restores for failover test and failover"),
                 _group(f"{group}site-manager"),
                 IDEMPOTENT,
-                # The web console: the RPO the recovery site reports, the analyzers' alerts.
-                _topic(progress, READ, "the console's RPO")
-                if cluster == "recovery"
-                else _topic(alerts, READ, "the console's alerts"),
+                # The web console: the analyzers' and the VDSAs' alerts, the recovery site's RPO.
+                _topic(alerts, READ, "the console's alerts"),
+                *((_topic(progress, READ, "the console's RPO"),) if cluster == "recovery" else ()),
             )
             if cluster != site:
                 return shared

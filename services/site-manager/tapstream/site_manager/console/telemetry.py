@@ -1,7 +1,7 @@
 """What the console shows beside the site manager's own state: the Progress the replicator and the
-applying VDSAs report on `tapstream.progress` (recovery cluster) and the analyzers' alerts on
-`tapstream.alerts` (protected cluster). Two followers read them from an hour back and keep, in
-memory, the newest report of each reporter, an hour of RPO per group (the chart) and the alerts."""
+applying VDSAs report on `tapstream.progress` (recovery cluster, from an hour back) and the alerts on
+`tapstream.alerts` (the analyzers' on the protected cluster, the VDSAs' halts on the recovery one).
+Followers read them and keep, in memory, the newest report of each reporter, an hour of RPO per group (the chart) and the alerts."""
 
 from __future__ import annotations
 
@@ -80,18 +80,23 @@ class Telemetry:
         self.alerts: deque[dict[str, Any]] = deque(maxlen=keep_alerts)
         self.follows = [
             Follow("recovery", settings.topic("progress"), self.rpo.window_s),
-            Follow("protected", settings.topic("alerts"), None),
+            Follow("protected", settings.topic("alerts"), None),  # the analyzers'
+            Follow("recovery", settings.topic("alerts"), None),  # the VDSAs': a replica halted
         ]
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
-        progress, alerts = self.follows
+        progress, *alerts = self.follows
+        bootstrap = {"protected": self.s.protected_bootstrap, "recovery": self.s.recovery_bootstrap}
         self._tasks = [
             asyncio.create_task(
-                self._follow(progress, self.s.recovery_bootstrap, "Progress", self.rpo.add)
+                self._follow(progress, bootstrap["recovery"], "Progress", self.rpo.add)
             ),
-            asyncio.create_task(
-                self._follow(alerts, self.s.protected_bootstrap, "Alert", self.alerts.append)
+            *(
+                asyncio.create_task(
+                    self._follow(f, bootstrap[f.cluster], "Alert", self.alerts.append)
+                )
+                for f in alerts
             ),
         ]
 
