@@ -59,6 +59,8 @@ class Operations:
         self.supervisor.adopt()
         await self.runner.fail_interrupted()
         self.reconciler.start({g.id for g in self.layout.ledger.all("group")})
+        for g in self.layout.ledger.all("group"):  # a failback that began while we were down
+            self.vm_keeper.changed(g.id)
 
     async def stop(self) -> None:
         await self.runner.stop()
