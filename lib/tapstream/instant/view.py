@@ -48,7 +48,9 @@ async def open_view(
         delta = work / f"{volume}.delta"
         with open(delta, "wb") as f:  # noqa: ASYNC230 - creates an empty sparse file
             f.truncate(size)
-        await asyncio.to_thread(apply_from_kafka, settings, w.topic, w.spans, delta, size, None)
+        await asyncio.to_thread(
+            apply_from_kafka, settings, w.topic, w.spans, delta, size, None, durable=False
+        )
         covered = Extents()
         for r in w.rows:
             if r["len"] > 0:

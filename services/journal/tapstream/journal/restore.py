@@ -196,7 +196,10 @@ def apply_from_kafka(
     image: Path,
     size: int,
     progress: Progress | None,
+    durable: bool = True,
 ) -> tuple[int, int]:
+    """Fetch `spans` from Kafka and apply them to `image`; durable: fsync it and rename FILE.partial
+    to FILE (a restore). Not durable: a scratch file a crash throws away (a checkpoint view's)."""
     codec = make_codec(settings)
     consumer = sync_consumer(
         settings,
@@ -261,10 +264,12 @@ def apply_from_kafka(
                 # A long gap to the next wanted offset: seek instead of reading through it.
                 if i < len(offsets) and offsets[i] - off > 64:
                     break
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
     finally:
         os.close(fd)
         consumer.close()
-    os.replace(image, image.with_name(image.name.removesuffix(".partial")))
-    fsync_dir(image.parent)  # the restored image's name survives a crash too
+    if durable:
+        os.replace(image, image.with_name(image.name.removesuffix(".partial")))
+        fsync_dir(image.parent)  # the restored image's name survives a crash too
     return applied, nbytes

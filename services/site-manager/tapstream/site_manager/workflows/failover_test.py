@@ -5,7 +5,9 @@ Per volume, a read-only checkpoint view (tapstream.instant: the journal's events
 over the replica as it was when the view opened, which the VDSA's preserve session keeps while
 replication goes on) is served by nbdkit on localhost; `qemu-nbd` serves a qcow2 overlay backed by
 that view to the test VMs. Reads see the checkpoint, writes land in the overlay, the replica is
-never written by the test; stopping it ends the views' preserve sessions and deletes the overlays.
+never written by the test; the group's VMs (if a VM driver is set) boot from the exports as
+DOMAIN-test; stopping the test destroys them, ends the views' preserve sessions and deletes the
+overlays.
 
 qemu-nbd stays the export every client sees (the reference NBD server, as before); nbdkit carries the
 view because its C core does the protocol and threads while Python only plans each read.
@@ -22,6 +24,7 @@ from tapstream.instant.view import close_views, nbdkit_argv, open_view
 from tapstream.journal.restore import RestoreError
 from tapstream.site_manager.domain import commands as c
 from tapstream.site_manager.errors import OperationFailed
+from tapstream.site_manager.vms import start_vms, stop_vms
 from tapstream.site_manager.workflows.context import Context
 
 OWNER = "failover-test"  # names the preserve sessions a failover test opens
@@ -78,14 +81,17 @@ async def start(ctx: Context, op: str, group: str, ref: str) -> dict[str, str]:
         await _clean(ctx, group)
         raise
     await ctx.execute("group", group, c.StartFailoverTest(op, cp, exports))
-    return {"checkpoint": cp, **{f"export.{k}": v for k, v in exports.items()}}
+    # The test's VMs (DOMAIN-test, on the isolated test network) boot from the overlays' exports.
+    vms = await start_vms(ctx, op, group, exports, purpose="test")
+    return {"checkpoint": cp, **{f"export.{k}": v for k, v in exports.items()}, **vms}
 
 
 async def stop(ctx: Context, op: str, group: str, _: str) -> dict[str, str]:
+    vms = await stop_vms(ctx, op, group, purpose="test", graceful=False)  # before their disks go
     await _clean(ctx, group)
     await ctx.progress(op, "exports stopped, overlays deleted, views closed")
     await ctx.execute("group", group, c.StopFailoverTest())
-    return {}
+    return vms
 
 
 async def _clean(ctx: Context, group: str) -> None:
