@@ -257,6 +257,42 @@ def checkpoint(settings: TapstreamSettings, group: str, tag: str, tries: int = 3
     raise AssertionError("unreachable")
 
 
+def serve_view(
+    settings: TapstreamSettings, group: str, name: str, cp: str, work: Path
+) -> tuple[str, float, list[subprocess.Popen[bytes]]]:
+    """What failover_test.start does for one volume: open the view, nbdkit on it, a qcow2 overlay
+    backed by it, qemu-nbd on the overlay; returns the export once it answers, the seconds the view
+    took to open, and the two servers."""
+    view_port, export_port = free_port(), free_port()
+    t0 = time.monotonic()
+    spec = asyncio.run(open_view(settings, group, name, cp, work, "bench-instant"))
+    t_open = time.monotonic() - t0
+    procs = [subprocess.Popen(nbdkit_argv(spec, "127.0.0.1", view_port), stderr=subprocess.DEVNULL)]
+    nbd_answers(f"nbd://127.0.0.1:{view_port}", procs[-1])
+    overlay = work / f"{name}.overlay.qcow2"
+    overlay.unlink(missing_ok=True)
+    backing = {
+        "file": {
+            "driver": "nbd",
+            "server": {"type": "inet", "host": "127.0.0.1", "port": str(view_port)},
+        }
+    }
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-b", "json:" + json.dumps(backing),
+         "-F", "raw", str(overlay)],
+        check=True,
+    )  # fmt: skip
+    procs.append(
+        subprocess.Popen(
+            ["qemu-nbd", "-f", "qcow2", "-x", name, "-b", "127.0.0.1", "-p", str(export_port),
+             "-t", "--shared=8", "--cache=writeback", str(overlay)]
+        )
+    )  # fmt: skip
+    export = f"nbd://127.0.0.1:{export_port}/{name}"
+    nbd_answers(export, procs[-1])
+    return export, t_open, procs
+
+
 def instant_recovery(
     env: dict[str, str], settings: TapstreamSettings, work: Path
 ) -> dict[str, object]:
@@ -318,42 +354,31 @@ def instant_recovery(
         at_test = work / "1g.at-test.img"
         shutil.copyfile(vols["1g"], at_test)
 
-        ready: dict[str, float] = {}
+        # Three trials per volume (this machine is shared: the median is the figure); the last
+        # trial's export stays up for the byte check and the IOPS.
+        ready: dict[str, list[float]] = {}
+        opened: dict[str, list[float]] = {}
         exports: dict[str, str] = {}
         for name in vols:
-            view_port, export_port = free_port(), free_port()
-            t0 = time.monotonic()
-            spec = asyncio.run(
-                open_view(settings, group, name, test, work / "views", "bench-instant")
+            for trial in range(3):
+                if trial:
+                    for proc in reversed(servers[-2:]):  # qemu-nbd, then nbdkit it reads
+                        proc.terminate()
+                        proc.wait(30)
+                    del servers[-2:]
+                    close_views(settings, group, "bench-instant")
+                t0 = time.monotonic()
+                export, t_open, procs = serve_view(settings, group, name, test, work / "views")
+                servers += procs
+                ready.setdefault(name, []).append(time.monotonic() - t0)
+                opened.setdefault(name, []).append(t_open)
+                exports[name] = export
+            print(
+                f"instant recovery of {name}: export answering in "
+                f"{statistics.median(ready[name]):.2f} s (median of "
+                f"{', '.join(f'{r:.2f}' for r in ready[name])}; opening the view "
+                f"{statistics.median(opened[name]):.2f} s of it)"
             )
-            servers.append(
-                subprocess.Popen(
-                    nbdkit_argv(spec, "127.0.0.1", view_port), stderr=subprocess.DEVNULL
-                )
-            )
-            nbd_answers(f"nbd://127.0.0.1:{view_port}", servers[-1])
-            overlay = work / "views" / f"{name}.overlay.qcow2"
-            backing = {
-                "file": {
-                    "driver": "nbd",
-                    "server": {"type": "inet", "host": "127.0.0.1", "port": str(view_port)},
-                }
-            }
-            subprocess.run(
-                ["qemu-img", "create", "-q", "-f", "qcow2", "-b", "json:" + json.dumps(backing),
-                 "-F", "raw", str(overlay)],
-                check=True,
-            )  # fmt: skip
-            servers.append(
-                subprocess.Popen(
-                    ["qemu-nbd", "-f", "qcow2", "-x", name, "-b", "127.0.0.1", "-p", str(export_port),
-                     "-t", "--shared=8", "--cache=writeback", str(overlay)]
-                )
-            )  # fmt: skip
-            exports[name] = f"nbd://127.0.0.1:{export_port}/{name}"
-            nbd_answers(exports[name], servers[-1])
-            ready[name] = time.monotonic() - t0
-            print(f"instant recovery of {name}: export answering in {ready[name]:.2f} s")
         # The 1 GiB export is the volume at the checkpoint, byte for byte (the tests check more).
         subprocess.run(
             ["qemu-img", "compare", "-f", "raw", "-F", "raw", str(at_test), exports["1g"]],
@@ -379,7 +404,15 @@ def instant_recovery(
             f"copy-first (restore) of 1 GiB took {copy_first:.2f} s"
         )
         result = {
-            "instant_ready_s": {"1GiB": ready["1g"], "64GiB_sparse": ready["64g"]},
+            "instant_ready_s": {
+                "1GiB": statistics.median(ready["1g"]),
+                "64GiB_sparse": statistics.median(ready["64g"]),
+            },
+            "instant_ready_samples_s": {"1GiB": ready["1g"], "64GiB_sparse": ready["64g"]},
+            "instant_view_open_s": {
+                "1GiB": statistics.median(opened["1g"]),
+                "64GiB_sparse": statistics.median(opened["64g"]),
+            },
             "instant_copy_first_s_1GiB": copy_first,
             "instant_randread_iops": {"test_export": iops_export, "nbdkit_file_replica": iops_file},
             "instant_randread_ratio": iops_export / iops_file,
