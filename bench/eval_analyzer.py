@@ -3,12 +3,19 @@
 One protection group with one ext4 volume per case behind the real tapper, one encryption analyzer
 (faust) on the group's write topic. Each volume starts as an ext4 made from a text/source tree
 (written with nbdcopy through the tapper), then a checkpoint, then each case runs on its own volume,
-mounted through the tapper with nbdfuse + fuse2fs. Writes bench/results/analyzer.json: one object
-per case with `malicious`, `alerts`, `detection_delay_s` (alert publication minus workload start).
+mounted through the tapper with nbdfuse + fuse2fs. Then the group's write stream is replayed through
+the same detector offline (detector_replay.py) for each volume's score over time.
+
+Writes bench/results/analyzer.json: `cases`, one object per case with `malicious`, `alerts` (the
+live service's), `detection_delay_s` (alert publication minus workload start), `peak_score` (1.0
+alerts), `margin` (how far on the right side of 1.0: peak - 1 for malicious, 1 - peak for benign;
+the aim is >= 0.2), `replay_delay_s`; and `sweep`, detection and false-alarm rates per threshold,
+also drawn as bench/results/analyzer-roc.png.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -23,9 +30,13 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+import detector_replay
 import evaluation as ev  # bench/evaluation.py, beside this script
 from tapstream.analyzer import published
+from tapstream.core.codec import make_codec
+from tapstream.core.kafka import client_config
 from tapstream.core.ports import free_port
+from tapstream.core.replay import read_stream
 from tapstream.core.settings import TapstreamSettings, load
 from tapstream.vdsa.coordinator import create_checkpoint
 
@@ -34,13 +45,18 @@ OUT = Path(__file__).parent / "results" / "analyzer.json"
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=OUT, help="where the per-case results go")
+    ap.add_argument("--cases", default="", help="comma-separated case names (default: all)")
+    args = ap.parse_args()
+    cases = {c: v for c, v in ev.CASES.items() if not args.cases or c in args.cases.split(",")}
     settings = load(TapstreamSettings)
     group = f"eval-{time.strftime('%H%M%S')}"
     work = Path(tempfile.mkdtemp(prefix="tapstream-eval-"))
     console = Console()
     content = work / "content"
     ev.text_tree(content / "data", 8 << 20)
-    names = {case: case.replace("-", "")[:20] for case in ev.CASES}
+    names = {case: case.replace("-", "")[:24] for case in cases}
     vols = {}
     for vol in names.values():
         vols[vol] = work / f"{vol}.img"
@@ -100,7 +116,7 @@ def main() -> None:
             ev.sh("nbdcopy", str(fs), uri[v])
         asyncio.run(create_checkpoint(settings, group, "before-eval"))
         started, durations = {}, {}
-        for case, (malicious, workload) in ev.CASES.items():
+        for case, (malicious, workload) in cases.items():
             v = names[case]
             console.print(f"▸ {case} on {v} ({'malicious' if malicious else 'benign'})")
             started[case] = time.time()
@@ -116,12 +132,20 @@ def main() -> None:
             interval=1,
         )
         alerts = published.alerts_of(settings, group)
+        console.print("replaying the write stream through the detector ...")
+        traces = detector_replay.replay(
+            (
+                rec
+                for _p, _o, rec in read_stream(client_config(settings), topic, make_codec(settings))
+            ),
+            {names[c]: int(started[c] * 1e6) for c in cases},
+        )
     finally:
         for p in reversed(procs):
             p.send_signal(signal.SIGTERM)
             p.wait(60)
     results = []
-    for case, (malicious, _) in ev.CASES.items():
+    for case, (malicious, _) in cases.items():
         mine = [a for a in alerts if a["volume"] == names[case]]
         delay = (int(mine[0]["details"]["published_ts"]) / 1e6 - started[case]) if mine else None
         results.append(
@@ -135,10 +159,19 @@ def main() -> None:
                 "encrypted_share": round(mine[0]["encrypted_share"], 3) if mine else None,
                 "last_clean_checkpoint": mine[0]["last_clean_checkpoint"] if mine else None,
                 "correct": (len(mine) > 0) == malicious,
+                "peak_score": round(traces[names[case]].peak, 3),
+                "margin": round(
+                    traces[names[case]].peak - 1 if malicious else 1 - traces[names[case]].peak, 3
+                ),
+                "replay_delay_s": traces[names[case]].delay_s(),
             }
         )
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(results, indent=2) + "\n")
+    roc = detector_replay.sweep(
+        {names[c]: traces[names[c]] for c in cases}, {names[c]: m for c, (m, _) in cases.items()}
+    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"cases": results, "sweep": roc}, indent=2) + "\n")
+    roc_chart(roc, results, args.out.with_name(args.out.stem + "-roc.png"))
     table = Table(
         "case",
         "malicious",
@@ -146,6 +179,8 @@ def main() -> None:
         "detection delay s",
         "workload s",
         "share",
+        "peak score",
+        "margin",
         "correct",
         title=f"encryption analyzer, group {group}",
     )
@@ -157,11 +192,50 @@ def main() -> None:
             str(r["detection_delay_s"] or "-"),
             str(r["workload_s"]),
             str(r["encrypted_share"] or "-"),
+            f"{r['peak_score']:.2f}",
+            f"{r['margin']:+.2f}" if r["margin"] >= 0.2 else f"[red]{r['margin']:+.2f}[/]",
             "yes" if r["correct"] else "[red]no[/]",
         )
     console.print(table)
-    console.print(f"wrote {OUT}; logs in {work}")
+    sweep_table = Table("threshold", "detection rate", "false-alarm rate", title="threshold sweep")
+    for row in roc:
+        sweep_table.add_row(
+            f"{row['threshold']:.2f}",
+            f"{row['detection_rate']:.2f}",
+            f"{row['false_alarm_rate']:.2f}",
+        )
+    console.print(sweep_table)
+    console.print(f"wrote {args.out}; logs in {work}")
     shutil.rmtree(work / "content", ignore_errors=True)
+
+
+def roc_chart(roc: list[dict[str, float]], results: list[dict[str, object]], path: Path) -> None:
+    """The threshold sweep as a ROC curve, and each case's peak score against the threshold."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(13, 5))
+    a.plot([r["false_alarm_rate"] for r in roc], [r["detection_rate"] for r in roc], "o-")
+    for r in roc:
+        a.annotate(f"{r['threshold']:g}", (r["false_alarm_rate"], r["detection_rate"]), fontsize=7)
+    a.set_xlabel("false-alarm rate (benign cases)")
+    a.set_ylabel("detection rate (malicious cases)")
+    a.set_xlim(-0.05, 1.05)
+    a.set_ylim(-0.05, 1.05)
+    a.set_title("threshold sweep (score scaled; 1.0 is the default)")
+    names = [str(r["case"]) for r in results]
+    peaks = [float(r["peak_score"]) for r in results]  # type: ignore[arg-type]
+    colors = ["#c44e52" if r["malicious"] else "#55a868" for r in results]
+    b.barh(range(len(names)), peaks, color=colors)
+    b.axvline(1.0, color="k", linewidth=1)
+    b.axvspan(0.8, 1.2, color="#dddddd", zorder=0)
+    b.set_yticks(range(len(names)), names, fontsize=7)
+    b.set_xscale("symlog", linthresh=1)
+    b.set_title("peak score per case (red: malicious; grey: within 20% of the threshold)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
 
 
 if __name__ == "__main__":

@@ -292,6 +292,217 @@ def delete_and_trim(mnt: Path, seed: int = 0) -> None:
     subprocess.run(["fstrim", str(mnt)], capture_output=True)
 
 
+# -- more benign workloads (issue 16): each looks like ransomware to a naive block-level detector -----
+
+
+def _logs(mnt: Path, n: int, size: int, seed: int) -> list[Path]:
+    rnd = random.Random(seed)
+    out = mnt / "var" / "log"
+    out.mkdir(parents=True, exist_ok=True)
+    words = [b"GET", b"POST", b"/api/v1/items", b"200", b"404", b"user=", b"ms", b"INFO", b"WARN"]
+    logs = []
+    for i in range(n):
+        lines = []
+        total = 0
+        while total < size:
+            line = b"2026-12-02T04:%02d:%02d %s\n" % (
+                rnd.randrange(60),
+                rnd.randrange(60),
+                b" ".join(rnd.choice(words) + b"%d" % rnd.randrange(10**4) for _ in range(8)),
+            )
+            lines.append(line)
+            total += len(line)
+        p = out / f"app.log.{i}"
+        p.write_bytes(b"".join(lines))
+        logs.append(p)
+    os.sync()
+    return logs
+
+
+def log_rotation(mnt: Path, seed: int = 0, codec: str = "gzip") -> None:
+    """logrotate: each old log compressed to a new file, the original deleted; the compressed output
+    reuses the blocks the deleted originals freed (low-entropy blocks turn high, in place)."""
+    import zstandard
+
+    compress = gzip.compress if codec == "gzip" else zstandard.ZstdCompressor(level=3).compress
+    ext = ".gz" if codec == "gzip" else ".zst"
+    for p in _logs(mnt, 24, 600_000, seed):
+        (p.parent / (p.name + ext)).write_bytes(compress(p.read_bytes()))
+        p.unlink()
+
+
+def log_rotation_zstd(mnt: Path, seed: int = 0) -> None:
+    log_rotation(mnt, seed, "zstd")
+
+
+def compilation(mnt: Path, seed: int = 0) -> None:
+    """A build: C sources generated, compiled to objects and linked, objects rebuilt once."""
+    src = mnt / "build"
+    src.mkdir(exist_ok=True)
+    for i in range(24):
+        body = "\n".join(
+            f"int f{i}_{j}(int x) {{ return x * {j} + {i} - (x >> {j % 7}); }}" for j in range(400)
+        )
+        (src / f"m{i}.c").write_text(f"#include <stdio.h>\n{body}\n")
+    (src / "main.c").write_text("int main(void) { return 0; }\n")
+    for _round in range(2):
+        objs = []
+        for c in sorted(src.glob("*.c")):
+            o = c.with_suffix(".o")
+            sh("cc", "-O1", "-g", "-c", str(c), "-o", str(o))
+            objs.append(str(o))
+        sh("cc", "-o", str(src / "app"), *objs)
+
+
+def backup_tar_gz(mnt: Path, seed: int = 0) -> None:
+    """A nightly backup: the data tree as a new .tar.gz, the previous backup deleted."""
+    import tarfile
+
+    out = mnt / "backup"
+    out.mkdir(exist_ok=True)
+    for night in range(2):
+        with tarfile.open(out / f"data-{night}.tar.gz", "w:gz") as tar:
+            tar.add(mnt / "data", arcname="data")
+        if night:
+            (out / f"data-{night - 1}.tar.gz").unlink()
+
+
+def _age_header(rnd: random.Random) -> bytes:
+    """The text header of an age-encrypted file (https://age-encryption.org/v1), scrypt recipient."""
+    import base64
+
+    salt = base64.b64encode(rnd.randbytes(16)).rstrip(b"=")
+    body = base64.b64encode(rnd.randbytes(32)).rstrip(b"=")
+    mac = base64.b64encode(rnd.randbytes(32)).rstrip(b"=")
+    return b"age-encryption.org/v1\n-> scrypt " + salt + b" 18\n" + body + b"\n--- " + mac + b"\n"
+
+
+def backup_encrypted(mnt: Path, seed: int = 0) -> None:
+    """An encrypted backup (age format: text header, then ciphertext) of the data tree, twice, the
+    older one deleted: megabytes of ciphertext, legitimately."""
+    import tarfile
+
+    rnd = random.Random(seed)
+    enc = _cipher(seed + 100)
+    out = mnt / "backup"
+    out.mkdir(exist_ok=True)
+    for night in range(2):
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            tar.add(mnt / "data", arcname="data")
+        (out / f"data-{night}.tar.age").write_bytes(_age_header(rnd) + enc(buf.getvalue()))
+        if night:
+            (out / f"data-{night - 1}.tar.age").unlink()
+
+
+def media_reencode(mnt: Path, seed: int = 0) -> None:
+    """Photos written, then re-encoded in place at another quality (JPEG over JPEG, PNG to JPEG)."""
+    import numpy as np
+    from PIL import Image
+
+    rnd = np.random.default_rng(seed)
+    out = mnt / "photos"
+    out.mkdir(exist_ok=True)
+    for i in range(16):
+        img = (rnd.random((600, 800, 3)) * 80 + np.linspace(0, 170, 800)[None, :, None]).astype(
+            "uint8"
+        )
+        Image.fromarray(img).save(out / f"img{i}.png")
+    for p in sorted(out.glob("*.png")):
+        with Image.open(p) as im:
+            im.convert("RGB").save(p.with_suffix(".jpg"), "JPEG", quality=90)
+        p.unlink()
+    for p in sorted(out.glob("*.jpg")):
+        with Image.open(p) as im:
+            im.load()
+            im.save(p, "JPEG", quality=70)
+
+
+def vm_image_copy(mnt: Path, seed: int = 0) -> None:
+    """A VM image copied in as a compressed qcow2 (zlib clusters: high entropy after a header)."""
+    raw = Path(tempfile_dir()) / f"vm-{seed}.raw"
+    try:
+        make_fs_image(raw, 48 << 20, mnt / "data")
+        sh("qemu-img", "convert", "-c", "-O", "qcow2", str(raw), str(mnt / "vm.qcow2"))
+        sh("qemu-img", "convert", "-O", "qcow2", str(raw), str(mnt / "vm-plain.qcow2"))
+    finally:
+        raw.unlink(missing_ok=True)
+
+
+def tempfile_dir() -> str:
+    import tempfile
+
+    return tempfile.gettempdir()
+
+
+def encrypted_container_setup(mnt: Path, seed: int = 0) -> None:
+    """A LUKS2 container set up in a file and filled: its header (magic and JSON), then 24 MiB of
+    ciphertext written front to back, as `cryptsetup luksFormat` plus a filesystem inside do."""
+    enc = _cipher(seed + 200)
+    header = b"LUKS\xba\xbe\x00\x02" + b"\x00" * 8 + b'{"keyslots":{},"segments":{}}'.ljust(16376)
+    with open(mnt / "vault.luks", "wb") as f:
+        f.write(header)
+        for _ in range(24):
+            f.write(enc(bytes(1 << 20)))
+
+
+# -- more malicious workloads (issue 16) -------------------------------------------------------------
+
+
+def encrypt_in_place_encoded(mnt: Path, seed: int = 4, encoding: str = "base64") -> None:
+    """Ransomware that writes its ciphertext in a text-safe encoding (base64 or hex), over the file."""
+    import base64
+    import binascii
+
+    enc = _cipher(seed)
+    encode = base64.encodebytes if encoding == "base64" else binascii.hexlify
+    for p in files(mnt / "data"):
+        data = p.read_bytes()
+        with open(p, "r+b") as f:
+            f.write(encode(enc(data)))
+
+
+def encrypt_in_place_hex(mnt: Path, seed: int = 5) -> None:
+    encrypt_in_place_encoded(mnt, seed, "hex")
+
+
+def encrypt_file_heads(mnt: Path, seed: int = 6) -> None:
+    """Intermittent: only the first 4 KiB of every file is encrypted (enough to ruin most formats)."""
+    enc = _cipher(seed)
+    for p in files(mnt / "data"):
+        with open(p, "r+b") as f:
+            head = f.read(4096)
+            f.seek(0)
+            f.write(enc(head))
+
+
+def encrypt_slowly(mnt: Path, seed: int = 7, seconds: float = 60.0) -> None:
+    """Slow and intermittent: every third file, half of it encrypted in place, spread evenly over
+    `seconds` (evades per-window thresholds)."""
+    enc = _cipher(seed)
+    victims = files(mnt / "data")[::3]
+    pause = seconds / max(1, len(victims))
+    for p in victims:
+        with open(p, "r+b") as f:
+            data = f.read()
+            f.seek(0)
+            f.write(enc(data[: len(data) // 2 + 1]))
+            f.flush()
+            os.fsync(f.fileno())
+        time.sleep(pause)  # the attack's own pacing, not a readiness wait
+
+
+def encrypt_copies_then_delete(mnt: Path, seed: int = 8) -> None:
+    """Encrypted copies into a new directory first; the originals are deleted only at the end."""
+    enc = _cipher(seed)
+    out = mnt / "vault"
+    for p in files(mnt / "data"):
+        dest = out / p.relative_to(mnt / "data")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        (dest.parent / (dest.name + ".crypt")).write_bytes(enc(p.read_bytes()))
+    shutil.rmtree(mnt / "data")
+
+
 CASES: dict[str, tuple[bool, Callable[..., None]]] = {
     "copy-text-tree": (False, copy_text_tree),
     "database-load": (False, database_load),
@@ -301,4 +512,17 @@ CASES: dict[str, tuple[bool, Callable[..., None]]] = {
     "encrypt-in-place": (True, encrypt_in_place),
     "encrypt-new-files-delete-originals": (True, encrypt_to_new_files),
     "encrypt-partial-blocks": (True, encrypt_partially),
+    "log-rotation-gzip": (False, log_rotation),
+    "log-rotation-zstd": (False, log_rotation_zstd),
+    "compilation": (False, compilation),
+    "backup-tar-gz": (False, backup_tar_gz),
+    "backup-encrypted-age": (False, backup_encrypted),
+    "media-reencode": (False, media_reencode),
+    "vm-image-copy": (False, vm_image_copy),
+    "encrypted-container-setup": (False, encrypted_container_setup),
+    "encrypt-in-place-base64": (True, encrypt_in_place_encoded),
+    "encrypt-in-place-hex": (True, encrypt_in_place_hex),
+    "encrypt-file-heads": (True, encrypt_file_heads),
+    "encrypt-slowly": (True, encrypt_slowly),
+    "encrypt-copies-then-delete": (True, encrypt_copies_then_delete),
 }

@@ -62,10 +62,35 @@ def test_first_seen_and_zero_blocks_are_fresh_not_suspicious() -> None:
     assert judge(s, Prior.ZERO, 0) == Verdict.FRESH_HIGH
 
 
-def test_compressed_file_start_is_not_evidence_even_over_text() -> None:
+def test_compressed_file_start_is_a_format_header_even_over_text() -> None:
     gz = gzip.compress(os.urandom(2 * BLOCK))[:BLOCK]
     (s,) = score_write(0, gz)
-    assert s.magic and judge(s, Prior.DATA, 0) == Verdict.PLAIN
+    assert s.magic and judge(s, Prior.DATA, 0) == Verdict.FORMAT
+
+
+def test_base64_and_hex_of_ciphertext_over_text_are_suspicious_not_over_themselves() -> None:
+    import base64
+    import binascii
+
+    for encode in (base64.encodebytes, binascii.hexlify):
+        (s,) = score_write(0, encode(aes_like(4 * BLOCK))[:BLOCK])
+        assert s.encoded and s.mask == 0
+        assert judge(s, Prior.DATA, 0) == Verdict.SUSPICIOUS
+        assert judge(s, Prior.DATA, 0, prior_encoded=True) == Verdict.PLAIN
+        assert judge(s, Prior.ZERO, 0) == Verdict.PLAIN  # a new base64 file: attachments, keys
+    for text in (TEXT[:BLOCK], (b"2026-12-02 GET /api/v1/items 200 12ms user=42\n" * 100)[:BLOCK]):
+        (t,) = score_write(0, text)
+        assert not t.encoded and judge(t, Prior.DATA, 0) == Verdict.PLAIN
+
+
+def test_a_non_uniform_histogram_is_not_ciphertext() -> None:
+    """JPEG-like data: high entropy per sector and incompressible, but far from uniform bytes."""
+    rnd = random.Random(7)
+    skewed = bytes(min(255, int(rnd.expovariate(1 / 90))) for _ in range(BLOCK))
+    (s,) = score_write(0, skewed)
+    (r,) = score_write(0, aes_like(BLOCK))
+    assert r.uniform and not s.uniform
+    assert judge(s, Prior.DATA, 0) == Verdict.PLAIN or s.mask != FULL
 
 
 def test_partial_block_encryption_turns_sectors() -> None:
@@ -88,8 +113,10 @@ def test_region_memory_round_trips() -> None:
     r = Region()
     assert r.get(5) == (Prior.UNKNOWN, 0)
     r.set_data(5, 0b1010)
+    r.set_data(6, 0, encoded=True)
     r.set_zero(300)  # block 300 is block 44 of region 1; same cell math
     again = Region(r.packed())
     assert again.get(5) == (Prior.DATA, 0b1010) and again.get(300) == (Prior.ZERO, 0)
+    assert again.get(6) == (Prior.DATA, 0) and again.encoded(6) and not again.encoded(5)
     assert region_of(255) == 0 and region_of(256) == 1
     assert list(zero_range(100, 3 * BLOCK)) == [1, 2]

@@ -56,7 +56,9 @@ def test_encryption_analyzer_through_the_dispatcher_alerts_once() -> None:
     assert len(alerts) == 1
     a: AlertRequest = alerts[0]
     assert a.volume == "v" and a.last_clean_checkpoint and a.last_clean_checkpoint.id == "cp-clean"
-    assert a.onset_ts == later and a.encrypted_share > 0.9 and a.tag_checkpoint
+    # The share weighs the text written 20 s earlier at 2^(-20/60): 256 of 256 + 406.
+    assert a.onset_ts == later and 0.35 < a.encrypted_share < 0.4 and a.tag_checkpoint
+    assert a.score >= 1.0
     # A restart redelivers the last events: they are skipped, nothing alerts twice.
     restored = VolumeMeta.from_dict(meta.to_dict())
     assert [d.handle(ev, restored, tables, alerts.append) for ev in events[-2:]] == [
@@ -66,12 +68,19 @@ def test_encryption_analyzer_through_the_dispatcher_alerts_once() -> None:
     assert len(alerts) == 1
 
 
-def test_gaps_are_counted_and_fresh_random_data_does_not_alert() -> None:
+def test_gaps_are_counted_and_new_ciphertext_alerts_unless_a_container_header_opens_it() -> None:
     d = Dispatcher(EncryptionAnalyzer(AnalyzerSettings(_env_file=None)))  # type: ignore[call-arg]
     meta, tables, alerts = VolumeMeta(), {"blocks": {}}, []
-    assert d.handle(write(1, 0, os.urandom(1 << 20)), meta, tables, alerts.append) == "ok"
+    # An encrypted backup (age header, then its ciphertext) into free space: no evidence.
+    age = b"age-encryption.org/v1\n-> scrypt c2FsdA 18\nYm9keQ\n--- bWFj\n"
+    backup = age + os.urandom((1 << 20) - len(age))
+    assert d.handle(write(1, 0, backup), meta, tables, alerts.append) == "ok"
     assert d.handle(write(3, 1 << 20, os.urandom(1 << 20)), meta, tables, alerts.append) == "gap"
-    assert meta.gaps == 1 and alerts == []  # new high-entropy data in fresh blocks: not evidence
+    assert meta.gaps == 1 and alerts == []  # the second MiB continues the backup's run
+    # Headerless ciphertext written elsewhere (encrypted copies of files): weak evidence each,
+    # enough of it alerts.
+    d.handle(write(4, 64 << 20, os.urandom(1 << 20)), meta, tables, alerts.append)
+    assert len(alerts) == 1 and alerts[0].details["fresh_high_blocks"] == "256"
 
 
 def test_the_example_counts_write_sizes_per_volume() -> None:
@@ -109,3 +118,26 @@ def test_a_checkpoint_tag_command_reads_as_unknown_for_an_old_reader() -> None:
     old = parse_schema(json.loads((Path(schema_dir()) / "history" / "Command.v1.avsc").read_text()))
     got = schemaless_reader(io.BytesIO(data[10:]), current()["Command"].parsed, old)
     assert got["kind"] == "UNKNOWN" and got["checkpoint_id"] == "cp"
+
+
+def test_the_wiper_example_alerts_on_zeroing_data_not_on_trimming_free_space() -> None:
+    from tapstream.analyzer.examples.wiper import Wiper
+
+    def zero(seq: int, offset: int, length: int) -> Event:
+        body = {"offset": offset, "length": length, "trim": True}
+        return Event("g", "v", seq, T0 + seq * 1000, "h", "Zero", body)
+
+    d = Dispatcher(Wiper())
+    meta, alerts = VolumeMeta(), []
+    d.handle(write(1, 0, b"x" * (1 << 20)), meta, {}, alerts.append)
+    for i in range(2, 300):  # data in the first 298 MiB, one write per MiB
+        d.handle(write(i, (i - 1) << 20, b"y" * 4096), meta, {}, alerts.append)
+    d.handle(checkpoint(300, "cp-before"), meta, {}, alerts.append)
+    d.handle(zero(301, 1 << 30, 1 << 30), meta, {}, alerts.append)  # free space: mkfs discard
+    assert alerts == []
+    d.handle(zero(302, 0, 300 << 20), meta, {}, alerts.append)  # the data: wiped
+    (a,) = alerts
+    assert (
+        a.kind == "wiper" and a.last_clean_checkpoint and a.last_clean_checkpoint.id == "cp-before"
+    )
+    assert a.score >= 1.0

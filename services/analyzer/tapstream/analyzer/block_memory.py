@@ -1,7 +1,7 @@
 """What each block of a volume held last, packed per 1 MiB region (pure, no I/O).
 
 A region is 256 blocks, two bytes each (little-endian): 0 = never seen, 1 = zero, 0x100|mask =
-data with that high-sector mask. 512 bytes per MiB of volume, kept in a faust table keyed
+data with that high-sector mask, plus 0x200 when the data was text-safe encoded (base64/hex). 512 bytes per MiB of volume, kept in a faust table keyed
 "<volume>/<region>", so a restarted analyzer remembers every block it has seen.
 """
 
@@ -40,8 +40,11 @@ class Region:
             return Prior.ZERO, 0
         return Prior.DATA, v & 0xFF
 
-    def set_data(self, block: int, mask: int) -> None:
-        self._put(block, 0x100 | mask)
+    def encoded(self, block: int) -> bool:
+        return bool(self.cells[2 * (block % BLOCKS_PER_REGION) + 1] & 0x02)
+
+    def set_data(self, block: int, mask: int, encoded: bool = False) -> None:
+        self._put(block, 0x100 | mask | (0x200 if encoded else 0))
 
     def set_zero(self, block: int) -> None:
         self._put(block, 1)

@@ -1,8 +1,9 @@
 """The built-in encryption (ransomware) detector, written with the SDK.
 
 Each write is scored per 4 KiB block (scoring.py) against what the block held before (block
-memory in the `blocks` table), counted in the volume's window (encryption_window.py), and the first
-write that crosses the thresholds raises one Alert naming the last checkpoint before the onset.
+memory in the `blocks` table), weighed into the volume's decaying evidence (encryption_window.py),
+and the first write that takes the score to 1.0 raises one Alert naming the last checkpoint before
+the onset.
 """
 
 from __future__ import annotations
@@ -27,12 +28,15 @@ class EncryptionAnalyzer(Analyzer):
             s.analyzer_high_sector_entropy,
             s.analyzer_incompressible_ratio,
             s.analyzer_min_turned_sectors,
+            s.analyzer_uniform_chi2,
+            s.analyzer_encoded_gap_bits,
         )
         self.rules = WindowRules(
-            s.analyzer_window_s,
+            s.analyzer_half_life_s,
             s.analyzer_min_blocks,
             s.analyzer_min_share,
-            s.analyzer_cooldown_windows,
+            s.analyzer_fresh_weight,
+            s.analyzer_run_idle_s,
         )
         self.tag = s.analyzer_last_clean_tag
 
@@ -44,32 +48,31 @@ class EncryptionAnalyzer(Analyzer):
         scores = score_write(ev.disk_offset, ev.data, self.thresholds)
         table = ctx.table("blocks")
         regions: dict[int, Region] = {}
-        verdicts: list[Verdict] = []
+        blocks: list[tuple[int, Verdict]] = []
         for sc in scores:
             r = region_of(sc.index)
             region = regions.get(r)
             if region is None:
                 region = regions[r] = Region(table.get(region_key(ctx.volume, r)))
             prior, prior_mask = region.get(sc.index)
-            v = judge(sc, prior, prior_mask, self.thresholds)
-            verdicts.append(v)
+            v = judge(sc, prior, prior_mask, self.thresholds, region.encoded(sc.index))
+            blocks.append((sc.index, v))
             if sc.zero:
                 region.set_zero(sc.index)
             else:
-                region.set_data(sc.index, sc.mask)
+                region.set_data(sc.index, sc.mask, sc.encoded)
         for r, region in regions.items():
             if region.dirty:
                 table[region_key(ctx.volume, r)] = region.packed()
         window = self._window(ctx)
-        detection = window.on_blocks(ev.seq, ev.ts, verdicts, self.rules)
+        detection = window.on_blocks(ev.seq, ev.ts, blocks, self.rules)
         ctx.state["window"] = window.to_dict()
         metrics.BLOCKS.labels(ctx.group, ctx.volume, "suspicious").inc(
-            verdicts.count(Verdict.SUSPICIOUS)
+            sum(1 for _, v in blocks if v == Verdict.SUSPICIOUS)
         )
-        metrics.BLOCKS.labels(ctx.group, ctx.volume, "scored").inc(len(verdicts))
-        metrics.SHARE.labels(ctx.group, ctx.volume).set(
-            window.suspicious / window.data_blocks if window.data_blocks else 0
-        )
+        metrics.BLOCKS.labels(ctx.group, ctx.volume, "scored").inc(len(blocks))
+        metrics.SHARE.labels(ctx.group, ctx.volume).set(window.share)
+        metrics.SCORE.labels(ctx.group, ctx.volume).set(window.score)
         if detection is not None:
             ctx.alert(self._request(detection))
 
@@ -107,13 +110,14 @@ class EncryptionAnalyzer(Analyzer):
             volume=d.volume,
             severity="CRITICAL",
             message=(
-                f"{d.share:.0%} of the blocks written to {d.volume} in the last window look encrypted "
-                f"({d.suspicious} of {d.data_blocks}); last clean checkpoint "
+                f"{d.volume} looks encrypted: {d.suspicious} blocks turned to ciphertext in place "
+                f"and {d.fresh_high} ciphertext-like new blocks since the onset "
+                f"({d.share:.0%} of the recent writes, score {d.score:.2f}); last clean checkpoint "
                 f"{cp.id if cp else 'unknown (none seen before the onset)'}"
             ),
             onset_ts=d.onset_ts,
             detected_ts=d.detected_ts,
-            score=d.share,
+            score=d.score,
             encrypted_share=d.share,
             last_clean_checkpoint=clean,
             details={
@@ -122,6 +126,7 @@ class EncryptionAnalyzer(Analyzer):
                 "suspicious_blocks": str(d.suspicious),
                 "data_blocks": str(d.data_blocks),
                 "fresh_high_blocks": str(d.fresh_high),
+                "evidence": f"{d.evidence:.1f}",
                 **(
                     {"last_clean_ts": str(cp.ts), "last_clean_tag": cp.tag or "", "tag": self.tag}
                     if cp

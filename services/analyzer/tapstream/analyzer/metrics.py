@@ -18,7 +18,7 @@ BLOCKS = Counter(
 )
 SHARE = Gauge(
     f"{NAMESPACE}_analyzer_encrypted_share",
-    "Share of the current window's blocks that look encrypted",
+    "Share of the recent (decayed) data blocks that look encrypted",
     ["group", "volume"],
 )
 BYTES = Counter(
@@ -38,4 +38,10 @@ COMMANDS_REFUSED = Counter(
     f"{NAMESPACE}_analyzer_commands_refused",
     "Commands (checkpoint tags) the cluster refused this analyzer: its ACLs give it no control",
     ["analyzer", "group"],
+)
+SCORE = Gauge(
+    f"{NAMESPACE}_analyzer_encryption_score",
+    "The encryption detector's score per volume (1.0 alerts): min(evidence / min_blocks, "
+    "share / min_share), evidence decaying with the half-life",
+    ["group", "volume"],
 )
