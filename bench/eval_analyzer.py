@@ -233,7 +233,7 @@ def roc_chart(roc: list[dict[str, float]], results: list[dict[str, object]], pat
     b.axvspan(0.8, 1.2, color="#dddddd", zorder=0)
     b.set_yticks(range(len(names)), names, fontsize=7)
     b.set_xscale("symlog", linthresh=1)
-    b.set_title("peak score per case (red: malicious; grey: within 20% of the threshold)")
+    b.set_title("peak score per case (red: malicious; grey: threshold ±20%)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
