@@ -67,25 +67,17 @@ class AsyncProducer:
         assert self._producer is not None and self._loop is not None, "start() first"
         fut: asyncio.Future[Message] = self._loop.create_future()
         lock = self._reports_lock
-        settle = partial(_settle_future, fut)
 
         def delivered(err: KafkaError | None, msg: Message) -> None:
             with lock:
-                self._reports.append((partial(settle, msg), err))
+                self._reports.append((partial(_settle_future, fut, msg), err))
 
-        kwargs: dict[str, Any] = {"value": value, "key": key, "on_delivery": delivered}
+        extra: dict[str, Any] = {}
         if partition is not None:
-            kwargs["partition"] = partition
+            extra["partition"] = partition
         if headers:
-            kwargs["headers"] = headers
-        while True:
-            try:
-                self._producer.produce(topic, **kwargs)
-                break
-            except BufferError:
-                # Local queue full: let librdkafka drain a little, then retry (back-pressure).
-                self._producer.poll(0.01)
-                self._dispatch()
+            extra["headers"] = headers
+        self._enqueue(topic, value, key, delivered, extra)
         return fut
 
     def produce_then(
@@ -101,12 +93,28 @@ class AsyncProducer:
             with lock:
                 self._reports.append((then, err))
 
-        produce = self._producer.produce
+        self._enqueue(topic, value, key, delivered)
+
+    def _enqueue(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None,
+        on_delivery: Callable[[KafkaError | None, Message], None],
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        assert self._producer is not None
         while True:
             try:
-                produce(topic, value=value, key=key, on_delivery=delivered)
+                if extra:
+                    self._producer.produce(
+                        topic, value=value, key=key, on_delivery=on_delivery, **extra
+                    )
+                else:
+                    self._producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
                 return
             except BufferError:
+                # Local queue full: let librdkafka drain a little, then retry (back-pressure).
                 self._producer.poll(0.01)
                 self._dispatch()
 
