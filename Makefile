@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 STATE ?= .tapstream
 
 .PHONY: setup system-deps up down status clean test test-unit test-integration demo bench \
-        bench-tapper bench-recovery bench-mirror lint typecheck kafka-tools validate-deploy
+        bench-tapper bench-recovery bench-mirror bench-scale lint typecheck kafka-tools validate-deploy
 
 setup: $(STAMP)
 
@@ -74,6 +74,11 @@ bench-recovery: up
 # Protected -> recovery crossing latency of single records.
 bench-mirror: up
 	$(PY) bench/mirror_latency.py
+
+# N volumes (1, 8, 32, 64) on 1 and 4 tappers, a rate-limited fio writer each, the journal and VDSA at
+# the recovery site: write rate, RPO, lags, memory, CPU per MB -> bench/results/scale.json.
+bench-scale: up
+	$(PY) bench/scale.py $(BENCH_ARGS)
 
 # Deployment files checked offline: compose, every Kustomize overlay rendered and validated against
 # Kubernetes' and Strimzi's schemas, TAPSTREAM_* names against the services' settings, volume mounts
