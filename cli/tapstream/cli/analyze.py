@@ -145,6 +145,10 @@ def alerts(
                 f"restore: tapstream restore {r['group']} {r['volume']} "
                 f"--checkpoint {r['last_clean_checkpoint']} --out {r['volume']}-clean.img"
             )
+            console.print(
+                f"files changed since: tapstream files {r['group']} {r['volume']} "
+                f"--checkpoint {r['last_clean_checkpoint']} diff --to latest"
+            )
 
 
 def change_rate_rows(s: TapstreamSettings, group: str, since_us: int, window_s: float) -> list[Any]:

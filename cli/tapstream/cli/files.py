@@ -1,15 +1,17 @@
-"""`tapstream files GROUP VOLUME --checkpoint X ls [PATH] | get PATH | mount DIR`: files back from any
-checkpoint in the journal window, from the volume's instant view (nothing restored first), read-only."""
+"""`tapstream files GROUP VOLUME --checkpoint X ls [PATH] | get PATH | mount DIR | diff --to Y`: files
+back from any checkpoint in the journal window, from the volume's instant view (nothing restored
+first), read-only; `diff` lists what changed between two checkpoints (after an alert: which files)."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import signal
 import stat
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -19,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tapstream.core.settings import TapstreamSettings, load
+from tapstream.instant.tree_diff import Entry, compare_trees
 
 app = typer.Typer(
     # GROUP VOLUME --checkpoint X get PATH --out FILE: the subcommand's options pass through.
@@ -137,3 +140,48 @@ def mount(
         )
         stop.wait()
     console.print(f"unmounted {directory}")
+
+
+def _entry(e: Entry | None) -> str:
+    if e is None:
+        return "-"
+    when = datetime.fromtimestamp(e.mtime_ns / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return f"{e.kind} -> {e.target}" if e.kind == "link" else f"{e.size} B, {when}"
+
+
+@app.command("diff")
+def diff(
+    ctx: typer.Context,
+    to: Annotated[str, typer.Option("--to", help="The later checkpoint (id, tag or latest).")],
+    path: Annotated[str, typer.Argument(help="Compare below this directory only.")] = "/",
+    content: Annotated[
+        bool, typer.Option("--content", help="Also hash files whose size and time are equal.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Files added, removed or changed from --checkpoint to --to (after an encryption alert: from
+    the last clean checkpoint to latest, the files it touched; `get` each from the clean one)."""
+    t: Target = ctx.obj
+    later = Target(t.group, t.volume, to)
+    with _opened(t) as a, _opened(later) as b:
+        _inside(a, path)
+        _inside(b, path)
+        changes = compare_trees(a, b, path, content)
+    if as_json:
+        print(json.dumps([asdict(c) for c in changes], indent=2))
+        return
+    table = Table(
+        "change", "path", f"at {t.checkpoint}", f"at {to}",
+        title=f"{t.group}/{t.volume}:{path} from {t.checkpoint} to {to}",
+    )  # fmt: skip
+    style = {"added": "green", "removed": "red", "changed": "yellow"}
+    for c in changes:
+        table.add_row(f"[{style[c.what]}]{c.what}[/]", c.path, _entry(c.before), _entry(c.after))
+    console.print(table)
+    counts = {w: sum(c.what == w for c in changes) for w in style}
+    console.print(", ".join(f"{n} {w}" for w, n in counts.items()))
+    if any(c.before is not None and c.before.kind == "file" for c in changes):
+        console.print(
+            f"a file as it was: tapstream files {t.group} {t.volume} --checkpoint "
+            f"{t.checkpoint} get PATH --out FILE"
+        )

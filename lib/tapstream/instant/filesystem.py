@@ -11,6 +11,7 @@ see the README's recovery section.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import subprocess
 import tempfile
@@ -18,8 +19,12 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from tapstream.core.logging import get_logger
 from tapstream.core.settings import TapstreamSettings
-from tapstream.instant.view import PLUGIN, close_views
+from tapstream.instant.view import PLUGIN, close_orphaned_files_views, close_views
+
+_log = get_logger("tapstream.instant.files")
+_MOUNTS = itertools.count(1)
 
 
 class FilesystemError(RuntimeError):
@@ -69,7 +74,10 @@ def mounted(
 
     from tapstream.instant.view import open_view
 
-    owner = f"files-{os.getpid()}"
+    # One owner per mount (two checkpoints of one volume can be open at once: `files diff`).
+    owner = f"files-{os.getpid()}-{next(_MOUNTS)}"
+    for name in close_orphaned_files_views(settings, group):
+        _log.warning("closed the view of a `tapstream files` that was killed", session=name)
     with tempfile.TemporaryDirectory(prefix="tapstream-files-") as tmp:
         work = Path(tmp)
         spec = asyncio.run(open_view(settings, group, volume, checkpoint, work / "view", owner))

@@ -9,7 +9,9 @@ with the journal window, never with the disk. Nothing of the replica is copied.
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from tapstream.core.replica import Replica
@@ -88,6 +90,41 @@ def close_views(settings: TapstreamSettings, group: str, owner: str) -> list[str
         for path in sorted(views.glob(f"{owner}-*")):
             close_session(settings, group, volume, path)
             ended.append(path.name)
+    return ended
+
+
+def files_owner_pid(name: str) -> int | None:
+    """The process a `tapstream files` session belongs to (files-<pid>-...), else None."""
+    parts = name.split("-")
+    if len(parts) >= 3 and parts[0] == "files" and parts[1].isdigit():
+        return int(parts[1])
+    return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def close_orphaned_files_views(
+    settings: TapstreamSettings, group: str, alive: Callable[[int], bool] = _alive
+) -> list[str]:
+    """End the preserve sessions of `tapstream files` processes that are gone (killed before they
+    could close them): a session left open makes the VDSA keep every overwritten extent forever."""
+    ended = []
+    base = settings.replica_dir / group
+    for views in sorted(base.glob("*.views")) if base.is_dir() else []:
+        volume = views.name.removesuffix(".views")
+        for path in sorted(views.glob("files-*")):
+            pid = files_owner_pid(path.name)
+            if pid is not None and pid != os.getpid() and not alive(pid):
+                close_session(settings, group, volume, path)
+                ended.append(path.name)
     return ended
 
 
