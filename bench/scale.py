@@ -129,6 +129,26 @@ def until(what: str, check: Callable[[], bool], timeout: float, services: list[S
     return time.monotonic() - t0
 
 
+class LogTail:
+    """What MirrorMaker 2 logged from now on (its log is shared: another test's lines too)."""
+
+    FAILED = ("OutOfMemoryError", "Task threw an uncaught and unrecoverable exception")
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.start = path.stat().st_size if path is not None and path.exists() else 0
+
+    def failures(self) -> list[str]:
+        if self.path is None or not self.path.exists():
+            return []
+        with open(self.path, "rb") as f:
+            if f.seek(0, os.SEEK_END) < self.start:
+                self.start = 0  # rotated
+            f.seek(self.start)
+            text = f.read(64 * MIB).decode(errors="replace")
+        return [line[:300] for line in text.splitlines() if any(m in line for m in self.FAILED)]
+
+
 def nbd_listens(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
@@ -298,28 +318,30 @@ class Sampler:
         s, now = self.s, time.monotonic
         n = len(self.volumes)
         # Consumers first, heads after: a head read later never makes a lag look shorter.
-        applied: dict[str, float] = {}
-        events = 0.0
-        for svc in (x for x in self.services if x.kind == "vdsa"):
-            text = svc.scrape()
-            if text is None:
-                s.misses += 1
-                continue
-            for v, seq in st.by_label(text, "tapstream_vdsa_applied_seq", "volume").items():
-                applied[v] = max(applied.get(v, 0.0), seq)  # a volume that moved keeps its max
-            events += st.total(text, "tapstream_vdsa_applied_events_total") or 0.0
+        # A round in which one VDSA or journal did not answer is no reading of theirs (its volumes
+        # and events would count as none).
+        vdsas = [x.scrape() for x in self.services if x.kind == "vdsa"]
         t = now()
-        for v in self.volumes:
-            s.vdsa_seq.setdefault(v, []).append((t, applied.get(v, 0.0)))
-        s.vdsa_events.append((t, events))
-        indexed = 0.0
-        for svc in (x for x in self.services if x.kind == "journal"):
-            text = svc.scrape()
-            if text is None:
-                s.misses += 1
-                continue
-            indexed += st.total(text, "tapstream_journal_indexed_events_total") or 0.0
-        s.journal_events.append((now(), indexed))
+        if None in vdsas:
+            s.misses += 1
+        else:
+            applied: dict[str, float] = {}
+            for text in vdsas:
+                assert text is not None
+                for v, seq in st.by_label(text, "tapstream_vdsa_applied_seq", "volume").items():
+                    applied[v] = max(applied.get(v, 0.0), seq)  # a volume that moved: its max
+            for v in self.volumes:
+                s.vdsa_seq.setdefault(v, []).append((t, applied.get(v, 0.0)))
+            events = [st.total(x or "", "tapstream_vdsa_applied_events_total") for x in vdsas]
+            s.vdsa_events.append((t, sum(e or 0.0 for e in events)))
+        journals = [x.scrape() for x in self.services if x.kind == "journal"]
+        if None in journals:
+            s.misses += 1
+        else:
+            indexed = [
+                st.total(x or "", "tapstream_journal_indexed_events_total") for x in journals
+            ]
+            s.journal_events.append((now(), sum(e or 0.0 for e in indexed)))
         seqs = self.pg.indexed_seq(self.group, self.volumes)
         t = now()
         for v in self.volumes:
@@ -414,6 +436,7 @@ class Ctx:
     infra: dict[str, int]  # component -> pid (brokers, MirrorMaker 2, recovery Postgres)
     run_id: str
     settings: TapstreamSettings
+    mm2_log: Path | None = None
     idle_cores: dict[str, float] = field(default_factory=dict)  # the stack's, before any point
 
     @property
@@ -465,6 +488,10 @@ def summary_of(
     }
 
 
+def last(series: list[tuple[float, float]] | None) -> float:
+    return series[-1][1] if series else -1.0
+
+
 def caught_up(sampler: Sampler, services: list[Service], timeout: float) -> dict[str, float | None]:
     """Seconds until MirrorMaker 2, the journal and the VDSA hold every write made so far (None:
     not within `timeout`)."""
@@ -482,8 +509,8 @@ def caught_up(sampler: Sampler, services: list[Service], timeout: float) -> dict
             )
             if s.protected_end
             else False,
-            "journal": all(s.journal_seq[v][-1][1] >= final[v] for v in final),
-            "vdsa": all(s.vdsa_seq[v][-1][1] >= final[v] for v in final),
+            "journal": all(last(s.journal_seq.get(v)) >= final[v] for v in final),
+            "vdsa": all(last(s.vdsa_seq.get(v)) >= final[v] for v in final),
         }
         for k, ok in checks.items():
             if ok and done[k] is None:
@@ -542,6 +569,7 @@ def run_point(ctx: Ctx, n: int, tappers: int) -> dict[str, Any]:
     point: dict[str, Any] = {"n": n, "tappers": tappers, "journals": a.journals, "vdsas": a.vdsas}
     try:
         t_start = time.monotonic()
+        mm2_log = LogTail(ctx.mm2_log)
         for i in range(tappers):
             mine = volumes[i::tappers]
             port = free_port()
@@ -670,13 +698,18 @@ def run_point(ctx: Ctx, n: int, tappers: int) -> dict[str, Any]:
         waiter.start()
         time.sleep(a.ramp)  # fio's ramp: writes that fio itself leaves out of its figures
         w0, cpu0, jif0 = time.monotonic(), cpu_by_pid(pids), machine_jiffies()
+        point["loadavg_at_start"] = round(os.getloadavg()[0], 1)
         waiter.join(a.duration)
         w1, cpu1, jif1 = time.monotonic(), cpu_by_pid(pids), machine_jiffies()
         waiter.join()
         if fio.returncode != 0:
             raise SystemExit(f"fio failed:\n{out['stdout'][-2000:]}\n{out['stderr'][-2000:]}")
         point["fio_wall_s"] = round(time.monotonic() - fio_t0, 2)
+        point["loadavg_at_end"] = round(os.getloadavg()[0], 1)
         point["drain_s"] = caught_up(sampler, services, a.drain_timeout)
+        # A MirrorMaker 2 task that failed (its heap) stops mirroring its partitions until the
+        # connector's tasks are reconfigured: the reason a lag only grows.
+        point["mirrormaker_task_failures"] = mm2_log.failures()
         s = sampler.stop()
         point.update(analyse(ctx, n, volumes, s, w0, w1, cpu0, cpu1, jif0, jif1))
         point.update(fio_summary(out["stdout"]))
@@ -936,7 +969,12 @@ def print_point(p: dict[str, Any]) -> None:
         f"journal {j['rows_per_s']:,.0f} rows/s lag p99 {fmt(j['lag_s'].get('p99_max'), '.1f')} s; "
         f"VDSA lag p99 {fmt(v['lag_s'].get('p99_max'), '.1f')} s (keeps up "
         f"{fmt(v['keeps_up'])}); MM2 keeps up {fmt(m['keeps_up'])}; drained {p['drain_s']}; "
-        f"CPU busy {fmt(p['cpu_busy_pct'], '.0f')}% ({st.busiest(p['cpu_s'], p['window_s'], 4)} cores)",
+        f"CPU busy {fmt(p['cpu_busy_pct'], '.0f')}% ({st.busiest(p['cpu_s'], p['window_s'], 4)} cores)"
+        + (
+            f"; MirrorMaker 2 task failures: {len(p['mirrormaker_task_failures'])}"
+            if p.get("mirrormaker_task_failures")
+            else ""
+        ),
         flush=True,
     )
 
@@ -1010,6 +1048,7 @@ def main() -> None:
     pg = Postgres(settings.recovery_database_url.get_secret_value())
     work = Path(tempfile.mkdtemp(prefix="scale-bench-", dir=stack.root))
     ctx = Ctx(args, env, work, admins, pg, infra, time.strftime("%H%M%S"), settings)
+    ctx.mm2_log = next((c.log for c in stack.status() if c.name == "mirrormaker"), None)
     result: dict[str, Any] = {
         "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "config": {

@@ -149,6 +149,14 @@ def why_bent(point: Mapping[str, Any], previous: Mapping[str, Any] | None) -> li
             reasons.append(
                 f"{what} got through {share:.0%} of what was written, {lag:.1f} s behind at the end"
             )
+    failures = point.get("mirrormaker_task_failures") or []
+    if failures:
+        oom = any("OutOfMemoryError" in line for line in failures)
+        reasons.append(
+            "a MirrorMaker 2 task failed"
+            + (" (Java heap space)" if oom else "")
+            + ": its partitions stay unmirrored until its tasks are reconfigured"
+        )
     rpo = (point.get("rpo_recovery_s") or {}).get("p99_max")
     if rpo is not None and rpo > RPO_CEILING_S:
         reasons.append(f"recovery-site RPO p99 {rpo:.1f} s (worst volume)")

@@ -146,6 +146,19 @@ def test_a_point_bends_on_rate_on_a_consumer_falling_behind_on_rpo_and_on_a_flat
     assert "stopped growing" in reasons[3]
 
 
+def test_a_failed_mirrormaker_task_is_a_reason_and_says_when_it_ran_out_of_heap() -> None:
+    log = [
+        "[2026-12-02 07:26:19,788] ERROR Failure during poll. java.lang.OutOfMemoryError: Java heap",
+        "[2026-12-02 07:26:19,803] ERROR WorkerSourceTask{id=MirrorSourceConnector-0} Task threw an "
+        "uncaught and unrecoverable exception.",
+    ]
+    reasons = st.why_bent(point(64, 4, 128.0, mirrormaker_task_failures=log), None)
+    assert reasons == [
+        "a MirrorMaker 2 task failed (Java heap space): its partitions stay unmirrored until its "
+        "tasks are reconfigured"
+    ]
+
+
 def test_bends_names_the_first_n_past_the_knee_per_tapper_count_and_the_busiest_processes() -> None:
     points = [
         point(1, 1, 2.0),
