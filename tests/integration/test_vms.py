@@ -1,7 +1,8 @@
 """VMs come up at the recovery site: a real guest (Debian's kernel, a busybox initramfs, QEMU under
 libvirt, TCG) whose disk is the protected tapper's export writes files and powers off; `move` then
 makes the recovery site manager (VM driver libvirt) boot the group's target VM from the moved disk,
-and the guest finds its files and says so on its serial console. Reverse and failback shut it down
+and the guest finds its files and says so on its serial console. Before that, a failover test boots
+a copy of the VM from the checkpoint's instant view, which finds them too, and is destroyed after. Reverse and failback shut it down
 cleanly at the recovery site before the data moves back, and forget it."""
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def test_move_boots_the_target_vm_from_the_moved_disk(
     pm = start_site_manager(stack, tmp_path, "protected", [group])
     rm = start_site_manager(stack, tmp_path, "recovery", [group], RECOVERY_VMS)
     env = cli_env(stack, pm, rm, tmp_path)
-    protected_vm = f"{group}-prot"
+    protected_vm, test_vm = f"{group}-prot", f"{target}-test"
     try:
         tapstream(env, "group", "create", group, "--journal-history", "60")
         tapstream(env, "group", "add-vm", group, "vm0", "--target", target)
@@ -97,6 +98,24 @@ def test_move_boots_the_target_vm_from_the_moved_disk(
             lambda: (s := site_converged(env, group, "recovery")) and s["group"]["vms"][0]["spec"],
             timeout=60,
         )
+
+        # A failover test boots its own copy of the VM from the checkpoint's instant view (writes
+        # go to an overlay), on the test network, and stopping the test destroys it.
+        cp = tapstream(env, "group", "checkpoint", group, "--tag", "after-boot1").stdout.strip()
+        wait_until(
+            "the checkpoint in the recovery journal",
+            lambda: any(c["id"] == cp for c in tapstream_json(env, "group", "checkpoints", group)),
+            timeout=60,
+        )
+        op = tapstream_json(env, "failover-test", "start", group, "--checkpoint", cp)
+        assert op["status"] == "succeeded", op
+        assert op["result"][f"vm.{test_vm}"] == "running", op["result"]
+        tested = rm.state_dir / "vms" / f"{test_vm}.serial.log"
+        found = wait_until("the test VM checking the files", lambda: said(tested, "FOUND"),
+                           timeout=180)  # fmt: skip
+        assert (found.group(2), found.group(3)) == (checksum, "OK"), tested.read_text()[-2000:]
+        assert tapstream_json(env, "failover-test", "stop", group)["status"] == "succeeded"
+        assert gone(conn, test_vm), "the failover test's VM outlived the test"
 
         # Move: the recovery site manager boots the target VM on the promoted volume.
         op = tapstream_json(env, "move", group)
@@ -139,7 +158,7 @@ def test_move_boots_the_target_vm_from_the_moved_disk(
             "recovery": {},
         }
     finally:
-        for name in (protected_vm, target):
+        for name in (protected_vm, test_vm, target):
             if not gone(conn, name):
                 dom = conn.lookupByName(name)
                 if dom.isActive():
