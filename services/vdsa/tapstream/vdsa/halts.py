@@ -96,6 +96,12 @@ class HaltReporter:
         self._asked.pop((group, volume), None)
         log.warning("volume healed by a sync of the whole volume", group=group, volume=volume)
 
+    def forget(self, group: str, volume: str, reason: str) -> None:
+        """Another VDSA process applies the volume now: its gauge and resync requests are that
+        process's (this one's gauge goes to 0, so a sum over processes stays right)."""
+        metrics.HALTED.labels(group, volume, reason).set(0)
+        self._asked.pop((group, volume), None)
+
     def still_halted(self, group: str, volume: str, halt: dict[str, Any]) -> None:
         """Called periodically: keeps the gauge up (after a restart too) and asks again."""
         metrics.HALTED.labels(group, volume, halt["reason"]).set(1)

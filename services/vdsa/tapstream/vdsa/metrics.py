@@ -30,3 +30,9 @@ IO_FAILING = Gauge(
     "1 while the volume's replica cannot be written (e.g. its disk is full); retried",
     ["group", "volume"],
 )
+PARTITIONS = Gauge(
+    f"{NAMESPACE}_vdsa_partitions",
+    "Partitions of the group's write topic this process applies (the consumer group "
+    "tapstream-vdsa-apply shares them between VDSA processes)",
+    ["group"],
+)
