@@ -114,6 +114,11 @@ def test_console_overview_rpo_failover_test_and_move(
             row = page.locator(f"tr[data-group='{group}']")
             row.wait_for()
             assert "protecting" in row.inner_text().lower()
+            # Both sites' Kafka, Postgres and MirrorMaker 2 inflow, each probed by its manager.
+            for site in ("protected", "recovery"):
+                site_card = page.locator(f"article.site-card[data-site='{site}']")
+                for fact in ("kafka", "postgres", "mirror"):
+                    site_card.locator(f"[data-infra='{fact}'].ok").wait_for(timeout=60_000)
 
             # --- its RPO updates, without a reload, while fio writes through the tapper ---------
             writer = subprocess.Popen(

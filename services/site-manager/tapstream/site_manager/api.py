@@ -338,7 +338,13 @@ def make_api(sm: Site, recovery: Recovery, tokens: TokenStore) -> FastAPI:
             "caught_up": sm.events.caught_up.is_set(),
             "aggregates": len(sm.ledger.entries),
             "conflicts": len(sm.ledger.conflicts),
+            "infra": infra(),
         }
+
+    def infra() -> dict[str, Any]:
+        """Kafka, Postgres and the mirror into this site, when the console probes them (infra.py)."""
+        telemetry = getattr(sm, "telemetry", None)
+        return dict(telemetry.infra.latest) if telemetry is not None else {}
 
     @api.get("/conflicts")
     async def conflicts() -> list[dict[str, Any]]:

@@ -84,6 +84,7 @@ class Console:
                     "ready": self.sm.ready,
                     "caught_up": self.sm.events.caught_up.is_set(),
                     "conflicts": len(self.sm.ledger.conflicts),
+                    "infra": self.telemetry.infra.latest,
                 }
             else:
                 health = await self.peer_health(s)

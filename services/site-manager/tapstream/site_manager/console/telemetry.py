@@ -19,6 +19,7 @@ from tapstream.core.codec import DecodeError, make_codec
 from tapstream.core.kafka import make_consumer, partitions_now
 from tapstream.core.logging import get_logger
 from tapstream.core.settings import TapstreamSettings
+from tapstream.site_manager.console.infra import InfraProbe
 from tapstream.site_manager.console.views import REPLICATOR
 
 log = get_logger("tapstream.site_manager.console")
@@ -84,6 +85,7 @@ class Telemetry:
             Follow("recovery", settings.topic("alerts"), None),  # the VDSAs': a replica halted
         ]
         self._tasks: list[asyncio.Task[None]] = []
+        self.infra = InfraProbe(settings)
 
     def start(self) -> None:
         progress, *alerts = self.follows
@@ -98,6 +100,7 @@ class Telemetry:
                 )
                 for f in alerts
             ),
+            asyncio.create_task(self.infra.run()),
         ]
 
     async def stop(self) -> None:
