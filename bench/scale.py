@@ -488,6 +488,16 @@ def summary_of(
     }
 
 
+def behind(s: Samples) -> str:
+    """Which volumes' writes a consumer lacks: volume -> (published, journal, VDSA) seq."""
+    out = {
+        v: (x[-1][1], last(s.journal_seq.get(v)), last(s.vdsa_seq.get(v)))
+        for v, x in s.tapper_seq.items()
+        if min(last(s.journal_seq.get(v)), last(s.vdsa_seq.get(v))) < x[-1][1]
+    }
+    return f"published, journal, VDSA seq of the volumes behind: {out}"
+
+
 def last(series: list[tuple[float, float]] | None) -> float:
     return series[-1][1] if series else -1.0
 
@@ -566,6 +576,8 @@ def run_point(ctx: Ctx, n: int, tappers: int) -> dict[str, Any]:
         with open(work / f"{v}.img", "wb") as f:
             f.truncate(a.volume_mib * MIB)
     services: list[Service] = []
+    sampler: Sampler | None = None
+    fio: subprocess.Popen[str] | None = None
     point: dict[str, Any] = {"n": n, "tappers": tappers, "journals": a.journals, "vdsas": a.vdsas}
     try:
         t_start = time.monotonic()
@@ -636,8 +648,7 @@ def run_point(ctx: Ctx, n: int, tappers: int) -> dict[str, Any]:
                 lambda: all(nbd_listens(s.nbd_port) for s in tapper_svcs),
                 a.start_timeout,
                 services,
-            )
-            + 0.0,
+            ),
             2,
         )
         until(
@@ -677,7 +688,9 @@ def run_point(ctx: Ctx, n: int, tappers: int) -> dict[str, Any]:
         point["first_write_through_s"] = flowing
         if None in flowing.values():
             print(
-                f"    (after {a.prime_timeout:.0f} s the first writes are not through: {flowing})"
+                f"    (after {a.prime_timeout:.0f} s the first writes are not through: {flowing}; "
+                f"{behind(sampler.s)})",
+                flush=True,
             )
         fio = subprocess.Popen(
             fio_cmd(uris, a), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -711,6 +724,8 @@ def run_point(ctx: Ctx, n: int, tappers: int) -> dict[str, Any]:
         # connector's tasks are reconfigured: the reason a lag only grows.
         point["mirrormaker_task_failures"] = mm2_log.failures()
         s = sampler.stop()
+        if a.keep:  # the raw series beside the logs, to look into a point
+            (work / "series.json").write_text(json.dumps(s.__dict__))
         point.update(analyse(ctx, n, volumes, s, w0, w1, cpu0, cpu1, jif0, jif1))
         point.update(fio_summary(out["stdout"]))
         target = n * a.rate
@@ -725,6 +740,10 @@ def run_point(ctx: Ctx, n: int, tappers: int) -> dict[str, Any]:
         point["logs"] = str(work)
         return point
     finally:
+        if fio is not None and fio.poll() is None:
+            fio.kill()
+        if sampler is not None:
+            sampler.stop()
         for svc in services:
             svc.stop()
         delete_topics(ctx, [topic])
@@ -1002,7 +1021,7 @@ def main() -> None:
         "--baseline", type=float, default=10.0, help="seconds the idle stack's CPU is measured"
     )
     ap.add_argument(
-        "--prime-timeout", type=float, default=120.0, help="longest wait for the first writes"
+        "--prime-timeout", type=float, default=60.0, help="longest wait for the first writes"
     )
     ap.add_argument("--start-timeout", type=float, default=180.0)
     ap.add_argument("--quick", action="store_true", help="a short run: the defaults in brackets")
