@@ -951,6 +951,8 @@ def chart(result: dict[str, Any], path: Path) -> None:
     for ax, (title, unit, lines) in zip(axes.flat, panels, strict=True):
         for i, (label, get) in enumerate(lines):
             for tappers in sorted({p["tappers"] for p in points}):
+                if label == "target" and tappers != points[0]["tappers"]:
+                    continue  # the same line whatever serves the volumes
                 row = [p for p in points if p["tappers"] == tappers]
                 xs = [p["n"] for p in row]
                 ys = [get(p) for p in row]
