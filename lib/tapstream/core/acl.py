@@ -184,6 +184,9 @@ def table(s: TapstreamSettings) -> dict[str, Principal]:
                     _topic(mirrored(control, "protected"), READ, "checkpoint tags"),
                     _topic(progress, READ, "restorability, trimming"),
                     dead_letters,
+                    _group(
+                        f"{group}journal", why="processes sharing partitions (offsets in Postgres)"
+                    ),
                     IDEMPOTENT,
                 ),
             },

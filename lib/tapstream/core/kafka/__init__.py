@@ -10,6 +10,7 @@ from tapstream.core.kafka.consumer import (
     assign_at,
     make_consumer,
     partitions_now,
+    seek_at,
     sync_consumer,
     wait_for_partitions,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "make_consumer",
     "partitions_now",
     "producer_config",
+    "seek_at",
     "sync_consumer",
     "wait_for_partitions",
 ]

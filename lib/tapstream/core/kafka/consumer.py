@@ -69,6 +69,15 @@ async def assign_at(
     """Assign `tps`, each at its offset in `offsets` (by partition: where a reader that keeps its
     own position left off) or, when it has none, at its beginning."""
     consumer.assign(tps)
+    await seek_at(consumer, tps, offsets)
+
+
+async def seek_at(
+    consumer: AIOKafkaConsumer, tps: list[TopicPartition], offsets: Mapping[int, int]
+) -> None:
+    """Move each of `tps` (assigned) to its offset in `offsets` (by partition), or to its beginning
+    when it has none: also what a consumer group member that keeps its offsets elsewhere does with
+    the partitions it is given."""
     for tp in tps:
         if tp.partition in offsets:
             consumer.seek(tp, offsets[tp.partition])

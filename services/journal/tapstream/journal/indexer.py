@@ -1,4 +1,11 @@
-"""The journal service: indexes the mirrored write stream (and the replicas' progress) in Postgres."""
+"""The journal service: indexes the mirrored write stream (and the replicas' progress) in Postgres.
+
+One process reads every partition of its groups' topics (assigned, at the offsets Postgres holds).
+With TAPSTREAM_JOURNAL_SHARE_PARTITIONS, several processes share them through the consumer group
+tapstream-journal-index: each assigned partition is read from the offset Postgres holds, a batch in
+progress is written before a partition is given up, and a write only lands if the partitions'
+stored offsets are still where this process left them (positions.py), so the index still holds
+each event once. Tags and progress are followed by every process (idempotent writes)."""
 
 from __future__ import annotations
 
@@ -8,19 +15,20 @@ import time
 from asyncio import Future
 from typing import Any
 
-from aiokafka import ConsumerRecord
+from aiokafka import ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 
 from tapstream.core.codec import make_codec
 from tapstream.core.dlq import DeadLetters, Poison, PoisonReason, classify
-from tapstream.core.kafka import assign_at, make_consumer, wait_for_partitions
+from tapstream.core.kafka import assign_at, make_consumer, seek_at, wait_for_partitions
 from tapstream.core.keep import TagRequest
 from tapstream.core.logging import get_logger
 from tapstream.core.records import ProgressSource
 from tapstream.core.tag_follower import TagFollower
 from tapstream.journal import metrics
+from tapstream.journal.positions import Positions
 from tapstream.journal.rows import to_rows, unusable
 from tapstream.journal.settings import JournalSettings
-from tapstream.journal.store import JournalStore
+from tapstream.journal.store import JournalStore, StaleOffsets
 
 log = get_logger("tapstream.journal")
 
@@ -65,41 +73,100 @@ class Journal:
 
     async def _index(self, group: str) -> None:
         topic = self.topic(group)
-        consumer = make_consumer(self.s, group_id=None, metadata_max_age_ms=2000)
+        shared: Positions | None = None
+        if self.s.journal_share_partitions:
+            shared = Positions()
+            consumer = make_consumer(
+                self.s, group_id="tapstream-journal-index", metadata_max_age_ms=2000
+            )
+        else:
+            consumer = make_consumer(self.s, group_id=None, metadata_max_age_ms=2000)
         await consumer.start()
+        batch_lock = asyncio.Lock()  # a rebalance waits for the batch being written
         try:
             tps = await wait_for_partitions(
                 consumer, topic
             )  # mirrored: appears with the first write
-            await assign_at(consumer, tps, await self.store.offsets(topic))
+            if shared is not None:
+                consumer.subscribe(
+                    [topic], listener=_Shared(self, consumer, group, topic, shared, batch_lock)
+                )
+            else:
+                await assign_at(consumer, tps, await self.store.offsets(topic))
             while True:
                 batch = await consumer.getmany(timeout_ms=500, max_records=self.s.journal_batch_max)
                 if not batch:
                     continue
-                t0 = time.perf_counter()
-                events, cps, offsets, dead = [], [], {}, []
-                for tp, msgs in batch.items():
-                    for msg in msgs:
-                        offsets[(tp.topic, tp.partition)] = msg.offset + 1
-                        rec, poison = classify(msg.value, self.codec, "DiskEvent")
-                        if rec is not None and (why := unusable(rec, group)):
-                            rec, poison = None, Poison(PoisonReason.INVALID, why)
-                        if rec is None:
-                            # No row: the offset still advances; restore sees the missing seq.
-                            assert poison is not None
-                            dead.append(self._dead_letter(msg, poison))
-                            continue
-                        ev, cp = to_rows(rec, tp.topic, tp.partition, msg.offset)
-                        events.append(ev)
-                        if cp:
-                            cps.append(cp)
-                # The copies are on the dead-letter topic before the offset moves past them.
-                await asyncio.gather(*(f for f in dead if f is not None), return_exceptions=True)
-                await self.store.write(events, cps, offsets)
-                metrics.INDEXED.labels(group).inc(len(events))
-                metrics.INDEX_SECONDS.observe(time.perf_counter() - t0)
+                async with batch_lock:
+                    await self._write_batch(group, consumer, batch, shared)
         finally:
             await consumer.stop()
+
+    async def _write_batch(
+        self,
+        group: str,
+        consumer: Any,
+        batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
+        shared: Positions | None,
+    ) -> None:
+        if shared is not None:
+            # Fetched before a rebalance took the partition away: its new owner indexes it.
+            batch = {tp: msgs for tp, msgs in batch.items() if shared.owns(tp)}
+            if not batch:
+                return
+        t0 = time.perf_counter()
+        events, cps, offsets, dead = [], [], {}, []
+        for tp, msgs in batch.items():
+            for msg in msgs:
+                offsets[(tp.topic, tp.partition)] = msg.offset + 1
+                rec, poison = classify(msg.value, self.codec, "DiskEvent")
+                if rec is not None and (why := unusable(rec, group)):
+                    rec, poison = None, Poison(PoisonReason.INVALID, why)
+                if rec is None:
+                    # No row: the offset still advances; restore sees the missing seq.
+                    assert poison is not None
+                    dead.append(self._dead_letter(msg, poison))
+                    continue
+                ev, cp = to_rows(rec, tp.topic, tp.partition, msg.offset)
+                events.append(ev)
+                if cp:
+                    cps.append(cp)
+        # The copies are on the dead-letter topic before the offset moves past them.
+        await asyncio.gather(*(f for f in dead if f is not None), return_exceptions=True)
+        if shared is None:
+            await self.store.write(events, cps, offsets)
+        else:
+            try:
+                await self.store.write(events, cps, offsets, expect=shared.expect(offsets))
+            except StaleOffsets as exc:
+                await self._reread(consumer, group, batch, shared, exc.parts)
+                return
+            shared.wrote(offsets)
+        metrics.INDEXED.labels(group).inc(len(events))
+        metrics.INDEX_SECONDS.observe(time.perf_counter() - t0)
+
+    async def _reread(
+        self,
+        consumer: Any,
+        group: str,
+        batch: dict[TopicPartition, Any],
+        shared: Positions,
+        moved: set[tuple[str, int]],
+    ) -> None:
+        """Another process wrote some of the batch's partitions: nothing of the batch was written;
+        every partition in it is read again from what Postgres holds (if still ours)."""
+        log.warning(
+            "another journal process indexes these partitions now; this batch was not written",
+            group=group,
+            partitions=sorted(f"{t}[{p}]" for t, p in moved),
+        )
+        topics = {tp.topic for tp in batch}
+        for topic in topics:
+            stored = await self.store.offsets(topic)
+            tps = [tp for tp in batch if tp.topic == topic and shared.owns(tp)]
+            shared.revoke(tps)
+            shared.assign(tps, stored)
+            await seek_at(consumer, tps, stored)
 
     async def _tags(self) -> None:
         """Record CHECKPOINT_TAG commands of our groups from the mirrored control topic. Always read from
@@ -152,3 +219,50 @@ class Journal:
 
     def _dead_letter(self, msg: ConsumerRecord[bytes, bytes], poison: Poison) -> Future[Any] | None:
         return self.dead.send(msg.topic, msg.partition, msg.offset, msg.key, msg.value, poison)
+
+
+class _Shared(ConsumerRebalanceListener):
+    """The consumer group's callbacks for one group's topic: a partition is read from the offset
+    Postgres holds; one given up waits for the batch being written (revocations everywhere come
+    before any assignment, so its new owner reads what that batch stored)."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        consumer: Any,
+        group: str,
+        topic: str,
+        positions: Positions,
+        batch_lock: asyncio.Lock,
+    ) -> None:
+        self.journal = journal
+        self.consumer = consumer
+        self.group = group
+        self.topic = topic
+        self.positions = positions
+        self.batch_lock = batch_lock
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        async with self.batch_lock:
+            self.positions.revoke(revoked)
+        metrics.PARTITIONS.labels(self.group).set(len(self.positions.owned))
+        if revoked:
+            log.info("partitions revoked", group=self.group, partitions=_names(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        async with self.batch_lock:
+            stored = await self.journal.store.offsets(self.topic)
+            tps = sorted(assigned)
+            self.positions.assign(tps, stored)
+            await seek_at(self.consumer, tps, stored)
+        metrics.PARTITIONS.labels(self.group).set(len(self.positions.owned))
+        log.info(
+            "partitions assigned",
+            group=self.group,
+            partitions=_names(assigned),
+            offsets={p: stored.get(p) for _, p in tps},
+        )
+
+
+def _names(tps: set[TopicPartition]) -> list[str]:
+    return sorted(f"{tp.topic}[{tp.partition}]" for tp in tps)

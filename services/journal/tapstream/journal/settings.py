@@ -22,3 +22,10 @@ class JournalSettings(TapstreamSettings):
     journal_batch_max: int = Field(
         2000, ge=1, description="Most events indexed per COPY transaction."
     )
+    journal_share_partitions: bool = Field(
+        False,
+        description="Share the groups' partitions with the other journal processes that set it, "
+        "through the Kafka consumer group tapstream-journal-index (offsets stay in Postgres, "
+        "each partition written by one process at a time); off: this process reads every "
+        "partition (run one journal process).",
+    )

@@ -14,6 +14,14 @@ from tapstream.journal.rows import CheckpointRow, EventRow
 SCHEMA = (Path(__file__).parent / "schema.sql").read_text()
 
 
+class StaleOffsets(Exception):
+    """Another journal process moved these partitions' stored offsets: it indexes them now."""
+
+    def __init__(self, parts: set[tuple[str, int]]) -> None:
+        super().__init__(sorted(parts))
+        self.parts = parts
+
+
 class JournalStore:
     def __init__(self, url: str) -> None:
         self.url = url
@@ -40,10 +48,19 @@ class JournalStore:
         events: list[EventRow],
         checkpoints: list[CheckpointRow],
         offsets: dict[tuple[str, int], int],
+        expect: dict[tuple[str, int], int | None] | None = None,
     ) -> None:
-        """Bulk COPY into staging tables, merge (MirrorMaker 2 may deliver a record twice), store offsets."""
+        """Bulk COPY into staging tables, merge (MirrorMaker 2 may deliver a record twice), store offsets.
+
+        With `expect` (journal processes sharing partitions), the stored offsets of `offsets`'
+        partitions must still be those (None: no row): else nothing is written and StaleOffsets
+        names the partitions another process moved."""
         assert self.pool
         async with self.pool.acquire() as conn, conn.transaction():
+            if expect is not None:
+                moved = await self._claim(conn, offsets, expect)
+                if moved:
+                    raise StaleOffsets(moved)
             await conn.execute(
                 "create temp table if not exists stage_events (like journal_events) on commit delete rows"
             )
@@ -58,11 +75,55 @@ class JournalStore:
                     "insert into journal_checkpoints values ($1,$2,$3,$4,$5,$6,$7,$8) on conflict do nothing",
                     checkpoints,
                 )
-            await conn.executemany(
-                "insert into journal_offsets values ($1,$2,$3) on conflict (topic, kpartition) "
-                "do update set next_offset = excluded.next_offset",
-                [(t, p, o) for (t, p), o in offsets.items()],
-            )
+            if expect is None:
+                await conn.executemany(
+                    "insert into journal_offsets values ($1,$2,$3) on conflict (topic, kpartition) "
+                    "do update set next_offset = excluded.next_offset",
+                    [(t, p, o) for (t, p), o in offsets.items()],
+                )
+
+    @staticmethod
+    async def _claim(
+        conn: asyncpg.Connection,
+        offsets: dict[tuple[str, int], int],
+        expect: dict[tuple[str, int], int | None],
+    ) -> set[tuple[str, int]]:
+        """Move each partition's stored offset from its expected value to the new one, first in the
+        transaction: the row lock makes a concurrent writer of the same partition wait, then find
+        the offset moved. Returns the partitions that were not where expected."""
+        done: set[tuple[str, int]] = set()
+        fresh = [(t, p, o) for (t, p), o in offsets.items() if expect.get((t, p)) is None]
+        known = [
+            (t, p, o, expect[(t, p)])
+            for (t, p), o in offsets.items()
+            if expect.get((t, p)) is not None
+        ]
+        for t, p, o in fresh:
+            if (
+                await conn.fetchval(
+                    "insert into journal_offsets values ($1,$2,$3) on conflict do nothing "
+                    "returning kpartition",
+                    t,
+                    p,
+                    o,
+                )
+                is not None
+            ):
+                done.add((t, p))
+        for t, p, o, e in known:
+            if (
+                await conn.fetchval(
+                    "update journal_offsets set next_offset=$3 where topic=$1 and kpartition=$2 "
+                    "and next_offset=$4 returning kpartition",
+                    t,
+                    p,
+                    o,
+                    e,
+                )
+                is not None
+            ):
+                done.add((t, p))
+        return set(offsets) - done
 
     async def set_applied(self, group: str, volume: str, seq: int) -> None:
         assert self.pool
