@@ -15,6 +15,7 @@ import time
 from asyncio import Future
 from typing import Any
 
+import asyncpg
 from aiokafka import ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 
 from tapstream.core.codec import make_codec
@@ -251,7 +252,7 @@ class _Shared(ConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         async with self.batch_lock:
-            stored = await self.journal.store.offsets(self.topic)
+            stored = await self._stored()
             tps = sorted(assigned)
             self.positions.assign(tps, stored)
             await seek_at(self.consumer, tps, stored)
@@ -262,6 +263,20 @@ class _Shared(ConsumerRebalanceListener):
             partitions=_names(assigned),
             offsets={p: stored.get(p) for _, p in tps},
         )
+
+    async def _stored(self) -> dict[int, int]:
+        """Postgres's offsets of the topic; asked again until it answers (a partition is never read
+        from anywhere else)."""
+        while True:
+            try:
+                return await self.journal.store.offsets(self.topic)
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning(
+                    "cannot read the stored offsets of the partitions just assigned; retrying",
+                    group=self.group,
+                    error=repr(exc),
+                )
+                await asyncio.sleep(2)
 
 
 def _names(tps: set[TopicPartition]) -> list[str]:
