@@ -15,6 +15,7 @@ from aiokafka import TopicPartition
 from structlog.testing import capture_logs
 
 from tapstream.core.clock import now_us
+from tapstream.core.keep import TagRequest
 from tapstream.core.replica import Replica
 from tapstream.vdsa.apply import Applier
 from tapstream.vdsa.settings import VdsaSettings
@@ -160,3 +161,42 @@ async def test_records_of_a_partition_no_longer_owned_are_not_applied(tmp_path: 
     await apply(a, tp, record(a, 1, 1))
     assert a.volumes == {} and a._consumer.commits == []
     assert not Replica(tmp_path, GROUP, "v").image.exists()
+
+
+def marker(a: Applier, seq: int, checkpoint: str) -> Any:
+    body = {"id": checkpoint, "ts": 1, "tag": None, "volumes": ["v"], "volume_size": 4 * BLOCK}
+    value = a.codec.encode(
+        "DiskEvent",
+        {
+            "volume": "v",
+            "seq": seq,
+            "ts": 1,
+            "host": "hv1",
+            "group": GROUP,
+            "body": ("Checkpoint", body),
+        },
+    )
+    return SimpleNamespace(value=value, key=b"v", offset=seq - 1)
+
+
+async def test_a_kept_checkpoint_holds_again_at_the_partitions_new_owner(tmp_path: Path) -> None:
+    a, b = applier(tmp_path), applier(tmp_path)
+    for x in (a, b):  # both follow the control topic: both know the checkpoint is kept
+        x.holds.keeps.apply(TagRequest(GROUP, "cp1", "gold", True, "", 1, "test"))
+    tp = TopicPartition(a.topic(GROUP), 0)
+    await a._on_assigned({tp})
+    await apply(a, tp, record(a, 1, 1), marker(a, 2, "cp1"), record(a, 3, 3))
+    assert tp in a._held_tps and tp in a._consumer.paused
+    assert a._consumer.commits == [{tp: 1}]  # up to the marker, not past it
+    await a._on_revoked({tp})
+    assert a._held_tps == {} and a.volumes == {}
+    # The new owner reads from the committed offset: the marker again, and it holds there.
+    await b._on_assigned({tp})
+    before = image(tmp_path)
+    await apply(b, tp, marker(b, 2, "cp1"), record(b, 3, 3))
+    assert tp in b._held_tps and tp in b._consumer.paused
+    assert b.volumes[(GROUP, "v")].held_at == "cp1"
+    assert Replica(tmp_path, GROUP, "v").position().seq == 2
+    assert image(tmp_path) == before  # 3 waits for the release
+    assert b._consumer.commits == [{tp: 1}]
+    close(a, b)
