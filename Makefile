@@ -23,8 +23,10 @@ system-deps:
 
 # SECURE=1: the secured two-site stack (SASL_SSL + SCRAM-SHA-512, one Kafka principal per service
 # with the ACL table's grants), in <state>/secured on ports of its own.
+# REGISTRY=1: also a schema registry (Apicurio Registry, Confluent-compatible API, built from Maven
+# Central on first use) and kcat with Avro; `make up` prints the URL and the kcat command line.
 up: setup system-deps
-	$(PY) -m tapstream.localstack up $(if $(SECURE),--secure)
+	$(PY) -m tapstream.localstack up $(if $(SECURE),--secure) $(if $(REGISTRY),--registry)
 
 down: setup
 	$(PY) -m tapstream.localstack down $(if $(SECURE),--secure)
@@ -34,6 +36,11 @@ status: setup
 
 clean: down
 	rm -rf $(STATE)
+
+# The path of kcat built with Avro support: $$(make -s kcat-avro) -C -s value=avro -r <registry> ...
+.PHONY: kcat-avro
+kcat-avro: setup system-deps
+	@$(PY) -m tapstream.localstack kcat
 
 # Kafka's own CLI tools against a site, e.g. make kafka-tools ARGS="kafka-topics.sh --list" SITE=recovery
 kafka-tools: setup

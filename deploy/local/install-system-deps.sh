@@ -14,6 +14,11 @@ have mkfs.ext4 || need+=(e2fsprogs)
 have nbdkit    || need+=(nbdkit)
 [ -e /usr/lib/x86_64-linux-gnu/nbdkit/plugins/nbdkit-python-plugin.so ] || ls /usr/lib/*/nbdkit/plugins/nbdkit-python-plugin.so >/dev/null 2>&1 || need+=(nbdkit-plugin-python)
 have kcat      || need+=(kcat)
+# kcat with Avro (deploy/kcat/build.sh): a compiler and the libraries it and libserdes link against.
+have gcc       || need+=(gcc libc6-dev)
+for pkg in librdkafka-dev libyajl-dev libavro-dev libjansson-dev libcurl4-openssl-dev; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
 have java      || need+=(openjdk-17-jre-headless)
 have mvn       || need+=(maven)
 have go        || need+=(golang-go)  # builds toxiproxy for `make chaos`

@@ -1,4 +1,4 @@
-"""`python -m tapstream.localstack up|down|status|env|tool --site S -- kafka-topics --list`."""
+"""`python -m tapstream.localstack up [--registry]|down|status|env|kcat|tool --site S -- kafka-topics --list`."""
 
 from __future__ import annotations
 
@@ -14,8 +14,10 @@ from rich.table import Table
 
 from tapstream.core.settings import load
 from tapstream.localstack.classpath import ClasspathError, resolve
+from tapstream.localstack.kcat import KcatError, binary
 from tapstream.localstack.processes import rss_kib
 from tapstream.localstack.readiness import NotReady
+from tapstream.localstack.registry import RegistryError
 from tapstream.localstack.secured_stack import SecuredSites
 from tapstream.localstack.settings import LocalStackSettings
 from tapstream.localstack.stack import Stack
@@ -26,8 +28,8 @@ app = typer.Typer(
 console = Console(stderr=True)
 
 
-def _stack() -> Stack:
-    return Stack(load(LocalStackSettings))
+def _stack(registry: bool = False) -> Stack:
+    return Stack(load(LocalStackSettings, **({"local_registry": True} if registry else {})))
 
 
 Secure = Annotated[
@@ -71,18 +73,28 @@ def _secured_up() -> None:
     )
 
 
+Registry = Annotated[
+    bool,
+    typer.Option(
+        "--registry",
+        help="Also run a schema registry (Apicurio, Confluent API) and build kcat with Avro.",
+    ),
+]
+
+
 @app.command()
-def up(secure: Secure = False) -> None:
+def up(secure: Secure = False, registry: Registry = False) -> None:
     """Start both sites (or reuse what runs) and wait until every part answers."""
     if secure:
         _secured_up()
         return
-    stack = _stack()
+    stack = _stack(registry)
     t0 = time.monotonic()
     try:
         with console.status("starting") as status:
             stack.up(progress=lambda msg: status.update(msg))
-    except (NotReady, ClasspathError, RuntimeError) as exc:
+            kcat_exe = binary(stack.s.kcat_cache) if registry else None
+    except (NotReady, ClasspathError, RegistryError, KcatError, RuntimeError) as exc:
         console.print(f"[red]make up failed:[/] {exc}")
         console.print("`make status` shows what runs; `make down` stops what was started.")
         raise typer.Exit(1) from None
@@ -90,6 +102,14 @@ def up(secure: Secure = False) -> None:
         f"[green]up[/] in {time.monotonic() - t0:.1f}s; settings in {stack.root / 'local.env'}"
     )
     _print_status(stack)
+    if kcat_exe is not None:  # plain lines: commands to copy, not to be wrapped
+        url = stack.registry.url
+        print(f"schema registry: {url}")
+        print(
+            f"  services write the Confluent wire format with TAPSTREAM_SCHEMA_REGISTRY_URL={url}"
+        )
+        print(f"  kcat with Avro: {kcat_exe} -b {stack.bootstrap('protected')} -C -t tapstream.events "
+              f"-s value=avro -r {url} -e")  # fmt: skip
 
 
 @app.command()
@@ -117,8 +137,19 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 @app.command()
 def env() -> None:
     """Print the TAPSTREAM_* variables of this stack (source them with `eval`)."""
-    for k, v in _stack().env().items():
+    stack = _stack()
+    for k, v in {**stack.env(), **stack.registry_env()}.items():
         print(f"export {k}={v}")
+
+
+@app.command()
+def kcat() -> None:
+    """Print the path of kcat built with Avro support (`-s value=avro -r <registry URL>`)."""
+    try:
+        print(binary(load(LocalStackSettings).kcat_cache))
+    except KcatError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from None
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

@@ -41,6 +41,22 @@ class LocalStackSettings(TapstreamSettings):
         Path.home() / ".cache" / "tapstream" / "toxiproxy",
         description="Where the built toxiproxy server is kept, one directory per version.",
     )
+    local_registry: bool = Field(
+        False,
+        description="Also run a schema registry (Apicurio Registry, its Confluent-compatible API) "
+        "for both sites (`make up REGISTRY=1`); services use it when TAPSTREAM_SCHEMA_REGISTRY_URL "
+        "names it (`python -m tapstream.localstack env` prints it).",
+    )
+    registry_port: int = Field(18081, description="HTTP port of the local schema registry.")
+    registry_heap: str = Field("256m", description="-Xmx of the schema registry's JVM.")
+    registry_cache: Path = Field(
+        Path.home() / ".cache" / "tapstream" / "registry",
+        description="Where the schema registry is built, one directory per content of its build.",
+    )
+    kcat_cache: Path = Field(
+        Path.home() / ".cache" / "tapstream" / "kcat",
+        description="Where kcat with Avro support (kcat -s value=avro -r URL) is built.",
+    )
     secured_kafka_ports: tuple[int, int] = Field(
         (29092, 29192),
         description="`up --secure` (make up SECURE=1): client ports of the secured protected and "

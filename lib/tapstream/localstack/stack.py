@@ -14,7 +14,7 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from tapstream.core.settings import TapstreamSettings
-from tapstream.localstack import postgres, readiness, toxiproxy
+from tapstream.localstack import postgres, readiness, registry, toxiproxy
 from tapstream.localstack.api_tokens import api_token_env
 from tapstream.localstack.classpath import resolve
 from tapstream.localstack.control_keys import control_key_env
@@ -24,6 +24,7 @@ from tapstream.localstack.layout import overlapping, site_nodes
 from tapstream.localstack.mirrormaker import MirrorTuning
 from tapstream.localstack.mirrormaker_node import MirrorMakerNode
 from tapstream.localstack.properties import log4j2_config
+from tapstream.localstack.registry import RegistryNode
 from tapstream.localstack.settings import LocalStackSettings
 from tapstream.localstack.toxiproxy import ProxySpec, ToxiproxyNode
 
@@ -73,7 +74,7 @@ def with_bootstrap(tool: Tool, args: list[str], bootstrap: str) -> list[str]:
 @dataclass(frozen=True)
 class Component:
     name: str
-    kind: str  # kafka | mirrormaker | postgres
+    kind: str  # kafka | mirrormaker | postgres | toxiproxy | registry
     port: int | None
     pid: int | None
     log: Path
@@ -100,6 +101,10 @@ class Stack:
             ToxiproxyNode(self.root / "toxiproxy", self.root / "toxiproxy.pid",
                           self.logs / "toxiproxy.log", settings.toxiproxy_port)
             if settings.link_proxy else None
+        )  # fmt: skip
+        self.registry = RegistryNode(
+            self.root / "registry", self.root / "registry.pid", self.logs / "registry.log",
+            settings.registry_port,
         )  # fmt: skip
 
     def _nodes(self, site: str) -> list[KafkaNode]:
@@ -165,6 +170,13 @@ class Stack:
             **api_token_env(self.root),  # the CLI's admin token for the local site managers
             **control_key_env(self.root),  # every process signs and checks tapstream.control
         }
+
+    def registry_env(self) -> dict[str, str]:
+        """TAPSTREAM_SCHEMA_REGISTRY_URL of the local registry while it runs (not in local.env: a
+        service opts in to the Confluent wire format; every reader decodes both encodings)."""
+        if self.registry.pid() is None:
+            return {}
+        return {"TAPSTREAM_SCHEMA_REGISTRY_URL": self.registry.url}
 
     def client_settings(self) -> TapstreamSettings:
         """Settings of a tapstream process on this stack (MirrorMaker 2 is generated from them)."""
@@ -235,6 +247,8 @@ class Stack:
             # A reused server may have been left with a cut link or toxics by a test.
             api.populate(self.link_proxies())
             api.reset()
+        if self.s.local_registry:
+            self._registry_up(say)
         say("mirrormaker 2")
         self._mirrormaker_up(cp, say)
         env_file = self.root / "local.env"
@@ -260,6 +274,17 @@ class Stack:
         # A heartbeat older than this start may be left over from an earlier run.
         mm.wait_ready(settings, t_start, self.s.ready_timeout_s, say)
 
+    def _registry_up(self, say: Callable[[str], None]) -> None:
+        """Start the schema registry (built on first use) or reuse the running one."""
+        say("schema registry (Apicurio; the first build takes a few minutes)")
+        runner = registry.build(self.s.registry_cache, self.s.maven_repo)
+        self.registry.start(runner, self.s.registry_heap)
+        readiness.wait_for(
+            f"schema registry ({self.registry.url})", self.registry.answers,
+            self.s.ready_timeout_s, self.registry.log, running=self.registry.pid,
+        )  # fmt: skip
+        self.registry.require_backward()
+
     def _cluster_id(self, site: str) -> str:
         path = self.root / "kafka" / f"{site}.cluster.id"
         if not path.exists():
@@ -268,9 +293,11 @@ class Stack:
         return path.read_text().strip()
 
     def down(self) -> list[str]:
-        """Stop MirrorMaker 2, the link proxy, every broker and both Postgres (in that order);
-        data stays."""
+        """Stop the schema registry, MirrorMaker 2, the link proxy, every broker and both Postgres
+        (in that order); data stays (the registry's schemas do not: it keeps them in memory)."""
         stopped = []
+        if self.registry.stop():
+            stopped.append("registry")
         if self.mirrormaker.stop():
             stopped.append("mirrormaker")
         if self.toxiproxy is not None and self.toxiproxy.stop():
@@ -298,6 +325,10 @@ class Stack:
         if self.toxiproxy is not None:
             tp = self.toxiproxy
             comps.append(Component("toxiproxy", "toxiproxy", tp.port, tp.pid(), tp.log))
+        reg = self.registry
+        reg_pid = reg.pid()
+        if self.s.local_registry or reg_pid is not None:
+            comps.append(Component("registry", "registry", reg.port, reg_pid, reg.log))
         comps += [
             Component(f"postgres-{site}", "postgres", self.pg_port(site),
                       postgres.pid(self.root / "pg" / site), self.logs / f"postgres-{site}.log")
