@@ -176,8 +176,8 @@ def records(settings, site: str, topic: str) -> dict[tuple[int, int], Any]:
         codec = make_codec(settings)
         out: dict[tuple[int, int], Any] = {}
         while any(o < ends[p] - 1 for p, o in _last(out, ends).items()):
-            msg = consumer.poll(5)
-            assert msg is not None, f"{topic}: no record within 5 s"
+            msg = consumer.poll(10)
+            assert msg is not None, f"{topic}: no record within 10 s"
             assert msg.error() is None, msg.error()
             value = msg.value()
             assert value[:1] == b"\0", f"{topic}: a record not in the Confluent wire format"
