@@ -80,7 +80,9 @@ def test_gaps_are_counted_and_new_ciphertext_alerts_unless_a_container_header_op
     # Headerless ciphertext written elsewhere (encrypted copies of files): weak evidence each,
     # enough of it alerts.
     d.handle(write(4, 64 << 20, os.urandom(1 << 20)), meta, tables, alerts.append)
-    assert len(alerts) == 1 and alerts[0].details["fresh_high_blocks"] == "256"
+    # Not "== 256": a truly random block fails the chi-square uniformity test (< 330, 255 degrees
+    # of freedom) once in about 1,000, so one of 256 does in about one run in five.
+    assert len(alerts) == 1 and int(alerts[0].details["fresh_high_blocks"]) >= 250
 
 
 def test_the_example_counts_write_sizes_per_volume() -> None:
