@@ -70,6 +70,10 @@ def test_in_place_encryption_alerts_and_benign_work_does_not(
         assert alert["onset_ts"] >= onset * 1e6 - 1e6 and alert["encrypted_share"] >= 0.15
         assert alert["score"] >= 1.0  # the score alerts at 1.0 (evidence and share both reached)
         assert int(alert["details"]["published_ts"]) / 1e6 - onset < 30
+        # It names the command that lists the files changed since the last clean checkpoint.
+        assert alert["details"]["changed_files_command"] == (
+            f"tapstream files {group} victim --checkpoint {clean} diff --to latest"
+        )
         # The checkpoint is asked to be tagged and kept.
         tags = published.read_topic(
             settings,

@@ -112,6 +112,7 @@ def alerts(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Alerts on tapstream.alerts, oldest first, with the restore command for the last clean checkpoint."""
+    from tapstream.analyzer.next_steps import next_steps
     from tapstream.analyzer.published import read_topic
 
     s = load(TapstreamSettings)
@@ -141,14 +142,11 @@ def alerts(
     console.print(table)
     for r in rows:
         if r["last_clean_checkpoint"]:
-            console.print(
-                f"restore: tapstream restore {r['group']} {r['volume']} "
-                f"--checkpoint {r['last_clean_checkpoint']} --out {r['volume']}-clean.img"
-            )
-            console.print(
-                f"files changed since: tapstream files {r['group']} {r['volume']} "
-                f"--checkpoint {r['last_clean_checkpoint']} diff --to latest"
-            )
+            # The alert's own details name them (older alerts: built here the same way).
+            steps = {**next_steps(r["group"], r["volume"], r["last_clean_checkpoint"]),
+                     **(r.get("details") or {})}  # fmt: skip
+            console.print(f"restore: {steps['restore_command']}")
+            console.print(f"files changed since: {steps['changed_files_command']}")
 
 
 def change_rate_rows(s: TapstreamSettings, group: str, since_us: int, window_s: float) -> list[Any]:

@@ -22,6 +22,7 @@ from typing import Any
 import faust
 
 from tapstream.analyzer import metrics
+from tapstream.analyzer.next_steps import next_steps
 from tapstream.analyzer.sdk import AlertRequest, Analyzer, Dispatcher, Event, VolumeMeta
 from tapstream.analyzer.settings import AnalyzerSettings
 from tapstream.core import logging as tlog
@@ -194,6 +195,7 @@ def build_app(analyzer: Analyzer, settings: AnalyzerSettings, partitions: int) -
                 **req.details,
                 "analyzer": name,
                 "published_ts": str(now_us()),
+                **(next_steps(group, req.volume, cp.id) if cp else {}),
             },
         }
         await alerts.send(key=req.volume.encode(), value=codec.encode("Alert", record))
