@@ -623,7 +623,12 @@ def run_point(ctx: Ctx, n: int, tappers: int) -> dict[str, Any]:
                     "journal",
                     f"journal-{i}",
                     ctx.env,
-                    {**recovery, "TAPSTREAM_JOURNAL_GROUPS": json.dumps([group])},
+                    {
+                        **recovery,
+                        "TAPSTREAM_JOURNAL_GROUPS": json.dumps([group]),
+                        # several share the partitions (consumer group tapstream-journal-index)
+                        "TAPSTREAM_JOURNAL_SHARE_PARTITIONS": str(a.journals > 1).lower(),
+                    },
                     work,
                 )
             )
