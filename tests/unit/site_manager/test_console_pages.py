@@ -168,3 +168,28 @@ def test_a_page_that_fails_says_so_in_a_page(
         r = client.post("/console/login", data={"token": console.tokens["viewer"]})
         assert r.status_code == 500 and "projection unreachable" in r.text  # followed to /console/
         assert "log has the details" in r.text
+
+
+def test_an_operation_page_opened_before_postgres_has_it_shows_the_ledgers_state(
+    console: Console,
+) -> None:
+    """The redirect after a click can arrive before the projection holds the new operation (its
+    events came back from the topic first, and the topic's reader writes Postgres a moment later)."""
+    console.client.portal.call(
+        console.sm.execute, "operation", "op-7", c.StartOperation("move", "g1", {})
+    )
+    lagging = console.sm.projection
+
+    class Behind:  # the projection before the reader's write commits
+        async def state(self, t: str, i: str) -> None:
+            return None
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(lagging, name)
+
+    console.sm.projection = Behind()  # type: ignore[assignment]
+    console.sign_in("viewer")
+    r = console.client.get("/console/operations/op-7")
+    assert r.status_code == 200 and 'id="op-status"' in r.text, r.text
+    r = console.client.get("/console/operations/op-8")
+    assert r.status_code == 404 and "no operation op-8" in r.text

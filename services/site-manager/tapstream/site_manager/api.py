@@ -281,6 +281,18 @@ async def group_trail(sm: Site, name: str) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: r["ts"])
 
 
+async def operation_state(sm: Site, op: str) -> dict[str, Any] | None:
+    """An operation's state from the projection, else from the ledger while Postgres catches up:
+    our own events can come back from the topic first, and the topic's reader writes them to
+    Postgres a moment after the request that started the operation has answered (a page opened
+    at once must not say it does not exist; the console's browser test once did)."""
+    state = await sm.projection.state("operation", op)
+    if state is None:
+        agg = sm.ledger.get("operation", op)
+        state = agg.state() if agg.version else None
+    return state
+
+
 def make_api(sm: Site, recovery: Recovery, tokens: TokenStore) -> FastAPI:
     api = FastAPI(title=f"tapstream site manager ({sm.site})", version="1")
     # Open like /health, /docs and /openapi.json: Prometheus scrapes without credentials (keep the
@@ -490,7 +502,7 @@ def make_api(sm: Site, recovery: Recovery, tokens: TokenStore) -> FastAPI:
 
     @api.get("/operations/{op}")
     async def operation(op: NamePath) -> dict[str, Any]:
-        state = await sm.projection.state("operation", op)
+        state = await operation_state(sm, op)
         if state is None:
             raise HTTPException(
                 404, f"no operation {op}; list them with `tapstream operation list`"

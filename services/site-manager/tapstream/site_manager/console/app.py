@@ -19,7 +19,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from tapstream.core.logging import get_logger
-from tapstream.site_manager.api import Recovery, Site, group_trail, live_group
+from tapstream.site_manager.api import Recovery, Site, group_trail, live_group, operation_state
 from tapstream.site_manager.application import ACTOR
 from tapstream.site_manager.auth import Token, TokenError, TokenStore
 from tapstream.site_manager.console import session, views
@@ -298,7 +298,7 @@ def make_console(sm: Site, recovery: Recovery, tokens: TokenStore, telemetry: Te
         who = signed_in(request)
         if isinstance(who, Response):
             return who
-        state = await sm.projection.state("operation", op)
+        state = await operation_state(sm, op)
         if state is None:
             return error(request, who, HTTPException(404, f"no operation {op}"), 404)
         events = await sm.projection.events("operation", op)
