@@ -13,13 +13,16 @@ every `tapstream.*` topic), so the stack's usual topics never receive Confluent-
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import httpx
 import pytest
 from confluent_kafka import Consumer, TopicPartition
@@ -72,12 +75,38 @@ def test_subjects_are_backward_compatible(registry: RegistryNode, unique_name: s
     assert httpx.get(f"{registry.url}/subjects/{subject}/versions").json() == [1, 2]
 
 
+def own_databases(stack: Any, name: str) -> dict[str, str]:
+    """A database of this test's own on each site's Postgres. Its site managers keep their
+    projection there: in the one the other tests' managers share, their events (on this test's
+    own topic prefix) would be rows that a rebuild from the tapstream.* topics cannot find again,
+    which failed test_site_manager_rebuild."""
+    out = {}
+    for site in ("protected", "recovery"):
+        url = getattr(stack, f"{site}_database_url")
+
+        async def create(url: str = url) -> None:
+            conn = await asyncpg.connect(url)
+            try:
+                await conn.execute(f'create database "{name}"')
+            finally:
+                await conn.close()
+
+        asyncio.run(create())
+        own = urlsplit(url)._replace(path=f"/{name}")
+        out[f"TAPSTREAM_{site.upper()}_DATABASE_URL"] = urlunsplit(own)
+    return out
+
+
 def test_kcat_decodes_the_services_records_on_both_sites(
     stack, registry: RegistryNode, kcat: Path, tmp_path: Path, unique_name: str
 ) -> None:
     group, volume = unique_name, f"{unique_name}-d0"
     prefix = f"tapstream.r{uuid.uuid4().hex[:6]}"
-    env = {"TAPSTREAM_SCHEMA_REGISTRY_URL": registry.url, "TAPSTREAM_TOPIC_PREFIX": prefix}
+    env = {
+        "TAPSTREAM_SCHEMA_REGISTRY_URL": registry.url,
+        "TAPSTREAM_TOPIC_PREFIX": prefix,
+        **own_databases(stack, prefix.replace("tapstream.", "tapstream_")),
+    }
     settings = stack.settings.model_copy(
         update={"schema_registry_url": registry.url, "topic_prefix": prefix}
     )
