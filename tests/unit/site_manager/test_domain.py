@@ -254,6 +254,35 @@ def test_application_accepts_its_own_event_read_back_first() -> None:
     asyncio.run(scenario())
 
 
+def test_a_command_returns_only_once_the_projection_holds_its_events_read_back_first() -> None:
+    """The topic's reader applies our own event first and saves it slowly: the caller (an API
+    request, then a redirect to the new operation's page) must not see the command done before
+    the projection has it. It failed the console's browser test once: "no operation <id>"."""
+    ledger = Ledger()
+    saved: list[str] = []
+    app: Application
+
+    async def reader(recs: list[Recorded]) -> None:  # what the service's `_on_reads` does
+        async with app.apply_lock:
+            for r in recs:
+                ledger.accept(r)
+            await asyncio.sleep(0.05)  # a slow projection write
+            saved.extend(r.id for r in recs)
+
+    async def sink(recs: list[Recorded]) -> None:
+        task = asyncio.create_task(reader(recs))  # the consumer of our own topic was quicker
+        await asyncio.sleep(0)  # it takes the lock before the produce call returns
+        assert not task.done()
+
+    async def scenario() -> None:
+        nonlocal app
+        app = Application("protected", ledger, sink)
+        await app.execute("group", "g1", c.CreateGroup())
+        assert saved == ledger.entries[("group", "g1")].ids
+
+    asyncio.run(scenario())
+
+
 def test_ledger_never_continues_a_history_it_does_not_hold() -> None:
     """Site B decided version 2 on its own, then version 3 on top of it: at site A, which holds its own
     version 2, B's version 3 is next in number but built on another history, so it is a conflict too."""

@@ -47,6 +47,10 @@ class Application:
         self.clock = clock
         self.new_id = new_id
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        # Held while events are applied to the ledger and saved to the projection, here and by the
+        # topic's reader: our own events can come back from the topic before `sink` returns, and a
+        # caller must not see the command done before the projection (what the API reads) has it.
+        self.apply_lock = asyncio.Lock()
 
     async def execute(
         self,
@@ -81,11 +85,12 @@ class Application:
                 for i, ev in enumerate(events)
             ]
             await self.sink(recs)
-            applied: list[Recorded] = []
-            for rec in recs:
-                applied += self.ledger.accept(rec)
-            if self.applied is not None and applied:
-                await self.applied(applied)
+            async with self.apply_lock:
+                applied: list[Recorded] = []
+                for rec in recs:
+                    applied += self.ledger.accept(rec)
+                if self.applied is not None and applied:
+                    await self.applied(applied)
             # (Our own events may also come back from the topic first: applied all the same.)
             if not all(self.ledger.holds(r) for r in recs):
                 # Another site's event took the version while ours was on its way: ours is a conflict.

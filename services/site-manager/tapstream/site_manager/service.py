@@ -182,34 +182,35 @@ class SiteManager:
         return superseded
 
     async def _on_reads(self, reads: list[Read]) -> None:
-        applied: list[Recorded] = []
-        conflicts: list[Recorded] = []
-        waiting: list[Recorded] = []
-        offsets: dict[tuple[str, int], int] = {}
-        for r in reads:
-            offsets[(r.topic, r.partition)] = r.offset + 1
-            if r.record is None:
-                continue
-            outcome = self.ledger.check(r.record)
-            if outcome in (Outcome.APPLIED, Outcome.SUPERSEDES):
-                applied += self.ledger.accept(r.record)
-            elif outcome is Outcome.WAITING:
-                waiting.append(r.record)
-            elif outcome is Outcome.CONFLICT:
-                conflicts.append(r.record)
-                metrics.CONFLICTS.inc()
-                log.error(
-                    "conflicting event kept aside (two sites changed one aggregate concurrently)",
-                    aggregate=f"{r.record.aggregate_type}/{r.record.aggregate_id}",
-                    version=r.record.version,
-                    site=r.record.site,
-                    type=r.record.type,
-                )
-        superseded = self._drain_superseded()
-        applied = [r for r in applied if r not in superseded]
-        await self.projection.save(
-            self.ledger, applied, conflicts + superseded, offsets, waiting, superseded
-        )
+        async with self.app.apply_lock:  # see Application.apply_lock
+            applied: list[Recorded] = []
+            conflicts: list[Recorded] = []
+            waiting: list[Recorded] = []
+            offsets: dict[tuple[str, int], int] = {}
+            for r in reads:
+                offsets[(r.topic, r.partition)] = r.offset + 1
+                if r.record is None:
+                    continue
+                outcome = self.ledger.check(r.record)
+                if outcome in (Outcome.APPLIED, Outcome.SUPERSEDES):
+                    applied += self.ledger.accept(r.record)
+                elif outcome is Outcome.WAITING:
+                    waiting.append(r.record)
+                elif outcome is Outcome.CONFLICT:
+                    conflicts.append(r.record)
+                    metrics.CONFLICTS.inc()
+                    log.error(
+                        "conflicting event kept aside (two sites changed one aggregate concurrently)",
+                        aggregate=f"{r.record.aggregate_type}/{r.record.aggregate_id}",
+                        version=r.record.version,
+                        site=r.record.site,
+                        type=r.record.type,
+                    )
+            superseded = self._drain_superseded()
+            applied = [r for r in applied if r not in superseded]
+            await self.projection.save(
+                self.ledger, applied, conflicts + superseded, offsets, waiting, superseded
+            )
         for rec in applied:
             metrics.EVENTS.labels(rec.aggregate_type, rec.type, "topic").inc()
         if self.operations is not None:
