@@ -122,15 +122,28 @@ class VolumeStream:
         return count
 
     def _send(self, value: bytes, done: Done | None) -> asyncio.Future[Any]:
-        """A rare event (Zero, Flush, markers, syncs' ends): the caller may await its future."""
+        """A rare event (Zero, Flush, markers, syncs' ends): the caller may await its future.
+        Its ack is handled in the same delivery callbacks as the writes', so in stream order: a
+        future's callbacks would run a loop turn later, and a Write acked in the same batch as the
+        Zero before it was then answered first (CI saw it) and moved the oldest-sent mark back."""
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        seq, size, t0 = self.seq, len(value), time.perf_counter()
+
+        def then(err: KafkaError | None) -> None:
+            exc = None if err is None else publish_error(err)
+            if not fut.done():
+                if exc is None:
+                    fut.set_result(None)
+                else:
+                    fut.set_exception(exc)
+            self._settled(seq, size, t0, done, exc)
+
         try:
-            fut = self._producer.produce_nowait(self.topic, value, key=self.key)
+            self._producer.produce_then(self.topic, value, self.key, then)
         except Exception:
             self.seq -= 1  # never sent: the next event takes this seq, so the stream has no gap
             raise
-        t0 = time.perf_counter()
-        self._sent(len(value), t0)
-        fut.add_done_callback(partial(self._delivered_future, self.seq, len(value), t0, done))
+        self._sent(size, t0)
         return fut
 
     def _send_data(self, value: bytes, done: Done | None) -> None:
@@ -153,14 +166,6 @@ class VolumeStream:
             self._oldest_sent = t0
         self.outstanding += 1
         self.outstanding_bytes += size
-
-    def _delivered_future(
-        self, seq: int, size: int, t0: float, done: Done | None, fut: asyncio.Future[Any]
-    ) -> None:
-        if fut.cancelled():
-            self._settled(seq, size, t0, done, asyncio.CancelledError())
-        else:
-            self._settled(seq, size, t0, done, fut.exception())
 
     def _delivered(
         self, seq: int, size: int, t0: float, done: Done | None, err: KafkaError | None
