@@ -57,6 +57,7 @@ from tapstream.core.kafka import TopicSpec, client_config, ensure_topics
 from tapstream.core.ports import free_port
 from tapstream.core.settings import TapstreamSettings, load
 from tapstream.localstack import LocalStackSettings, Stack
+from tapstream.localstack.processes import rss_kib
 from tapstream.tapper.service import TOPIC_OVERHEAD
 from tapstream.tapper.settings import TapperSettings
 
@@ -212,17 +213,6 @@ def end_offsets(admin: AdminClient, topic: str, partitions: int) -> dict[int, in
         return {tp.partition: int(f.result().offset) for tp, f in futs.items()}
     except KafkaException:
         return {}
-
-
-def rss_kib(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
 
 
 def children(pid: int) -> list[int]:
@@ -1068,8 +1058,8 @@ def main() -> None:
                                             "postgres-recovery")
     }  # fmt: skip
     admins = {
-        "protected": AdminClient({"bootstrap.servers": settings.protected_bootstrap}),
-        "recovery": AdminClient({"bootstrap.servers": settings.recovery_bootstrap}),
+        "protected": AdminClient(client_config(settings, settings.protected_bootstrap)),
+        "recovery": AdminClient(client_config(settings, settings.recovery_bootstrap)),
     }
     pg = Postgres(settings.recovery_database_url.get_secret_value())
     work = Path(tempfile.mkdtemp(prefix="scale-bench-", dir=stack.root))

@@ -161,6 +161,6 @@ def rss_kib(pid: int) -> int:
             for line in f:
                 if line.startswith("VmRSS:"):
                     return int(line.split()[1])
-    except FileNotFoundError:
+    except OSError:  # gone (or going: ProcessLookupError while reading)
         pass
     return 0
