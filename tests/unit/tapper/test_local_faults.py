@@ -19,7 +19,7 @@ from tapstream.tapper.checkpoint import GroupGate
 from tapstream.tapper.dirty_bitmap import DirtyBitmap
 from tapstream.tapper.export import Export
 from tapstream.tapper.protocol.constants import Err
-from tapstream.tapper.publish import SeqFile
+from tapstream.tapper.publish import SeqFile, VolumeStream
 from tapstream.tapper.settings import VolumeSpec
 from tapstream.tapper.volume import Volume
 
@@ -74,6 +74,15 @@ class AckingStream:
 
     async def backlog_below(self, limit: int) -> None:
         return None
+
+    # the compiled path's additions (publish.py: no-ops on the Python path)
+    exclusive = VolumeStream.exclusive
+    fast_pending = VolumeStream.fast_pending
+    expire = VolumeStream.expire
+    take_written = VolumeStream.take_written
+    set_flag = VolumeStream.set_flag
+    set_held = VolumeStream.set_held
+    observe_latencies = VolumeStream.observe_latencies
 
 
 def make_export(tmp_path: Path) -> tuple[Export, FlakyVolume, AckingStream]:

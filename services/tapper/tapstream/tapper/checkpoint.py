@@ -33,6 +33,8 @@ class GroupGate:
     def __init__(self) -> None:
         self.holder: str | None = None
         self._deferred: list[Callable[[], None]] = []
+        # the compiled path's streams of the group's sync exports: they hold their own replies
+        self.streams: list[Any] = []
 
     @property
     def held(self) -> bool:
@@ -43,6 +45,8 @@ class GroupGate:
         if self.holder is not None:
             return self.holder == checkpoint_id
         self.holder = checkpoint_id
+        for stream in self.streams:
+            stream.set_held(True)
         return True
 
     def defer(self, send: Callable[[], None]) -> None:
@@ -55,6 +59,8 @@ class GroupGate:
         deferred, self._deferred = self._deferred, []
         for send in deferred:
             send()
+        for stream in self.streams:
+            stream.set_held(False)
 
 
 def resync_ranges(spec: str, size: int) -> list[tuple[int, int]]:

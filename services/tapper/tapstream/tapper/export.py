@@ -30,6 +30,9 @@ from tapstream.tapper.settings import VolumeSpec
 from tapstream.tapper.volume import Volume
 from tapstream.tapper.zeroing import ZEROING, RangeGate
 
+# the compiled path's lane flags (tapstream_native): which export states close it to writes
+FENCED, DISK_FAILED, ZEROING_FLAG = 2, 4, 8
+
 log = get_logger("tapstream.tapper.export")
 
 
@@ -65,7 +68,7 @@ class Export:
         self._bitmap_dirty = False
         self._bitmap_syncing = False
         self._last_sweep = 0.0
-        self.fenced: str | None = (
+        self._fenced: str | None = (
             None  # why writes are refused (a move or failback stopped this side)
         )
         self.health = LocalHealth()  # local I/O errors: refuse writes until a probe succeeds
@@ -73,8 +76,33 @@ class Export:
         self._probe: asyncio.Task[None] | None = None
         metrics.VOLUME_FAILED.labels(self.name).set(0)
 
+    @property
+    def fenced(self) -> str | None:
+        return self._fenced
+
+    @fenced.setter
+    def fenced(self, reason: str | None) -> None:
+        self._fenced = reason
+        self.sync_lane()
+
+    def sync_lane(self) -> None:
+        """Tell the compiled path (native.py) which of the export's states close it to writes."""
+        stream = getattr(self, "stream", None)
+        if stream is None:  # not attached yet: `attach` comes before any request
+            return
+        stream.set_flag(FENCED, bool(self._fenced))
+        stream.set_flag(DISK_FAILED, self.health.failed)
+        stream.set_flag(ZEROING_FLAG, bool(self.ranges.busy or len(self.ranges)))
+
+    def _unsynced_now(self) -> set[int]:
+        """Bitmap regions written since the last fdatasync began, the compiled path's included."""
+        self._unsynced.update(self.stream.take_written())
+        return self._unsynced
+
     def attach(self, stream: VolumeStream) -> None:
         self.stream = stream
+        if hasattr(stream, "on_refused"):
+            stream.on_refused = self.refused
         self.mode = (
             SyncMode(self, self.volume, stream, self.publish_timeout_s)
             if self.spec.mode == "sync"
@@ -144,6 +172,7 @@ class Export:
             return
         end = offset + length
         self.ranges.begin(offset, end)
+        self.stream.set_flag(ZEROING_FLAG, True)  # writes wait behind it in the Python path
         metrics.ZEROING.inc()
 
         def done(fut: asyncio.Future[None]) -> None:
@@ -157,6 +186,7 @@ class Export:
                 reply(Err.EIO, repr(e))
             for start, stop, run in self.ranges.end(offset, end):  # their events after the Zero's
                 self.ranges.run_when_clear(start, stop, run)
+            self.sync_lane()
 
         asyncio.get_running_loop().run_in_executor(
             ZEROING, self.volume.zero, offset, length, punch
@@ -165,7 +195,7 @@ class Export:
     def durable_locally(self, reply: Reply, bitmap: bool = False) -> None:
         """fdatasync the volume (and the bitmap) off the event loop, then reply."""
 
-        covered, self._unsynced = self._unsynced, set()
+        covered, self._unsynced = self._unsynced_now(), set()
 
         def sync() -> None:
             self.volume.sync()
@@ -206,14 +236,16 @@ class Export:
         """A local write, zero or fdatasync failed: mark what the disk may now disagree with dirty
         (durably), stop taking writes, and return the NBD error for the request."""
         g = self.bitmap.granule
-        ranges = [(offset, offset + length)] + [(r * g, (r + 1) * g) for r in self._unsynced]
+        ranges = [(offset, offset + length)] + [(r * g, (r + 1) * g) for r in self._unsynced_now()]
         ranges = [(a, min(b, self.volume.size)) for a, b in merge(ranges)]
         for a, b in ranges:
             self.bitmap.set_dirty(a, b - a)
         self._persist_bitmap()
         metrics.IO_ERRORS.labels(self.name, op).inc()
         err = exc.errno or 5
-        if self.health.fail(time.monotonic(), op, err, str(exc), ranges):
+        failed_now = self.health.fail(time.monotonic(), op, err, str(exc), ranges)
+        self.sync_lane()
+        if failed_now:
             metrics.VOLUME_FAILED.labels(self.name).set(1)
             log.error(
                 "local I/O error on the protected volume: it refuses writes until its disk works "
@@ -250,6 +282,7 @@ class Export:
         failed_for = time.monotonic() - self.health.since
         resend = self.health.probe_done(time.monotonic(), ok)
         if resend is None:
+            self.sync_lane()
             if self.health.failed:
                 log.warning(
                     "the protected volume still fails; writes stay refused",
@@ -260,10 +293,12 @@ class Export:
                 )
             return
         self._unsynced.clear()  # the probe's fdatasync covered every earlier write
+        self.stream.take_written()
         for a, b in resend:
             self.bitmap.set_dirty(a, b - a)  # again: an ack in between may have cleared a bit
         await asyncio.to_thread(self.bitmap.sync)
         metrics.VOLUME_FAILED.labels(self.name).set(0)
+        self.sync_lane()
         ranges = self.bitmap.dirty_ranges(only_orphans=True)
         log.warning(
             "the protected volume works again: taking writes, resending its dirty regions",
@@ -346,9 +381,10 @@ class Export:
                     allocated_seq=self.stream.seq,
                 )
             self.stream.restart_at(seq)
-            self.stream.healthy = True
-            metrics.STREAM_HEALTHY.labels(self.name).set(1)
-            self.mode.stream_healthy()
+            with self.stream.exclusive():  # the requests that waited go before the compiled path's
+                self.stream.healthy = True
+                metrics.STREAM_HEALTHY.labels(self.name).set(1)
+                self.mode.stream_healthy()
             self.bitmap.sweep()
             ranges = self.bitmap.dirty_ranges(only_orphans=True)
             if ranges:
@@ -441,11 +477,14 @@ class Export:
                     return sent
                 n = min(step, end - pos)
                 regions, _ = self.bitmap.mark(pos, n)
-                data = self.volume.read(pos, n)
-                if kind == "INITIAL" and data == zero[:n]:
-                    self.bitmap.release(regions)
-                    continue
-                stream.publish_data(pos, data, _block_done(self.bitmap, regions), sync_id=sync_id)
+                with stream.exclusive():  # the block's content and its event, with no write between
+                    data = self.volume.read(pos, n)
+                    if kind == "INITIAL" and data == zero[:n]:
+                        self.bitmap.release(regions)
+                        continue
+                    stream.publish_data(
+                        pos, data, _block_done(self.bitmap, regions), sync_id=sync_id
+                    )
                 sent += n
                 blocks += 1
                 if time.monotonic() - last_log > 2:
@@ -470,6 +509,8 @@ class Export:
     def housekeeping(self, now: float) -> None:
         """Every ~second: fail overdue requests, clear acked regions, refresh gauges, save the seq."""
         self.mode.watchdog(now)
+        self.sync_lane()  # a safety net: each change already set it
+        self.stream.observe_latencies()
         if self.health.probe_due(now) and (self._probe is None or self._probe.done()):
             self._probe = asyncio.get_running_loop().create_task(self._probe_disk())
         if now - self._last_sweep >= 1.0:

@@ -238,6 +238,8 @@ class SyncMode:
 
     def watchdog(self, now: float) -> None:
         """Fail requests whose events Kafka has not acked within the publish timeout (EIO)."""
+        for offset, length in self.stream.expire():  # the compiled path's (answered EIO there)
+            self.host.timed_out(offset, length)
         pending = self._pending
         while pending and (pending[0].answered or pending[0].deadline <= now):
             p = pending.popleft()
@@ -251,7 +253,11 @@ class SyncMode:
             reply(Err.EIO, f"Kafka is unreachable (no ack within {self.timeout_s:g} s)")
 
     def in_flight(self) -> int:
-        return sum(1 for p in self._pending if not p.answered) + len(self._waiting)
+        return (
+            sum(1 for p in self._pending if not p.answered)
+            + len(self._waiting)
+            + self.stream.fast_pending()
+        )
 
     def rpo_s(self, now: float) -> float:
         """No acknowledged write is missing from Kafka: only unanswered ones wait."""

@@ -9,10 +9,11 @@ refused event to the export (which then recovers the stream: DESIGN §4, "never 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any, cast
@@ -229,6 +230,30 @@ class VolumeStream:
     def restart_at(self, seq: int) -> None:
         """Continue after `seq` (the last of this volume's events Kafka holds), after a failure."""
         self.seq = self.acked_seq = seq
+
+    # What the compiled path's stream (native.py) adds; on the asyncio path the event loop is the
+    # only writer, so there is nothing to exclude, expire or collect.
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        yield
+
+    def fast_pending(self) -> int:
+        return 0
+
+    def expire(self) -> list[tuple[int, int]]:
+        return []
+
+    def take_written(self) -> list[int]:
+        return []
+
+    def set_flag(self, bit: int, on: bool) -> None:
+        pass
+
+    def set_held(self, held: bool) -> None:
+        pass
+
+    def observe_latencies(self) -> None:
+        pass
 
 
 class Countdown:

@@ -21,10 +21,10 @@ import pwd
 import socket
 import tempfile
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from tapstream.core.logging import get_logger
 from tapstream.tapper import metrics
@@ -47,6 +47,9 @@ from tapstream.tapper.protocol.frames import REQUEST, ProtocolError, Request, pa
 from tapstream.tapper.protocol.handshake import BlockSizes, ExportInfo, Negotiation, TlsMode
 from tapstream.tapper.protocol.transmission import check_request
 from tapstream.tapper.tls import TlsCredentials
+
+if TYPE_CHECKING:
+    from tapstream.tapper.native import NativeCore
 
 log = get_logger("tapstream.tapper.server")
 
@@ -93,6 +96,57 @@ def export_infos(exports: Mapping[str, Export]) -> dict[str, ExportInfo]:
     }
 
 
+Answer = Callable[..., None]  # (handle, type, nbytes, error, message[, data, offset])
+
+
+def run_request(
+    export: Export, req: Request, payload: bytes, aligned: bool, answer: Answer
+) -> None:
+    """Check one request and hand it to its export; `answer` gets its reply exactly once. Shared by
+    the asyncio connection and the compiled path's forwarded requests (native.py)."""
+    flags, typ, handle, offset, length = req.flags, req.type, req.handle, req.offset, req.length
+    error = check_request(req, export.volume.size, aligned, BLOCKS)
+    if error:
+        answer(
+            handle, typ, 0 if typ not in (Cmd.READ, Cmd.WRITE) else length, error, "invalid request"
+        )
+        return
+    reply = partial(answer, handle, typ, length)
+    try:
+        if typ == Cmd.WRITE:
+            export.write(offset, payload, bool(flags & CMD_FLAG_FUA), reply)
+        elif typ == Cmd.READ:
+            answer(handle, typ, length, 0, "", export.read(offset, length), offset)
+        elif typ == Cmd.FLUSH:
+            export.flush(reply)
+        elif typ == Cmd.TRIM:
+            export.zero(offset, length, True, True, bool(flags & CMD_FLAG_FUA), reply)
+        elif typ == Cmd.WRITE_ZEROES:
+            export.zero(
+                offset,
+                length,
+                False,
+                not flags & CMD_FLAG_NO_HOLE,
+                bool(flags & CMD_FLAG_FUA),
+                reply,
+            )
+    except OSError as exc:
+        log.error(
+            "request failed",
+            volume=export.name,
+            op=OPS.get(typ),
+            offset=offset,
+            length=length,
+            error=str(exc),
+        )
+        reply(os_error(exc), str(exc))
+    except Exception as exc:
+        log.exception(
+            "request failed", volume=export.name, op=OPS.get(typ), offset=offset, length=length
+        )
+        reply(Err.EIO, repr(exc))
+
+
 class NbdConnection(asyncio.Protocol):
     def __init__(self, server: NbdServer, tls: TlsMode = "off") -> None:
         self.exports = server.exports
@@ -107,6 +161,8 @@ class NbdConnection(asyncio.Protocol):
         )
         self.creds = server.creds
         self.tls_timeout_s = server.tls_timeout_s
+        self.native = server.native
+        self.handed_over = False  # the compiled path serves this connection now
         self._upgrading: asyncio.Task[None] | None = None
         self._negotiation_timer: asyncio.TimerHandle | None = None
         self.inflight_bytes = 0  # of READ and WRITE requests not answered yet
@@ -172,6 +228,8 @@ class NbdConnection(asyncio.Protocol):
             self._close()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.handed_over:
+            return  # the compiled path owns the socket (a dup) and the connection's accounting
         self.lost = True
         self._out.clear()
         if not self.inflight:
@@ -211,6 +269,8 @@ class NbdConnection(asyncio.Protocol):
             self._counted = agreed.export
             metrics.CONNECTIONS.labels(agreed.export).inc()
             self.structured, self.aligned = agreed.structured, agreed.aligned
+            if self.native is not None and self._hand_over():
+                return
         buf, pos, end = self.buf, 0, len(self.buf)
         try:
             while not self.disconnecting:
@@ -258,52 +318,41 @@ class NbdConnection(asyncio.Protocol):
     def _dispatch(self, req: Request, payload: bytes) -> None:
         export = self.export
         assert export is not None
-        flags, typ, handle, offset, length = req.flags, req.type, req.handle, req.offset, req.length
-        if typ == Cmd.DISC:
+        if req.type == Cmd.DISC:
             self.disconnecting = True
             self._maybe_close()
             return
         self._begin()
-        error = check_request(req, export.volume.size, self.aligned, BLOCKS)
-        if error:
-            self._answer(handle, typ, 0, error, "invalid request")
-            return
-        if typ == Cmd.READ or typ == Cmd.WRITE:
-            self.inflight_bytes += length  # their replies (nbytes=length) give it back
-        reply = partial(self._answer, handle, typ, length)
-        try:
-            if typ == Cmd.WRITE:
-                export.write(offset, payload, bool(flags & CMD_FLAG_FUA), reply)
-            elif typ == Cmd.READ:
-                self._answer(handle, typ, length, 0, "", export.read(offset, length), offset)
-            elif typ == Cmd.FLUSH:
-                export.flush(reply)
-            elif typ == Cmd.TRIM:
-                export.zero(offset, length, True, True, bool(flags & CMD_FLAG_FUA), reply)
-            elif typ == Cmd.WRITE_ZEROES:
-                export.zero(
-                    offset,
-                    length,
-                    False,
-                    not flags & CMD_FLAG_NO_HOLE,
-                    bool(flags & CMD_FLAG_FUA),
-                    reply,
-                )
-        except OSError as exc:
-            log.error(
-                "request failed",
-                volume=export.name,
-                op=OPS.get(typ),
-                offset=offset,
-                length=length,
-                error=str(exc),
-            )
-            reply(os_error(exc), str(exc))
-        except Exception as exc:
-            log.exception(
-                "request failed", volume=export.name, op=OPS.get(typ), offset=offset, length=length
-            )
-            reply(Err.EIO, repr(exc))
+        if req.type == Cmd.READ or req.type == Cmd.WRITE:
+            self.inflight_bytes += req.length  # their replies (nbytes=length) give it back
+        run_request(export, req, payload, self.aligned, self._answer)
+
+    def _hand_over(self) -> bool:
+        """Give a plain (not TLS) connection to a sync export to the compiled path (native.py):
+        a dup of the socket, the replies not yet sent and the bytes already received; the asyncio
+        transport is then dropped (closing it closes only its own fd)."""
+        t, export, native = self.t, self.export, self.native
+        if t is None or export is None or native is None or not native.serves(export):
+            return False
+        if t.get_extra_info("ssl_object") is not None or t.get_write_buffer_size():
+            return False
+        sock = t.get_extra_info("socket")
+        if sock is None:
+            return False
+        fd = os.dup(sock.fileno())
+        first_out = b"".join(self._out)
+        self._out.clear()
+        first_in = bytes(self.buf)
+        self.buf.clear()
+        self.handed_over = True
+        t.pause_reading()
+        self.connections.discard(self)
+        if self._negotiation_timer is not None:
+            self._negotiation_timer.cancel()
+        counted, self._counted = self._counted, None  # the native connection gives it back
+        native.adopt(export, counted, self.structured, fd, first_out, first_in, self.limits)
+        t.abort()
+        return True
 
     # --- TLS -------------------------------------------------------------------------------------
     def _start_tls(self) -> None:
@@ -515,14 +564,18 @@ class NbdServer:
         creds: TlsCredentials | None = None,
         tls_timeout_s: float = 10.0,
         limits: Limits = Limits(),
+        native: NativeCore | None = None,
     ) -> None:
         if tls != "off" and creds is None:
             raise ValueError("TLS needs credentials")
         self.exports = exports
         self.tls, self.creds, self.tls_timeout_s = tls, creds, tls_timeout_s
         self.limits = limits
+        self.native = native  # serves sync exports' connections after negotiation, if set
+        if native is not None:
+            native.attach_server(self)
         self.per_export: Counter[str] = Counter()  # connections in transmission, per export
-        self.connections: set[NbdConnection] = set()
+        self.connections: set[Any] = set()  # NbdConnection, or native.NativeConnection
         self.servers: list[asyncio.AbstractServer] = []
         self.port: int | None = None
 

@@ -18,7 +18,7 @@ from tapstream.core.kafka import (
     producer_config,
 )
 from tapstream.core.logging import get_logger
-from tapstream.tapper import metrics
+from tapstream.tapper import metrics, native
 from tapstream.tapper.checkpoint import Checkpoints, GroupGate
 from tapstream.tapper.dirty_bitmap import DirtyBitmap
 from tapstream.tapper.export import Export
@@ -41,6 +41,7 @@ class Tapper:
         self.gates: dict[str, GroupGate] = {}
         self.producer: AsyncProducer | None = None  # sync volumes' events and control records
         self.async_producer: AsyncProducer | None = None  # async volumes' events, if any
+        self.native: native.NativeCore | None = None  # the compiled path of sync volumes, if on
         creds = None
         if settings.tapper_tls != "off":
             assert settings.tapper_tls_cert and settings.tapper_tls_key  # settings check both
@@ -92,6 +93,7 @@ class Tapper:
             )
         self.producer = AsyncProducer(self._producer_config(s.tapper_linger_ms))
         await self.producer.start()
+        self._start_native()
         if any(spec.mode == "async" for spec in s.tapper_volumes):
             # Async replies never wait for Kafka, so a longer linger costs the VM nothing and
             # batches its events: librdkafka's CPU per event drops several-fold (bench/tapper.py).
@@ -161,6 +163,24 @@ class Tapper:
             ],
         )
 
+    def _start_native(self) -> None:
+        s = self.s
+        if s.tapper_native == "off" or not any(v.mode == "sync" for v in s.tapper_volumes):
+            return
+        if not native.available():
+            if s.tapper_native == "on":
+                raise RuntimeError(
+                    "TAPSTREAM_TAPPER_NATIVE=on but the compiled data path is not built: run "
+                    "`make setup` (it needs cargo), or set TAPSTREAM_TAPPER_NATIVE=auto/off"
+                )
+            log.warning("the compiled data path is not built: every export uses the Python path")
+            return
+        # the sync volumes' events leave through the compiled path's own producer, same settings
+        self.native = native.NativeCore(self._producer_config(s.tapper_linger_ms))
+        self.native.start()
+        self.server.native = self.native
+        self.native.attach_server(self.server)
+
     async def _open_export(self, spec: VolumeSpec) -> None:
         assert self.producer is not None
         s = self.s
@@ -200,8 +220,27 @@ class Tapper:
             seq_file,
             inline_zero_bytes=s.tapper_inline_zero_bytes,
         )
-        export.attach(
-            VolumeStream(
+        stream: VolumeStream | native.NativeVolumeStream
+        if self.native is not None and spec.mode == "sync":
+            stream = native.NativeVolumeStream(
+                self.native,
+                spec.name,
+                spec.group,
+                topic,
+                s.tapper_host_id,
+                self.codec,
+                seq,
+                s.tapper_chunk_bytes,
+                spec.mode,
+                export.stream_failed,
+                fd=volume.fd,
+                size=volume.size,
+                granule=bitmap.granule,
+                timeout_s=s.tapper_publish_timeout_s,
+            )
+            gate.streams.append(stream)
+        else:
+            stream = VolumeStream(
                 spec.name,
                 spec.group,
                 topic,
@@ -215,7 +254,7 @@ class Tapper:
                 spec.mode,
                 export.stream_failed,
             )
-        )
+        export.attach(stream)  # type: ignore[arg-type]
         self.exports[spec.name] = export
         metrics.STREAM_HEALTHY.labels(spec.name).set(1)
 
@@ -277,6 +316,8 @@ class Tapper:
             now = time.monotonic()
             for export in self.exports.values():
                 export.housekeeping(now)
+            if self.native is not None:
+                self.native.housekeeping()
             if now - last_save > 5:
                 last_save = now
                 for export in self.exports.values():
@@ -310,6 +351,10 @@ class Tapper:
             self._housekeeping.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._housekeeping
+        if self.native is not None:
+            left = await self.native.stop(self.s.tapper_publish_timeout_s)
+            if left:
+                log.error("events of the compiled path still unacked at shutdown", count=left)
         for producer in (self.async_producer, self.producer):
             if producer is not None:
                 await producer.stop()

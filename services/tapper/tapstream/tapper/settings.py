@@ -142,6 +142,12 @@ class TapperSettings(TapstreamSettings):
         le=8 * 1024 * 1024,
         description="Largest Write event; larger NBD writes are split (measured: bench --sweep).",
     )
+    tapper_native: Literal["off", "auto", "on"] = Field(
+        "off",
+        description="The compiled data path (services/tapper/native, Rust) for sync exports' plain "
+        "connections: off; auto (when built); on (refuse to start unless built). TLS connections "
+        "and async exports stay on the Python path.",
+    )
     tapper_publish_timeout_s: float = Field(
         15.0,
         gt=0,

@@ -1,0 +1,401 @@
+//! One sync export's event stream: seq allocation, the local write and the produce under one lock
+//! (so the stream's order is the order writes reached the volume, whichever thread wrote), delivery
+//! accounting (acked seq, backlog, the oldest unacked send), the checkpoint gate's held replies and
+//! the publish-timeout watchdog. The Python side's own events (Zero, Flush, markers, syncs) take
+//! their seq from the same lock, so they and the compiled path's Writes form one ordered stream.
+
+use std::collections::VecDeque;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rdkafka::producer::BaseRecord;
+
+use crate::conn::Conn;
+use crate::core::{kafka_error, Core, Ev};
+use crate::encode::{now_us, DataEncoder};
+use crate::frames::{CMD_WRITE, EIO};
+
+/// Why the compiled path must leave a volume's writes to the Python path (bits of `flags`).
+pub const UNHEALTHY: u32 = 1; // the stream is recovering from a Kafka failure
+pub const FENCED: u32 = 2; // a move or failback stopped this side
+pub const DISK_FAILED: u32 = 4; // a local write or fdatasync failed
+pub const ZEROING: u32 = 8; // a large zero runs off the loop; writes may have to wait behind it
+pub const CLOSED: u32 = 16; // the tapper is stopping
+
+pub struct FastReq {
+    pub conn: Arc<Conn>,
+    pub handle: u64,
+    pub offset: u64,
+    pub length: u32,
+    pub deadline: Instant,
+    pub answered: AtomicBool,
+}
+
+pub enum What {
+    Fast(Arc<FastReq>),
+    Py(u64),
+}
+
+/// A produced event, carried through librdkafka as its delivery opaque.
+pub struct Sent {
+    pub lane: Arc<Lane>,
+    pub seq: i64,
+    pub size: u64,
+    pub t0: Instant,
+    pub what: What,
+}
+
+pub struct State {
+    pub seq: i64,
+    pub acked_seq: i64,
+    pub outstanding: u64,
+    pub outstanding_bytes: u64,
+    pub oldest_sent: Instant,
+    pub flags: u32,
+    pub py_hold: u32,
+    pub held: bool,
+    deferred: Vec<(Arc<Conn>, u64, u32)>,
+    pending: VecDeque<Arc<FastReq>>,
+    pub fast_inflight: u64,
+    pub fast_writes: u64,
+    written: Vec<u64>, // one bit per bitmap granule written since the Python side last took them
+    latencies: Vec<f64>,
+    watch_below: u64,
+}
+
+pub struct Lane {
+    pub id: u32,
+    pub core: Arc<Core>,
+    pub topic: String,
+    pub key: Vec<u8>,
+    pub enc: DataEncoder,
+    pub fd: RawFd,
+    pub size: u64,
+    pub chunk: u32,
+    pub granule: u64,
+    pub timeout: Duration,
+    st: Mutex<State>,
+}
+
+const MAX_LATENCY_SAMPLES: usize = 100_000;
+
+impl Lane {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: u32,
+        core: Arc<Core>,
+        topic: String,
+        key: Vec<u8>,
+        enc: DataEncoder,
+        fd: RawFd,
+        size: u64,
+        chunk: u32,
+        granule: u64,
+        timeout: Duration,
+        seq: i64,
+    ) -> Lane {
+        let bits = (size.div_ceil(granule.max(1)) as usize).div_ceil(64);
+        Lane {
+            id,
+            core,
+            topic,
+            key,
+            enc,
+            fd,
+            size,
+            chunk,
+            granule: granule.max(1),
+            timeout,
+            st: Mutex::new(State {
+                seq,
+                acked_seq: seq,
+                outstanding: 0,
+                outstanding_bytes: 0,
+                oldest_sent: Instant::now(),
+                flags: 0,
+                py_hold: 0,
+                held: false,
+                deferred: Vec::new(),
+                pending: VecDeque::new(),
+                fast_inflight: 0,
+                fast_writes: 0,
+                written: vec![0; bits],
+                latencies: Vec::new(),
+                watch_below: 0,
+            }),
+        }
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, State> {
+        self.st.lock().unwrap()
+    }
+
+    /// The compiled path's WRITE: pwrite, then its event, under the lane's lock. Gives the payload
+    /// back (nothing done) when the Python path must run it instead.
+    pub fn fast_write(
+        self: &Arc<Self>,
+        conn: &Arc<Conn>,
+        handle: u64,
+        offset: u64,
+        data: Vec<u8>,
+    ) -> Result<(), Vec<u8>> {
+        let mut st = self.lock();
+        if st.flags != 0 || st.py_hold != 0 {
+            return Err(data);
+        }
+        if pwrite_all(self.fd, &data, offset).is_err() {
+            return Err(data); // the Python path writes again and handles the error (io_failed)
+        }
+        let (first, last) = (offset / self.granule, (offset + data.len() as u64 - 1) / self.granule);
+        for r in first..=last {
+            st.written[(r / 64) as usize] |= 1 << (r % 64);
+        }
+        st.seq += 1;
+        let seq = st.seq;
+        let value = self.enc.encode(seq, now_us(), offset, &data, crc32c::crc32c(&data), None);
+        let size = value.len() as u64;
+        let t0 = Instant::now();
+        let req = Arc::new(FastReq {
+            conn: conn.clone(),
+            handle,
+            offset,
+            length: data.len() as u32,
+            deadline: t0 + self.timeout,
+            answered: AtomicBool::new(false),
+        });
+        let sent = Box::new(Sent { lane: self.clone(), seq, size, t0, what: What::Fast(req.clone()) });
+        let record = BaseRecord::with_opaque_to(&self.topic, sent).key(&self.key[..]).payload(&value[..]);
+        match self.core.producer.send(record) {
+            Ok(()) => {
+                sent_one(&mut st, size, t0);
+                st.pending.push_back(req);
+                st.fast_inflight += 1;
+                st.fast_writes += 1;
+            }
+            Err((e, _record)) => {
+                // Written locally, never sent (librdkafka's queue is full or the producer failed):
+                // as the Python path's refused publish, the range is resent once the stream heals.
+                st.seq -= 1;
+                st.flags |= UNHEALTHY;
+                req.answered.store(true, Ordering::SeqCst);
+                self.core.push(Ev::Refused {
+                    lane: self.id,
+                    offset,
+                    length: data.len() as u64,
+                    error: kafka_error(&e),
+                });
+                conn.reply_simple(handle, CMD_WRITE, data.len() as u32, EIO);
+            }
+        }
+        Ok(())
+    }
+
+    /// An event of the Python side, already encoded for `seq` (it is called with the lock held).
+    pub fn send_py(
+        self: &Arc<Self>,
+        st: &mut MutexGuard<'_, State>,
+        value: &[u8],
+        token: u64,
+    ) -> Result<(), String> {
+        let t0 = Instant::now();
+        let size = value.len() as u64;
+        let sent = Box::new(Sent { lane: self.clone(), seq: st.seq, size, t0, what: What::Py(token) });
+        let record = BaseRecord::with_opaque_to(&self.topic, sent).key(&self.key[..]).payload(value);
+        match self.core.producer.send(record) {
+            Ok(()) => {
+                sent_one(st, size, t0);
+                Ok(())
+            }
+            Err((e, _)) => Err(kafka_error(&e)),
+        }
+    }
+
+    /// A delivery report (librdkafka's thread).
+    fn settled(self: &Arc<Self>, seq: i64, size: u64, t0: Instant, what: What, error: Option<String>) {
+        let mut st = self.lock();
+        st.outstanding -= 1;
+        st.outstanding_bytes -= size;
+        st.oldest_sent = t0; // reports come in send order: no later send is older than this one
+        let ok = error.is_none();
+        if ok {
+            if seq > st.acked_seq {
+                st.acked_seq = seq;
+            }
+            if st.latencies.len() < MAX_LATENCY_SAMPLES {
+                st.latencies.push(t0.elapsed().as_secs_f64());
+            }
+        } else {
+            st.flags |= UNHEALTHY; // as the Python path: no write is taken until the stream recovered
+        }
+        if st.watch_below != 0 && st.outstanding_bytes < st.watch_below {
+            st.watch_below = 0;
+            self.core.push(Ev::Wake { lane: self.id });
+        }
+        match what {
+            What::Py(token) => self.core.push(Ev::Py { lane: self.id, token, error }),
+            What::Fast(req) => {
+                st.fast_inflight -= 1;
+                let answered = req.answered.swap(true, Ordering::SeqCst);
+                match error {
+                    None => {
+                        if !answered {
+                            if st.held {
+                                st.deferred.push((req.conn.clone(), req.handle, req.length));
+                            } else {
+                                req.conn.reply_simple(req.handle, CMD_WRITE, req.length, 0);
+                            }
+                        }
+                    }
+                    Some(error) => {
+                        self.core.push(Ev::Refused {
+                            lane: self.id,
+                            offset: req.offset,
+                            length: req.length as u64,
+                            error,
+                        });
+                        if !answered {
+                            req.conn.reply_simple(req.handle, CMD_WRITE, req.length, EIO);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The checkpoint gate: while held, the compiled path's replies wait; on release they go out.
+    pub fn set_held(&self, held: bool) {
+        let deferred = {
+            let mut st = self.lock();
+            st.held = held;
+            if held {
+                return;
+            }
+            std::mem::take(&mut st.deferred)
+        };
+        for (conn, handle, length) in deferred {
+            conn.reply_simple(handle, CMD_WRITE, length, 0);
+        }
+    }
+
+    /// Fail the compiled path's requests whose events Kafka has not acked in time (EIO); returns
+    /// their ranges, which the Python side marks dirty.
+    pub fn expire(&self) -> Vec<(u64, u64)> {
+        let now = Instant::now();
+        let mut failed = Vec::new();
+        let mut st = self.lock();
+        while let Some(front) = st.pending.front() {
+            if !front.answered.load(Ordering::SeqCst) && front.deadline > now {
+                break;
+            }
+            let req = st.pending.pop_front().unwrap();
+            if !req.answered.swap(true, Ordering::SeqCst) {
+                failed.push((req.offset, req.length as u64));
+                req.conn.reply_simple(req.handle, CMD_WRITE, req.length, EIO);
+            }
+        }
+        failed
+    }
+
+    pub fn take_written(&self) -> Vec<u64> {
+        let mut st = self.lock();
+        let mut regions = Vec::new();
+        for (i, word) in st.written.iter_mut().enumerate() {
+            let mut w = std::mem::take(word);
+            while w != 0 {
+                let b = w.trailing_zeros() as u64;
+                regions.push(i as u64 * 64 + b);
+                w &= w - 1;
+            }
+        }
+        regions
+    }
+
+    pub fn take_latencies(&self) -> Vec<f64> {
+        std::mem::take(&mut self.lock().latencies)
+    }
+
+    /// Push a Wake once the backlog is below `limit` bytes (at once if it already is).
+    pub fn watch_below(&self, limit: u64) {
+        let mut st = self.lock();
+        if st.outstanding_bytes < limit {
+            st.watch_below = 0;
+            self.core.push(Ev::Wake { lane: self.id });
+        } else {
+            st.watch_below = if st.watch_below == 0 { limit } else { st.watch_below.max(limit) };
+        }
+    }
+
+    pub fn lag_s(&self) -> f64 {
+        let st = self.lock();
+        if st.outstanding == 0 {
+            0.0
+        } else {
+            st.oldest_sent.elapsed().as_secs_f64()
+        }
+    }
+}
+
+fn sent_one(st: &mut State, size: u64, t0: Instant) {
+    if st.outstanding == 0 {
+        st.oldest_sent = t0;
+    }
+    st.outstanding += 1;
+    st.outstanding_bytes += size;
+}
+
+impl Sent {
+    pub fn settle(self, error: Option<String>) {
+        let Sent { lane, seq, size, t0, what } = self;
+        lane.settled(seq, size, t0, what, error);
+    }
+}
+
+pub fn pwrite_all(fd: RawFd, mut data: &[u8], mut offset: u64) -> std::io::Result<()> {
+    while !data.is_empty() {
+        let n = unsafe {
+            libc::pwrite(fd, data.as_ptr() as *const libc::c_void, data.len(), offset as libc::off_t)
+        };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(std::io::Error::from_raw_os_error(libc::EIO));
+        }
+        data = &data[n as usize..];
+        offset += n as u64;
+    }
+    Ok(())
+}
+
+pub fn pread_exact(fd: RawFd, length: usize, offset: u64) -> std::io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; length];
+    let mut done = 0usize;
+    while done < length {
+        let n = unsafe {
+            libc::pread(
+                fd,
+                buf[done..].as_mut_ptr() as *mut libc::c_void,
+                length - done,
+                (offset + done as u64) as libc::off_t,
+            )
+        };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(std::io::Error::from_raw_os_error(libc::EIO)); // short read: as volume.py
+        }
+        done += n as usize;
+    }
+    Ok(buf)
+}
