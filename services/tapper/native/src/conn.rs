@@ -82,6 +82,11 @@ impl Conn {
     }
 
     pub fn start(self: &Arc<Self>, first_in: Vec<u8>) {
+        // the socket came from the event loop, non-blocking; these threads block on it
+        unsafe {
+            let fl = libc::fcntl(self.fd, libc::F_GETFL);
+            libc::fcntl(self.fd, libc::F_SETFL, fl & !libc::O_NONBLOCK);
+        }
         let r = self.clone();
         std::thread::Builder::new()
             .name(format!("nbd-read-{}", self.id))

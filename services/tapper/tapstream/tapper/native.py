@@ -270,12 +270,16 @@ class NativeVolumeStream:
         sync_id: str | None = None,
     ) -> int:
         n, step = len(data), self.chunk_bytes
-        view = memoryview(data)
+        if n <= step and isinstance(data, bytes):
+            chunks = [data]
+        else:  # the lane takes bytes: one copy per chunk of a long write
+            view = memoryview(data)
+            chunks = [bytes(view[start : start + step]) for start in range(0, max(n, 1), step)]
         count = 0
-        for start in range(0, max(n, 1), step):
+        for i, chunk in enumerate(chunks):
             token = self._token(done, None)
             try:
-                self.lane.publish_data(offset + start, view[start : start + step], token, sync_id)
+                self.lane.publish_data(offset + i * step, chunk, token, sync_id)
             except Exception:
                 del self._tokens[token]
                 raise
