@@ -5,6 +5,7 @@ in the same run:
   nbdkit-python    nbdkit's python plugin with bench/nbdkit_pwrite_plugin.py: an unprotected Python peer
   tapstream-sync   the tapper, reply after Kafka's ack
   tapstream-async  the tapper, reply after the local write, publish in the background
+  tapstream-sync-native  tapstream-sync served by the compiled data path (TAPSTREAM_TAPPER_NATIVE=on)
 
 Workloads: 4k random write (IOPS, p99 completion latency), 64k and 1M sequential write (MB/s, 10^6 B).
 Writes bench/results/tapper.json (one object per target), a PNG chart beside it, and prints the
@@ -57,7 +58,13 @@ from tapstream.tapper.settings import TapperSettings
 REPO = Path(__file__).resolve().parent.parent
 PLUGIN = REPO / "bench" / "nbdkit_pwrite_plugin.py"
 RESULTS = REPO / "bench" / "results"
-TARGETS = ["nbdkit-file", "nbdkit-python", "tapstream-sync", "tapstream-async"]
+TARGETS = [
+    "nbdkit-file",
+    "nbdkit-python",
+    "tapstream-sync",
+    "tapstream-async",
+    "tapstream-sync-native",
+]
 WORKLOADS = {  # result key -> fio job
     "4k_randwrite": {"rw": "randwrite", "bs": "4k"},
     "64k_seqwrite": {"rw": "write", "bs": "64k"},
@@ -110,7 +117,7 @@ class Server:
         elif target == "nbdkit-python":
             cmd, penv = [*nbdkit, "python", str(PLUGIN), f"file={disk}"], dict(os.environ)
         else:
-            mode = target.split("-", 1)[1]
+            mode = target.split("-")[1]
             cmd = [sys.executable, "-m", "tapstream.tapper"]
             self.metrics_port = free_port()
             penv = {
@@ -126,6 +133,7 @@ class Server:
                 "TAPSTREAM_TAPPER_CHUNK_BYTES": str(chunk),
                 "TAPSTREAM_TAPPER_RETENTION_HOURS": "1",
                 "TAPSTREAM_LOG_LEVEL": "WARNING",
+                "TAPSTREAM_TAPPER_NATIVE": "on" if target.endswith("-native") else "off",
             }
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(cmd, env=penv, stdout=out, stderr=out)
@@ -645,28 +653,34 @@ def target_lines(results: dict[str, dict[str, float]]) -> list[str]:
     def add(what: str, a: float | None, b: float | None, target: float, up: bool = True) -> None:
         rows.append((what, a / b if a is not None and b else None, target, up))
 
-    if sync and kafka:
+    native = results.get("tapstream-sync-native")
+    for name, row in (("sync", sync), ("sync native", native)):
+        if not row or not kafka:
+            continue
         add(
-            "sync 4k IOPS / Kafka alone 4 KiB records/s",
-            sync["iops_4k_randwrite"],
+            f"{name} 4k IOPS / Kafka alone 4 KiB records/s",
+            row["iops_4k_randwrite"],
             kafka["records_per_s_4k"],
             0.8,
         )
         add(
-            "sync 4k p99 / Kafka alone 4 KiB p99",
-            sync["p99_us_4k_randwrite"],
+            f"{name} 4k p99 / Kafka alone 4 KiB p99",
+            row["p99_us_4k_randwrite"],
             kafka["p99_us_4k"],
             1.5,
             False,
         )
         add(
-            "sync 64k MB/s / Kafka alone 64 KiB MB/s",
-            sync["mbps_64k_seqwrite"],
+            f"{name} 64k MB/s / Kafka alone 64 KiB MB/s",
+            row["mbps_64k_seqwrite"],
             kafka["mbps_64k"],
             0.8,
         )
         add(
-            "sync 1M MB/s / Kafka alone 1 MiB MB/s", sync["mbps_1m_seqwrite"], kafka["mbps_1m"], 0.8
+            f"{name} 1M MB/s / Kafka alone 1 MiB MB/s",
+            row["mbps_1m_seqwrite"],
+            kafka["mbps_1m"],
+            0.8,
         )
     if asy and py:
         add("async 4k IOPS / nbdkit-python", asy["iops_4k_randwrite"], py["iops_4k_randwrite"], 1.0)
@@ -674,7 +688,7 @@ def target_lines(results: dict[str, dict[str, float]]) -> list[str]:
         add(
             "async 64k MB/s / nbdkit-file", asy["mbps_64k_seqwrite"], file["mbps_64k_seqwrite"], 0.5
         )
-    for name, row in (("sync", sync), ("async", asy)):
+    for name, row in (("sync", sync), ("async", asy), ("sync native", native)):
         if row and py:
             add(
                 f"{name} CPU per 4k write / nbdkit-python's",

@@ -169,6 +169,9 @@ impl Conn {
     }
 
     fn forward(&self, req: &Request, payload: Vec<u8>) {
+        if req.typ != CMD_READ {
+            self.lane.lock().slow_pending += 1; // before the Python side can see it (slow_done)
+        }
         self.core.push(Ev::Req {
             conn: self.id,
             flags: req.flags,

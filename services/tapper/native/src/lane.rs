@@ -55,6 +55,10 @@ pub struct State {
     pub oldest_sent: Instant,
     pub flags: u32,
     pub py_hold: u32,
+    /// requests (not READs) handed to the Python path and not yet run there: later writes follow
+    /// them, so requests on a volume still run in arrival order (a write pipelined behind a zero
+    /// lands after it, as on the asyncio path)
+    pub slow_pending: u32,
     pub held: bool,
     deferred: Vec<(Arc<Conn>, u64, u32)>,
     pending: VecDeque<Arc<FastReq>>,
@@ -116,6 +120,7 @@ impl Lane {
                 oldest_sent: Instant::now(),
                 flags: 0,
                 py_hold: 0,
+                slow_pending: 0,
                 held: false,
                 deferred: Vec::new(),
                 pending: VecDeque::new(),
@@ -142,7 +147,7 @@ impl Lane {
         data: Vec<u8>,
     ) -> Result<(), Vec<u8>> {
         let mut st = self.lock();
-        if st.flags != 0 || st.py_hold != 0 {
+        if st.flags != 0 || st.py_hold != 0 || st.slow_pending != 0 {
             return Err(data);
         }
         if pwrite_all(self.fd, &data, offset).is_err() {

@@ -251,6 +251,12 @@ impl NativeLane {
         st.py_hold = st.py_hold.saturating_sub(1);
     }
 
+    /// The Python path ran a forwarded request (not a READ).
+    fn slow_done(&self) {
+        let mut st = self.lane.lock();
+        st.slow_pending = st.slow_pending.saturating_sub(1);
+    }
+
     fn set_flag(&self, bit: u32, on: bool) {
         let mut st = self.lane.lock();
         if on {

@@ -394,8 +394,12 @@ class NativeConnection:
 
         stream = self.export.stream
         assert isinstance(stream, NativeVolumeStream)
-        with stream.exclusive():
-            run_request(self.export, req, payload, False, self._answer)
+        try:
+            with stream.exclusive():
+                run_request(self.export, req, payload, False, self._answer)
+        finally:
+            if req.type != Cmd.READ:
+                stream.lane.slow_done()  # later writes may take the compiled path again
 
     def _answer(
         self,
