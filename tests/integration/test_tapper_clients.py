@@ -4,6 +4,7 @@ for byte, with no gap in seq."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -39,10 +40,27 @@ def check_replay(stack, tmp: Path, group: str, volume: str, path: Path) -> int:
     return result.last_seq
 
 
-@pytest.mark.parametrize("mode", ["sync", "async"])
+def native_writes(log: Path) -> dict[str, int]:
+    """Writes the compiled data path served, per volume, from the tapper's log at its stop."""
+    out = {}
+    for line in log.read_text().splitlines():
+        if '"compiled data path totals"' in line:
+            rec = json.loads(line)
+            out[rec["volume"]] = rec["writes"]
+    return out
+
+
+@pytest.mark.parametrize("mode", ["sync", "async", "sync-native"])
 def test_fio_verify_and_replay(stack, tmp_path: Path, unique_name: str, mode: str) -> None:
     vol = new_volume(tmp_path)
-    tapper = start_tapper(stack, tmp_path, unique_name, {"vol": vol}, mode=mode)
+    tapper = start_tapper(
+        stack,
+        tmp_path,
+        unique_name,
+        {"vol": vol},
+        mode=mode.split("-")[0],
+        extra_env={"TAPSTREAM_TAPPER_NATIVE": "on" if mode.endswith("native") else "off"},
+    )
     try:
         run(
             [
@@ -66,9 +84,14 @@ def test_fio_verify_and_replay(stack, tmp_path: Path, unique_name: str, mode: st
     finally:
         assert tapper.stop() == 0, tapper.log.read_text()[-2000:]
     check_replay(stack, tmp_path, unique_name, "vol", vol)
+    if mode.endswith("native"):  # fio's writes took the compiled path, not the fallback
+        assert native_writes(tapper.log)["vol"] > 100
 
 
-def test_qemu_img_convert_qemu_io_nbdcopy_nbdinfo(stack, tmp_path: Path, unique_name: str) -> None:
+@pytest.mark.parametrize("native", [False, True], ids=["python", "native"])
+def test_qemu_img_convert_qemu_io_nbdcopy_nbdinfo(
+    stack, tmp_path: Path, unique_name: str, native: bool
+) -> None:
     vol = new_volume(tmp_path)
     src = tmp_path / "src.img"
     with open(src, "wb") as f:
@@ -78,7 +101,11 @@ def test_qemu_img_convert_qemu_io_nbdcopy_nbdinfo(stack, tmp_path: Path, unique_
         f.seek(40 << 20)
         f.write(b"tapstream" * 10000)
     tapper = start_tapper(
-        stack, tmp_path, unique_name, {"vol": vol, "other": new_volume(tmp_path, "other")}
+        stack,
+        tmp_path,
+        unique_name,
+        {"vol": vol, "other": new_volume(tmp_path, "other")},
+        extra_env={"TAPSTREAM_TAPPER_NATIVE": "on" if native else "off"},
     )
     try:
         uri = tapper.uri("vol")
@@ -129,6 +156,8 @@ def test_qemu_img_convert_qemu_io_nbdcopy_nbdinfo(stack, tmp_path: Path, unique_
         assert tapper.stop() == 0, tapper.log.read_text()[-2000:]
     check_replay(stack, tmp_path, unique_name, "vol", vol)
     check_replay(stack, tmp_path, unique_name, "other", tmp_path / "other.img")
+    if native:
+        assert native_writes(tapper.log)["vol"] > 0
 
 
 def test_sigkill_during_async_fio_then_delta_sync(stack, tmp_path: Path, unique_name: str) -> None:

@@ -114,6 +114,7 @@ class NativeCore:
         )
         conn = NativeConnection(self, export, counted, rs_conn)
         self.conns[rs_conn.id] = conn
+        log.info("connection served by the compiled data path", volume=export.name, conn=rs_conn.id)
         if self.server is not None:
             self.server.connections.add(conn)
 
@@ -149,6 +150,13 @@ class NativeCore:
         """Wait for every event's report (handled here); returns how many never came."""
         left = await asyncio.to_thread(self.rs.flush, timeout_s)
         self._drain()
+        for stream in self.streams.values():
+            log.info(
+                "compiled data path totals",
+                volume=stream.volume,
+                writes=int(stream.lane.fast_writes),
+                seq=stream.seq,
+            )
         if self._loop is not None:
             self._loop.remove_reader(self.rs.eventfd())
         return int(left)
