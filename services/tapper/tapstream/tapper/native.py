@@ -79,8 +79,14 @@ class NativeCore:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> None:
+        from tapstream.tapper import server
+
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(self.rs.eventfd(), self._drain)
+        # the in-flight gauge counts the compiled path's requests too
+        metrics.INFLIGHT.set_function(
+            lambda: server._INFLIGHT[0] + sum(c.rs.inflight for c in list(self.conns.values()))
+        )
 
     def attach_server(self, server: NbdServer) -> None:
         self.server = server
