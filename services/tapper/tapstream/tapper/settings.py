@@ -143,7 +143,7 @@ class TapperSettings(TapstreamSettings):
         description="Largest Write event; larger NBD writes are split (measured: bench --sweep).",
     )
     tapper_native: Literal["off", "auto", "on"] = Field(
-        "off",
+        "auto",
         description="The compiled data path (services/tapper/native, Rust) for sync exports' plain "
         "connections: off; auto (when built); on (refuse to start unless built). TLS connections "
         "and async exports stay on the Python path.",
