@@ -19,7 +19,7 @@ from tapstream.tapper.checkpoint import GroupGate
 from tapstream.tapper.dirty_bitmap import DirtyBitmap
 from tapstream.tapper.export import Export
 from tapstream.tapper.protocol.constants import Err
-from tapstream.tapper.publish import SeqFile, VolumeStream
+from tapstream.tapper.publish import LaneHooks, SeqFile
 from tapstream.tapper.settings import VolumeSpec
 from tapstream.tapper.volume import Volume
 
@@ -43,7 +43,7 @@ class FlakyVolume(Volume):
         super().sync()
 
 
-class AckingStream:
+class AckingStream(LaneHooks):
     """The VolumeStream surface Export and SyncMode use; every event is acked at once."""
 
     healthy = True
@@ -74,15 +74,6 @@ class AckingStream:
 
     async def backlog_below(self, limit: int) -> None:
         return None
-
-    # the compiled path's additions (publish.py: no-ops on the Python path)
-    exclusive = VolumeStream.exclusive
-    fast_pending = VolumeStream.fast_pending
-    expire = VolumeStream.expire
-    take_written = VolumeStream.take_written
-    set_flag = VolumeStream.set_flag
-    set_held = VolumeStream.set_held
-    observe_latencies = VolumeStream.observe_latencies
 
 
 def make_export(tmp_path: Path) -> tuple[Export, FlakyVolume, AckingStream]:

@@ -13,7 +13,7 @@ import pytest
 from tapstream.tapper.checkpoint import GroupGate
 from tapstream.tapper.dirty_bitmap import DirtyBitmap
 from tapstream.tapper.export import Export
-from tapstream.tapper.publish import SeqFile, VolumeStream
+from tapstream.tapper.publish import LaneHooks, SeqFile
 from tapstream.tapper.settings import VolumeSpec
 from tapstream.tapper.volume import Volume
 
@@ -31,7 +31,7 @@ class SlowZeroVolume(Volume):
         super().zero(offset, length, punch)
 
 
-class Stream:
+class Stream(LaneHooks):
     """The VolumeStream surface the export and the modes use; every event is acked at once."""
 
     healthy = True
@@ -55,15 +55,6 @@ class Stream:
 
     async def settled(self) -> None:
         return None
-
-    # the compiled path's additions (publish.py: no-ops on the Python path)
-    exclusive = VolumeStream.exclusive
-    fast_pending = VolumeStream.fast_pending
-    expire = VolumeStream.expire
-    take_written = VolumeStream.take_written
-    set_flag = VolumeStream.set_flag
-    set_held = VolumeStream.set_held
-    observe_latencies = VolumeStream.observe_latencies
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])

@@ -22,7 +22,6 @@ pub struct Out {
     reading_done: bool, // the reader stopped (EOF, DISC, an error or shutdown)
     reader_waiting: bool,
     writer_waiting: bool,
-    writer_done: bool,
     reason: String,
     /// requests answered since the Python side last took them: [op][ok=0/error=1] -> (n, bytes)
     pub tally: [[(u64, u64); 2]; OPS],
@@ -72,7 +71,6 @@ impl Conn {
                 reading_done: false,
                 reader_waiting: false,
                 writer_waiting: false,
-                writer_done: false,
                 reason: String::new(),
                 tally: [[(0, 0); 2]; OPS],
             }),
@@ -316,9 +314,7 @@ impl Conn {
             }
         }
         let reason = {
-            let mut o = self.out.lock().unwrap();
-            o.writer_done = true;
-            std::mem::take(&mut o.reason)
+            std::mem::take(&mut self.out.lock().unwrap().reason)
         };
         unsafe {
             libc::shutdown(self.fd, libc::SHUT_RDWR);

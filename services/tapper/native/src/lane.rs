@@ -22,7 +22,6 @@ pub const UNHEALTHY: u32 = 1; // the stream is recovering from a Kafka failure
 pub const FENCED: u32 = 2; // a move or failback stopped this side
 pub const DISK_FAILED: u32 = 4; // a local write or fdatasync failed
 pub const ZEROING: u32 = 8; // a large zero runs off the loop; writes may have to wait behind it
-pub const CLOSED: u32 = 16; // the tapper is stopping
 
 pub struct FastReq {
     pub conn: Arc<Conn>,

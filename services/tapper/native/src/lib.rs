@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 
@@ -358,7 +358,5 @@ fn tapstream_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("FENCED", lane::FENCED)?;
     m.add("DISK_FAILED", lane::DISK_FAILED)?;
     m.add("ZEROING", lane::ZEROING)?;
-    m.add("CLOSED", lane::CLOSED)?;
-    let _ = PyOSError::new_err("unused");
     Ok(())
 }

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer
@@ -51,6 +52,13 @@ class GroupGate:
 
     def defer(self, send: Callable[[], None]) -> None:
         self._deferred.append(send)
+
+    def send_or_defer(self, send: Callable[..., None], *args: Any) -> None:
+        """`send(*args)` now, or on release while a checkpoint holds the group's completions."""
+        if self.holder is not None:
+            self._deferred.append(partial(send, *args))
+        else:
+            send(*args)
 
     def release(self, checkpoint_id: str | None = None) -> None:
         if checkpoint_id is not None and checkpoint_id != self.holder:

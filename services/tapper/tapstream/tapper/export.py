@@ -30,9 +30,6 @@ from tapstream.tapper.settings import VolumeSpec
 from tapstream.tapper.volume import Volume
 from tapstream.tapper.zeroing import ZEROING, RangeGate
 
-# the compiled path's lane flags (tapstream_native): which export states close it to writes
-FENCED, DISK_FAILED, ZEROING_FLAG = 2, 4, 8
-
 log = get_logger("tapstream.tapper.export")
 
 
@@ -90,9 +87,9 @@ class Export:
         stream = getattr(self, "stream", None)
         if stream is None:  # not attached yet: `attach` comes before any request
             return
-        stream.set_flag(FENCED, bool(self._fenced))
-        stream.set_flag(DISK_FAILED, self.health.failed)
-        stream.set_flag(ZEROING_FLAG, bool(self.ranges.busy or len(self.ranges)))
+        stream.set_flag("fenced", bool(self._fenced))
+        stream.set_flag("disk_failed", self.health.failed)
+        stream.set_flag("zeroing", bool(self.ranges.busy or len(self.ranges)))
 
     def _unsynced_now(self) -> set[int]:
         """Bitmap regions written since the last fdatasync began, the compiled path's included."""
@@ -172,7 +169,7 @@ class Export:
             return
         end = offset + length
         self.ranges.begin(offset, end)
-        self.stream.set_flag(ZEROING_FLAG, True)  # writes wait behind it in the Python path
+        self.stream.set_flag("zeroing", True)  # writes wait behind it in the Python path
         metrics.ZEROING.inc()
 
         def done(fut: asyncio.Future[None]) -> None:

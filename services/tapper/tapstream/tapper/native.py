@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Iterator
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from tapstream.core.codec import Codec
@@ -32,7 +31,7 @@ from tapstream.core.logging import get_logger
 from tapstream.tapper import metrics
 from tapstream.tapper.protocol.constants import Cmd
 from tapstream.tapper.protocol.frames import Request
-from tapstream.tapper.publish import Done
+from tapstream.tapper.publish import Done, event_record
 
 if TYPE_CHECKING:
     from tapstream.tapper.export import Export
@@ -46,6 +45,12 @@ except ImportError:  # not built (no Rust toolchain): the Python path serves eve
 log = get_logger("tapstream.tapper.native")
 
 OPS = {int(c): c.name.lower() for c in Cmd}
+# the export's states that close a lane to writes (export.py sets them by name)
+_FLAGS = (
+    {"fenced": _rs.FENCED, "disk_failed": _rs.DISK_FAILED, "zeroing": _rs.ZEROING}
+    if _rs is not None
+    else {}
+)
 
 
 def available() -> bool:
@@ -259,14 +264,7 @@ class NativeVolumeStream:
         token = self._token(done, fut)
 
         def encode(seq: int, ts: int) -> bytes:
-            record = {
-                "volume": self.volume,
-                "seq": seq,
-                "ts": ts,
-                "host": self.host,
-                "group": self.group,
-                "body": (branch, body),
-            }
+            record = event_record(self.volume, seq, ts, self.host, self.group, branch, body)
             return self._codec.encode("DiskEvent", record)
 
         try:
@@ -338,8 +336,8 @@ class NativeVolumeStream:
     def take_written(self) -> list[int]:
         return list(self.lane.take_written())
 
-    def set_flag(self, bit: int, on: bool) -> None:
-        self.lane.set_flag(bit, on)
+    def set_flag(self, name: str, on: bool) -> None:
+        self.lane.set_flag(_FLAGS[name], on)
 
     def set_held(self, held: bool) -> None:
         self.lane.set_held(held)
@@ -425,13 +423,9 @@ class NativeConnection:
         data: bytes | None = None,
         offset: int = 0,
     ) -> None:
-        gate = self.export.gate
-        if gate.held:
-            gate.defer(
-                partial(self.rs.reply, handle, typ, nbytes, int(error), message, data, offset)
-            )
-        else:
-            self.rs.reply(handle, typ, nbytes, int(error), message, data, offset)
+        self.export.gate.send_or_defer(
+            self.rs.reply, handle, typ, nbytes, int(error), message, data, offset
+        )
 
     def publish_counts(self) -> None:
         for op, failed, n, nbytes in self.rs.take_tally():

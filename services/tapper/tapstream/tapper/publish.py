@@ -37,7 +37,49 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
-class VolumeStream:
+class LaneHooks:
+    """What the compiled path's stream (native.py) adds to a VolumeStream. On the asyncio path the
+    event loop is the only writer, so there is nothing to exclude, expire or collect: no-ops, which
+    the unit tests' stream doubles inherit too."""
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        yield
+
+    def fast_pending(self) -> int:
+        return 0
+
+    def expire(self) -> list[tuple[int, int]]:
+        return []
+
+    def take_written(self) -> list[int]:
+        return []
+
+    def set_flag(self, name: str, on: bool) -> None:
+        """`name`: fenced, disk_failed or zeroing (the export's states that close the lane)."""
+
+    def set_held(self, held: bool) -> None:
+        pass
+
+    def observe_latencies(self) -> None:
+        pass
+
+
+def event_record(
+    volume: str, seq: int, ts: int, host: str, group: str, branch: str, body: dict[str, Any]
+) -> dict[str, Any]:
+    """A DiskEvent record for the generic codec path (events other than Write/SyncBlock)."""
+    return {
+        "volume": volume,
+        "seq": seq,
+        "ts": ts,
+        "host": host,
+        "group": group,
+        "body": (branch, body),
+    }
+
+
+class VolumeStream(LaneHooks):
     def __init__(
         self,
         volume: str,
@@ -83,14 +125,7 @@ class VolumeStream:
     ) -> asyncio.Future[Any]:
         """An event other than Write/SyncBlock (Zero, Flush, Checkpoint, SyncStart, SyncEnd)."""
         self.seq += 1
-        record = {
-            "volume": self.volume,
-            "seq": self.seq,
-            "ts": now_us(),
-            "host": self.host,
-            "group": self.group,
-            "body": (branch, body),
-        }
+        record = event_record(self.volume, self.seq, now_us(), self.host, self.group, branch, body)
         return self._send(self._codec.encode("DiskEvent", record), done)
 
     def publish_data(
@@ -230,30 +265,6 @@ class VolumeStream:
     def restart_at(self, seq: int) -> None:
         """Continue after `seq` (the last of this volume's events Kafka holds), after a failure."""
         self.seq = self.acked_seq = seq
-
-    # What the compiled path's stream (native.py) adds; on the asyncio path the event loop is the
-    # only writer, so there is nothing to exclude, expire or collect.
-    @contextlib.contextmanager
-    def exclusive(self) -> Iterator[None]:
-        yield
-
-    def fast_pending(self) -> int:
-        return 0
-
-    def expire(self) -> list[tuple[int, int]]:
-        return []
-
-    def take_written(self) -> list[int]:
-        return []
-
-    def set_flag(self, bit: int, on: bool) -> None:
-        pass
-
-    def set_held(self, held: bool) -> None:
-        pass
-
-    def observe_latencies(self) -> None:
-        pass
 
 
 class Countdown:

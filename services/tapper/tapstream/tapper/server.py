@@ -414,10 +414,10 @@ class NbdConnection(asyncio.Protocol):
     ) -> None:
         """A request is done; its reply waits while a checkpoint holds the group's completions."""
         gate = self.export.gate if self.export is not None else None
-        if gate is not None and gate.held:
-            gate.defer(partial(self._reply, handle, typ, nbytes, error, message, data, offset))
-        else:
+        if gate is None:
             self._reply(handle, typ, nbytes, error, message, data, offset)
+        else:
+            gate.send_or_defer(self._reply, handle, typ, nbytes, error, message, data, offset)
 
     def _reply(
         self,
