@@ -4,7 +4,6 @@ for byte, with no gap in seq."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .tapper_harness import images_equal, replay, run, start_tapper
+from .tapper_harness import images_equal, native_writes, replay, run, start_tapper
 
 pytestmark = pytest.mark.integration
 SIZE = 64 * 1024 * 1024
@@ -40,17 +39,7 @@ def check_replay(stack, tmp: Path, group: str, volume: str, path: Path) -> int:
     return result.last_seq
 
 
-def native_writes(log: Path) -> dict[str, int]:
-    """Writes the compiled data path served, per volume, from the tapper's log at its stop."""
-    out = {}
-    for line in log.read_text().splitlines():
-        if '"compiled data path totals"' in line:
-            rec = json.loads(line)
-            out[rec["volume"]] = rec["writes"]
-    return out
-
-
-@pytest.mark.parametrize("mode", ["sync", "async", "sync-native"])
+@pytest.mark.parametrize("mode", ["sync", "async", "sync-native", "async-native"])
 def test_fio_verify_and_replay(stack, tmp_path: Path, unique_name: str, mode: str) -> None:
     vol = new_volume(tmp_path)
     tapper = start_tapper(

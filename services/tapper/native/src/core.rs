@@ -1,4 +1,4 @@
-//! The core: one Kafka producer for the sync exports' event streams, and the queue of what the
+//! The core: the Kafka producer(s) of the exports' event streams (sync, and async if any), and the queue of what the
 //! Python side must handle (forwarded requests, refusals, its own events' acks, closed
 //! connections), signalled through an eventfd the event loop watches (one wake-up per batch).
 
@@ -23,6 +23,8 @@ pub enum Ev {
     Py { lane: u32, token: u64, error: Option<String> },
     /// The lane's backlog fell below the watched mark.
     Wake { lane: u32 },
+    /// An async lane's backlog passed its limit: it went ahead, the Python side starts the catch-up.
+    Ahead { lane: u32 },
 }
 
 pub struct Ctx;
@@ -48,25 +50,31 @@ pub fn kafka_error(e: &KafkaError) -> String {
     }
 }
 
+fn make_producer(conf: &[(String, String)]) -> Result<ThreadedProducer<Ctx>, String> {
+    let mut cc = ClientConfig::new();
+    for (k, v) in conf {
+        cc.set(k, v);
+    }
+    cc.create_with_context(Ctx).map_err(|e| format!("librdkafka refused the producer: {e}"))
+}
+
 pub struct Core {
     queue: Mutex<Vec<Ev>>,
     pub efd: RawFd,
     pub producer: ThreadedProducer<Ctx>,
+    /// the async exports' producer (a longer linger), if any
+    pub producer_async: Option<ThreadedProducer<Ctx>>,
 }
 
 impl Core {
-    pub fn new(conf: &[(String, String)]) -> Result<Arc<Core>, String> {
-        let mut cc = ClientConfig::new();
-        for (k, v) in conf {
-            cc.set(k, v);
-        }
-        let producer: ThreadedProducer<Ctx> =
-            cc.create_with_context(Ctx).map_err(|e| format!("librdkafka refused the producer: {e}"))?;
+    pub fn new(conf: &[(String, String)], conf_async: Option<&[(String, String)]>) -> Result<Arc<Core>, String> {
+        let producer = make_producer(conf)?;
+        let producer_async = conf_async.map(make_producer).transpose()?;
         let efd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
         if efd < 0 {
             return Err(format!("eventfd: {}", std::io::Error::last_os_error()));
         }
-        Ok(Arc::new(Core { queue: Mutex::new(Vec::new()), efd, producer }))
+        Ok(Arc::new(Core { queue: Mutex::new(Vec::new()), efd, producer, producer_async }))
     }
 
     pub fn push(&self, ev: Ev) {

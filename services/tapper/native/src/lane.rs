@@ -1,4 +1,4 @@
-//! One sync export's event stream: seq allocation, the local write and the produce under one lock
+//! One export's event stream: seq allocation, the local write and the produce under one lock
 //! (so the stream's order is the order writes reached the volume, whichever thread wrote), delivery
 //! accounting (acked seq, backlog, the oldest unacked send), the checkpoint gate's held replies and
 //! the publish-timeout watchdog. The Python side's own events (Zero, Flush, markers, syncs) take
@@ -10,10 +10,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use rdkafka::producer::BaseRecord;
+use rdkafka::producer::{BaseRecord, ThreadedProducer};
 
+use crate::bitmap::Bitmap;
 use crate::conn::Conn;
-use crate::core::{kafka_error, Core, Ev};
+use crate::core::{kafka_error, Core, Ctx, Ev};
 use crate::encode::{now_us, DataEncoder};
 use crate::frames::{CMD_WRITE, EIO};
 
@@ -22,6 +23,8 @@ pub const UNHEALTHY: u32 = 1; // the stream is recovering from a Kafka failure
 pub const FENCED: u32 = 2; // a move or failback stopped this side
 pub const DISK_FAILED: u32 = 4; // a local write or fdatasync failed
 pub const ZEROING: u32 = 8; // a large zero runs off the loop; writes may have to wait behind it
+pub const AHEAD: u32 = 16; // async: Kafka is behind, writes only mark the bitmap (not a closing flag)
+pub const QUEUED: u32 = 32; // async: requests wait for the bitmap's msync; later writes follow them
 
 pub struct FastReq {
     pub conn: Arc<Conn>,
@@ -34,6 +37,8 @@ pub struct FastReq {
 
 pub enum What {
     Fast(Arc<FastReq>),
+    /// an async write (already answered): its bitmap regions settle with the report
+    Async(u64, u64),
     Py(u64),
 }
 
@@ -79,6 +84,10 @@ pub struct Lane {
     pub chunk: u32,
     pub granule: u64,
     pub timeout: Duration,
+    /// async exports: the dirty bitmap shared with the Python path, and the backlog (bytes unacked)
+    /// past which the volume goes ahead (modes.py's AsyncMode)
+    pub bitmap: Option<Arc<Bitmap>>,
+    pub backlog: u64,
     st: Mutex<State>,
 }
 
@@ -98,6 +107,8 @@ impl Lane {
         granule: u64,
         timeout: Duration,
         seq: i64,
+        bitmap: Option<Arc<Bitmap>>,
+        backlog: u64,
     ) -> Lane {
         let bits = (size.div_ceil(granule.max(1)) as usize).div_ceil(64);
         Lane {
@@ -111,6 +122,8 @@ impl Lane {
             chunk,
             granule: granule.max(1),
             timeout,
+            bitmap,
+            backlog,
             st: Mutex::new(State {
                 seq,
                 acked_seq: seq,
@@ -146,16 +159,16 @@ impl Lane {
         data: Vec<u8>,
     ) -> Result<(), Vec<u8>> {
         let mut st = self.lock();
+        if let Some(bitmap) = &self.bitmap {
+            return self.fast_async_write(&mut st, bitmap, conn, handle, offset, data);
+        }
         if st.flags != 0 || st.py_hold != 0 || st.slow_pending != 0 {
             return Err(data);
         }
         if pwrite_all(self.fd, &data, offset).is_err() {
             return Err(data); // the Python path writes again and handles the error (io_failed)
         }
-        let (first, last) = (offset / self.granule, (offset + data.len() as u64 - 1) / self.granule);
-        for r in first..=last {
-            st.written[(r / 64) as usize] |= 1 << (r % 64);
-        }
+        self.wrote(&mut st, offset, data.len() as u64);
         st.seq += 1;
         let seq = st.seq;
         let value = self.enc.encode(seq, now_us(), offset, &data, crc32c::crc32c(&data), None);
@@ -171,7 +184,7 @@ impl Lane {
         });
         let sent = Box::new(Sent { lane: self.clone(), seq, size, t0, what: What::Fast(req.clone()) });
         let record = BaseRecord::with_opaque_to(&self.topic, sent).key(&self.key[..]).payload(&value[..]);
-        match self.core.producer.send(record) {
+        match self.producer().send(record) {
             Ok(()) => {
                 sent_one(&mut st, size, t0);
                 st.pending.push_back(req);
@@ -196,6 +209,81 @@ impl Lane {
         Ok(())
     }
 
+    fn producer(&self) -> &ThreadedProducer<Ctx> {
+        match (&self.bitmap, &self.core.producer_async) {
+            (Some(_), Some(p)) => p, // async exports' events: the longer linger (service.py)
+            _ => &self.core.producer,
+        }
+    }
+
+    fn wrote(&self, st: &mut State, offset: u64, length: u64) {
+        let (first, last) = (offset / self.granule, (offset + length - 1) / self.granule);
+        for r in first..=last {
+            st.written[(r / 64) as usize] |= 1 << (r % 64);
+        }
+    }
+
+    /// The compiled path's async WRITE (modes.py's AsyncMode._write): only when its bitmap bits
+    /// are set and durable already (no msync to wait for) and no request waits before it; pwrite,
+    /// reply, and the event drains behind (or, while ahead, the bits stay set for the catch-up).
+    fn fast_async_write(
+        self: &Arc<Self>,
+        st: &mut MutexGuard<'_, State>,
+        bitmap: &Arc<Bitmap>,
+        conn: &Arc<Conn>,
+        handle: u64,
+        offset: u64,
+        data: Vec<u8>,
+    ) -> Result<(), Vec<u8>> {
+        if st.flags & !AHEAD != 0 || st.py_hold != 0 || st.slow_pending != 0 {
+            return Err(data);
+        }
+        let length = data.len() as u64;
+        let Some(regions) = bitmap.try_mark(offset, length) else {
+            return Err(data); // a new bit: the Python path marks it and waits for the msync
+        };
+        if pwrite_all(self.fd, &data, offset).is_err() {
+            bitmap.fail(&mut bitmap.lock(), regions);
+            return Err(data); // the Python path writes again and handles the error (io_failed)
+        }
+        self.wrote(st, offset, length);
+        st.fast_writes += 1;
+        if st.flags & AHEAD == 0 {
+            st.seq += 1;
+            let seq = st.seq;
+            let value = self.enc.encode(seq, now_us(), offset, &data, crc32c::crc32c(&data), None);
+            let size = value.len() as u64;
+            let t0 = Instant::now();
+            let sent = Box::new(Sent { lane: self.clone(), seq, size, t0, what: What::Async(regions.0, regions.1) });
+            let record = BaseRecord::with_opaque_to(&self.topic, sent).key(&self.key[..]).payload(&value[..]);
+            match self.producer().send(record) {
+                Ok(()) => {
+                    sent_one(st, size, t0);
+                    if st.outstanding_bytes > self.backlog {
+                        st.flags |= AHEAD; // Python starts the catch-up (AsyncMode.go_ahead)
+                        self.core.push(Ev::Ahead { lane: self.id });
+                    }
+                }
+                Err((e, _record)) => {
+                    // Never sent: the bits stay set (durable already), so the write may still be
+                    // acknowledged; the stream recovers and resends the range, as a refusal.
+                    st.seq -= 1;
+                    st.flags |= UNHEALTHY;
+                    bitmap.fail(&mut bitmap.lock(), regions);
+                    self.core.push(Ev::Refused { lane: self.id, offset, length, error: kafka_error(&e) });
+                }
+            }
+        } else {
+            bitmap.fail(&mut bitmap.lock(), regions); // stays dirty: the catch-up sends it
+        }
+        if st.held {
+            st.deferred.push((conn.clone(), handle, length as u32));
+        } else {
+            conn.reply_simple(handle, CMD_WRITE, length as u32, 0);
+        }
+        Ok(())
+    }
+
     /// An event of the Python side, already encoded for `seq` (it is called with the lock held).
     pub fn send_py(
         self: &Arc<Self>,
@@ -207,7 +295,7 @@ impl Lane {
         let size = value.len() as u64;
         let sent = Box::new(Sent { lane: self.clone(), seq: st.seq, size, t0, what: What::Py(token) });
         let record = BaseRecord::with_opaque_to(&self.topic, sent).key(&self.key[..]).payload(value);
-        match self.core.producer.send(record) {
+        match self.producer().send(record) {
             Ok(()) => {
                 sent_one(st, size, t0);
                 Ok(())
@@ -239,6 +327,19 @@ impl Lane {
         }
         match what {
             What::Py(token) => self.core.push(Ev::Py { lane: self.id, token, error }),
+            What::Async(a, b) => {
+                let bitmap = self.bitmap.as_ref().expect("an async write has its lane's bitmap");
+                let mut bst = bitmap.lock();
+                match error {
+                    None => bitmap.release(&mut bst, (a, b)),
+                    Some(error) => {
+                        bitmap.fail(&mut bst, (a, b)); // stays dirty: the recovery resends it
+                        let g = self.granule;
+                        let (offset, end) = (a * g, (b * g).min(self.size));
+                        self.core.push(Ev::Refused { lane: self.id, offset, length: end - offset, error });
+                    }
+                }
+            }
             What::Fast(req) => {
                 st.fast_inflight -= 1;
                 let answered = req.answered.swap(true, Ordering::SeqCst);

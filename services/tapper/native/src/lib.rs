@@ -1,5 +1,6 @@
-//! `tapstream_native`: the tapper's compiled data path for sync exports (see native.py).
+//! `tapstream_native`: the tapper's compiled data path (see native.py).
 
+mod bitmap;
 mod conn;
 mod core;
 mod encode;
@@ -15,6 +16,7 @@ use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 
+use crate::bitmap::Bitmap;
 use crate::conn::{Conn, OPS};
 use crate::core::{Core, Ev};
 use crate::encode::{now_us, DataEncoder};
@@ -30,10 +32,12 @@ struct NativeCore {
 
 #[pymethods]
 impl NativeCore {
-    /// `conf`: librdkafka settings of the sync volumes' producer, as strings.
+    /// `conf`: librdkafka settings of the sync volumes' producer, as strings; `conf_async`: the
+    /// async volumes' producer, if any.
     #[new]
-    fn new(conf: Vec<(String, String)>) -> PyResult<Self> {
-        let core = Core::new(&conf).map_err(PyValueError::new_err)?;
+    #[pyo3(signature = (conf, conf_async=None))]
+    fn new(conf: Vec<(String, String)>, conf_async: Option<Vec<(String, String)>>) -> PyResult<Self> {
+        let core = Core::new(&conf, conf_async.as_deref()).map_err(PyValueError::new_err)?;
         Ok(NativeCore {
             core,
             conns: Mutex::new(HashMap::new()),
@@ -73,14 +77,17 @@ impl NativeCore {
                 Ev::Refused { lane, offset, length, error } => ("refused", lane, offset, length, error).into_py(py),
                 Ev::Py { lane, token, error } => ("py", lane, token, error).into_py(py),
                 Ev::Wake { lane } => ("wake", lane).into_py(py),
+                Ev::Ahead { lane } => ("ahead", lane).into_py(py),
             };
             list.append(item)?;
         }
         Ok(list)
     }
 
-    /// A sync export's stream. `head`, `write`, `sync_block`: the parts DataEncoder learnt.
+    /// An export's stream. `head`, `write`, `sync_block`: the parts DataEncoder learnt; `bitmap`
+    /// (async exports): the dirty bitmap, and `backlog` the bytes unacked past which it goes ahead.
     #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (topic, key, head, write, sync_block, fd, size, chunk, granule, timeout_s, seq, bitmap=None, backlog=0))]
     fn lane(
         &self,
         topic: String,
@@ -94,6 +101,8 @@ impl NativeCore {
         granule: u64,
         timeout_s: f64,
         seq: i64,
+        bitmap: Option<&NativeBitmap>,
+        backlog: u64,
     ) -> NativeLane {
         let id = self.next_lane.fetch_add(1, Ordering::SeqCst);
         let enc = DataEncoder { head, write, sync_block };
@@ -110,6 +119,8 @@ impl NativeCore {
                 granule,
                 Duration::from_secs_f64(timeout_s),
                 seq,
+                bitmap.map(|b| b.bitmap.clone()),
+                backlog,
             )),
         }
     }
@@ -149,9 +160,16 @@ impl NativeCore {
     fn flush(&self, py: Python<'_>, timeout_s: f64) -> i32 {
         use rdkafka::producer::Producer;
         let core = self.core.clone();
-        py.allow_threads(move || match core.producer.flush(Duration::from_secs_f64(timeout_s)) {
-            Ok(()) => 0,
-            Err(_) => core.producer.in_flight_count(),
+        py.allow_threads(move || {
+            let deadline = std::time::Instant::now() + Duration::from_secs_f64(timeout_s);
+            let mut left = 0;
+            for p in std::iter::once(&core.producer).chain(core.producer_async.as_ref()) {
+                let wait = deadline.saturating_duration_since(std::time::Instant::now());
+                if p.flush(wait).is_err() {
+                    left += p.in_flight_count();
+                }
+            }
+            left
         })
     }
 }
@@ -349,14 +367,91 @@ impl NativeConn {
     }
 }
 
+/// The dirty bitmap of an async export (dirty_bitmap.py's DirtyBitmap keeps its file and API;
+/// native.py's NativeDirtyBitmap calls these). Regions are (start, stop) pairs.
+#[pyclass(frozen, module = "tapstream_native")]
+struct NativeBitmap {
+    bitmap: Arc<Bitmap>,
+}
+
+fn closed_error() -> PyErr {
+    PyValueError::new_err("the dirty bitmap is closed")
+}
+
+macro_rules! with_state {
+    ($self:ident, $st:ident => $body:expr) => {{
+        #[allow(unused_mut)]
+        let mut $st = $self.bitmap.lock();
+        if $st.closed {
+            return Err(closed_error());
+        }
+        Ok($body)
+    }};
+}
+
+#[pymethods]
+impl NativeBitmap {
+    #[new]
+    fn new(fd: i32, nbytes: usize, bits: u64, granule: u64, extent: u64, ahead: u64) -> PyResult<Self> {
+        let bitmap = Bitmap::open(fd, nbytes, bits, granule, extent, ahead)?;
+        Ok(NativeBitmap { bitmap: Arc::new(bitmap) })
+    }
+
+    fn mark(&self, offset: u64, length: u64) -> PyResult<(u64, u64, bool)> {
+        with_state!(self, st => {
+            let ((a, b), wait) = self.bitmap.mark(&mut st, offset, length);
+            (a, b, wait)
+        })
+    }
+    fn begin_sync(&self) -> PyResult<bool> {
+        with_state!(self, st => self.bitmap.begin_sync(&mut st))
+    }
+    fn end_sync(&self) -> PyResult<()> {
+        with_state!(self, st => self.bitmap.end_sync(&mut st))
+    }
+    fn release(&self, start: u64, stop: u64) -> PyResult<()> {
+        with_state!(self, st => self.bitmap.release(&mut st, (start, stop)))
+    }
+    fn fail(&self, start: u64, stop: u64) -> PyResult<()> {
+        with_state!(self, st => self.bitmap.fail(&mut st, (start, stop)))
+    }
+    fn set_dirty(&self, offset: u64, length: u64) -> PyResult<()> {
+        with_state!(self, st => self.bitmap.set_dirty(&mut st, offset, length))
+    }
+    fn sweep(&self) -> PyResult<u64> {
+        with_state!(self, st => self.bitmap.sweep(&mut st))
+    }
+    fn dirty(&self) -> PyResult<Vec<u64>> {
+        with_state!(self, st => self.bitmap.dirty(&st))
+    }
+    fn orphans(&self) -> PyResult<Vec<u64>> {
+        with_state!(self, st => self.bitmap.orphans(&st))
+    }
+    fn dirty_bits(&self) -> PyResult<u64> {
+        with_state!(self, st => self.bitmap.dirty_bits(&st))
+    }
+    /// msync, without the GIL (and without the state's lock: marks go on meanwhile).
+    fn sync(&self, py: Python<'_>) -> PyResult<()> {
+        let bitmap = self.bitmap.clone();
+        py.allow_threads(move || bitmap.sync()).map_err(PyErr::from)
+    }
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let bitmap = self.bitmap.clone();
+        py.allow_threads(move || bitmap.close()).map_err(PyErr::from)
+    }
+}
+
 #[pymodule]
 fn tapstream_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativeCore>()?;
     m.add_class::<NativeLane>()?;
     m.add_class::<NativeConn>()?;
+    m.add_class::<NativeBitmap>()?;
     m.add("UNHEALTHY", lane::UNHEALTHY)?;
     m.add("FENCED", lane::FENCED)?;
     m.add("DISK_FAILED", lane::DISK_FAILED)?;
     m.add("ZEROING", lane::ZEROING)?;
+    m.add("AHEAD", lane::AHEAD)?;
+    m.add("QUEUED", lane::QUEUED)?;
     Ok(())
 }

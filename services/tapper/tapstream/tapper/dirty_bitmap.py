@@ -101,7 +101,7 @@ class DirtyBitmap:
             reserve(fd, nbytes)
             if created:
                 fsync_dir(path.parent)  # a crash must not lose the file, and the bits in it
-            self._map = mmap.mmap(fd, nbytes)
+            self._attach(fd, nbytes)
         except OSError as exc:
             if created:
                 try:
@@ -112,6 +112,10 @@ class DirtyBitmap:
         finally:
             if fd >= 0:
                 os.close(fd)
+
+    def _attach(self, fd: int, nbytes: int) -> None:
+        """Map the reserved file (native.py's NativeDirtyBitmap maps it in the compiled core)."""
+        self._map = mmap.mmap(fd, nbytes)
 
     def regions(self, offset: int, length: int) -> range:
         if length <= 0:
@@ -245,7 +249,7 @@ class DirtyBitmap:
     def sync(self) -> None:
         """msync: make the bits set so far durable. Raises OSError (logged here, with the file)."""
         try:
-            self._map.flush()
+            self._msync()
         except OSError as exc:
             log.error(
                 "dirty bitmap msync failed: its new bits may not survive a crash",
@@ -254,6 +258,9 @@ class DirtyBitmap:
                 hint="free space in the state dir" if exc.errno in _NO_SPACE else None,
             )
             raise
+
+    def _msync(self) -> None:
+        self._map.flush()
 
     def close(self) -> None:
         self._map.flush()

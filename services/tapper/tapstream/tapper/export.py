@@ -100,11 +100,12 @@ class Export:
         self.stream = stream
         if hasattr(stream, "on_refused"):
             stream.on_refused = self.refused
-        self.mode = (
-            SyncMode(self, self.volume, stream, self.publish_timeout_s)
-            if self.spec.mode == "sync"
-            else AsyncMode(self, self.volume, stream, self.bitmap, self.backlog_bytes)
-        )
+        if self.spec.mode == "sync":
+            self.mode = SyncMode(self, self.volume, stream, self.publish_timeout_s)
+        else:
+            self.mode = mode = AsyncMode(self, self.volume, stream, self.bitmap, self.backlog_bytes)
+            if hasattr(stream, "on_ahead"):
+                stream.on_ahead = mode.go_ahead  # the compiled path went ahead on its own
 
     # --- requests (see modes.py) -----------------------------------------------------------------
     def read(self, offset: int, length: int) -> bytes:

@@ -277,12 +277,21 @@ class AsyncMode:
     ) -> None:
         self.host, self.volume, self.stream, self.bitmap = host, volume, stream, bitmap
         self.backlog_bytes = backlog_bytes
-        self.ahead = False
+        self._ahead = False
         self._ahead_since = 0.0  # perf_counter when the volume last went ahead
         # requests waiting for the bitmap's msync (or behind an overlapping one), in order
         self._queue: list[tuple[int, int, Callable[[], None]]] = []
         self._syncing = False
         self._catching_up: asyncio.Task[None] | None = None
+
+    @property
+    def ahead(self) -> bool:
+        return self._ahead
+
+    @ahead.setter
+    def ahead(self, on: bool) -> None:
+        self._ahead = on
+        self.stream.set_flag("ahead", on)  # the compiled path's writes then only mark the bitmap
 
     # --- requests --------------------------------------------------------------------------------
     def write(self, offset: int, data: bytes, fua: bool, reply: Reply) -> None:
@@ -308,7 +317,7 @@ class AsyncMode:
                 settle = self._settler(regions)
                 stream.publish_data(offset, data, settle if n == 1 else Countdown(n, settle))
                 if stream.outstanding_bytes > self.backlog_bytes:
-                    self._go_ahead()
+                    self.go_ahead()
             else:
                 self.bitmap.fail(regions)  # stays dirty: a catch-up (or the recovery) sends it
             if fua:
@@ -408,6 +417,7 @@ class AsyncMode:
         self._queue.append(
             (offset, end, partial(self.host.when_clear, offset, end, reply, run, *args))
         )
+        self.stream.set_flag("queued", True)  # the compiled path's writes follow these in order
         if not self._syncing:
             self._syncing = True
             asyncio.get_running_loop().create_task(self._sync_bitmap())
@@ -437,13 +447,18 @@ class AsyncMode:
                     n = len(self._queue)  # nothing left to make durable: everything queued may run
                 batch = self._queue[:n]
                 del self._queue[:n]
-                for _, _, run in batch:
-                    run()
+                with self.stream.exclusive():  # no compiled-path write between these
+                    for _, _, run in batch:
+                        run()
+                    if not self._queue:
+                        self.stream.set_flag("queued", False)
         finally:
             self._syncing = False
+            if not self._queue:
+                self.stream.set_flag("queued", False)
 
     # --- falling behind and catching up ---------------------------------------------------------
-    def _go_ahead(self) -> None:
+    def go_ahead(self) -> None:
         if not self.ahead:
             self.ahead = True
             self._ahead_since = time.perf_counter()

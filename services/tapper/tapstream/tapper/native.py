@@ -1,20 +1,26 @@
-"""The compiled data path of sync exports (`services/tapper/native`, Rust: PyO3 + rdkafka).
+"""The compiled data path (`services/tapper/native`, Rust: PyO3 + rdkafka).
 
-Negotiation stays in Python (server.py); once a plain connection picked a sync export, its socket
+Negotiation stays in Python (server.py); once a plain connection picked an export, its socket
 goes to the compiled path, whose threads serve READs and plain WRITEs (no flag, up to one event)
-themselves: parse, pwrite, encode (the bytes of fast_write.py), produce with librdkafka, reply once
-Kafka acked, with no Python per request. Everything else (FLUSH, TRIM, WRITE_ZEROES, FUA, long
+themselves: parse, pwrite, encode (the bytes of fast_write.py), produce with librdkafka, and reply
+(sync: once Kafka acked; async: at once, the event drains behind), with no Python per request.
+An async write takes the compiled path only when its dirty-bitmap bits are set and durable already
+(the bitmap lives in the core, `NativeDirtyBitmap`, shared with the Python path); a write that
+sets a new bit goes to the Python path, which marks it and waits for the batched msync (modes.py). Everything else (FLUSH, TRIM, WRITE_ZEROES, FUA, long
 writes, and every write while the volume is not in its plain state) comes back here in arrival
 order and runs through the same `run_request` as the asyncio server, under the lane's hold, so
 the local write and its event stay one step for the stream's order.
 
-The lane (one per sync export) owns the stream's seq and delivery accounting; `NativeVolumeStream`
+The lane (one per export) owns the stream's seq and delivery accounting; `NativeVolumeStream`
 is the VolumeStream the modes and the export see, so markers, syncs, Zero and Flush events take
 their seq from the same lock and leave through the same producer as the compiled path's Writes.
 What closes the compiled path for a volume, and when (flags set by the Python side):
 - UNHEALTHY: a refused event (set by the lane itself at once) until the stream's recovery ends;
 - FENCED, DISK_FAILED, ZEROING: the export's fence, local health and large zeroing;
-- the hold: while the Python path runs a request or sends a sync block.
+- the hold: while the Python path runs a request or sends a sync block;
+- QUEUED (async): requests wait for the bitmap's msync, so later writes follow them in order.
+AHEAD (async) does not close it: writes then only mark the bitmap, as AsyncMode's; the lane sets it
+itself when its backlog passes the limit, and reports it so the Python side starts the catch-up.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from tapstream.core.codec.fast_write import DataEncoder
 from tapstream.core.kafka.exceptions import PublishError
 from tapstream.core.logging import get_logger
 from tapstream.tapper import metrics
+from tapstream.tapper.dirty_bitmap import DirtyBitmap
 from tapstream.tapper.protocol.constants import Cmd
 from tapstream.tapper.protocol.frames import Request
 from tapstream.tapper.publish import Done, event_record
@@ -47,7 +54,13 @@ log = get_logger("tapstream.tapper.native")
 OPS = {int(c): c.name.lower() for c in Cmd}
 # the export's states that close a lane to writes (export.py sets them by name)
 _FLAGS = (
-    {"fenced": _rs.FENCED, "disk_failed": _rs.DISK_FAILED, "zeroing": _rs.ZEROING}
+    {
+        "fenced": _rs.FENCED,
+        "disk_failed": _rs.DISK_FAILED,
+        "zeroing": _rs.ZEROING,
+        "ahead": _rs.AHEAD,
+        "queued": _rs.QUEUED,
+    }
     if _rs is not None
     else {}
 )
@@ -71,13 +84,18 @@ class NativeCore:
     """The compiled core of one tapper: its producer, its lanes and connections, and the reader
     of what the threads hand back to the event loop."""
 
-    def __init__(self, producer_conf: dict[str, Any]) -> None:
+    def __init__(
+        self, producer_conf: dict[str, Any], async_conf: dict[str, Any] | None = None
+    ) -> None:
         if _rs is None:
             raise RuntimeError(
                 "the compiled data path is not built: run `make setup` (needs cargo), or set "
                 "TAPSTREAM_TAPPER_NATIVE=off"
             )
-        self.rs = _rs.NativeCore(librdkafka_conf(producer_conf))
+        self.rs = _rs.NativeCore(
+            librdkafka_conf(producer_conf),
+            None if async_conf is None else librdkafka_conf(async_conf),
+        )
         self.streams: dict[int, NativeVolumeStream] = {}
         self.conns: dict[int, NativeConnection] = {}
         self.server: NbdServer | None = None
@@ -144,6 +162,8 @@ class NativeCore:
                     self.streams[ev[1]].fast_refused(ev[2], ev[3], ev[4])
                 elif kind == "wake":
                     self.streams[ev[1]].wake()
+                elif kind == "ahead":
+                    self.streams[ev[1]].on_ahead()
                 elif kind == "closed":
                     conn = self.conns.pop(ev[1], None)
                     if conn is not None:
@@ -173,8 +193,56 @@ class NativeCore:
         return int(left)
 
 
+class NativeDirtyBitmap(DirtyBitmap):
+    """A DirtyBitmap whose bits and counts live in the compiled core (same file, same API), so
+    an async lane marks and settles regions under the same lock as the Python path."""
+
+    def _attach(self, fd: int, nbytes: int) -> None:
+        assert _rs is not None
+        self.rs = _rs.NativeBitmap(
+            fd, nbytes, self.bits, self.granule, self._per_extent * self.granule, self._ahead
+        )
+
+    def mark(self, offset: int, length: int) -> tuple[range, bool]:
+        start, stop, wait = self.rs.mark(offset, length)
+        return range(start, stop), wait
+
+    def begin_sync(self) -> bool:
+        return bool(self.rs.begin_sync())
+
+    def end_sync(self) -> None:
+        self.rs.end_sync()
+
+    def release(self, regions: range) -> None:
+        self.rs.release(regions.start, regions.stop)
+
+    def fail(self, regions: range) -> None:
+        self.rs.fail(regions.start, regions.stop)
+
+    def set_dirty(self, offset: int, length: int) -> None:
+        self.rs.set_dirty(offset, length)
+
+    def sweep(self) -> int:
+        return int(self.rs.sweep())
+
+    def dirty(self) -> list[int]:
+        return list(self.rs.dirty())
+
+    def orphans(self) -> list[int]:
+        return list(self.rs.orphans())
+
+    def dirty_bytes(self) -> int:
+        return int(self.rs.dirty_bits()) * self.granule
+
+    def _msync(self) -> None:
+        self.rs.sync()
+
+    def close(self) -> None:
+        self.rs.close()
+
+
 class NativeVolumeStream:
-    """A sync export's VolumeStream whose seq, backlog and acks live in the compiled lane."""
+    """An export's VolumeStream whose seq, backlog and acks live in the compiled lane."""
 
     def __init__(
         self,
@@ -193,6 +261,8 @@ class NativeVolumeStream:
         size: int,
         granule: int,
         timeout_s: float,
+        bitmap: NativeDirtyBitmap | None = None,
+        backlog_bytes: int = 0,
     ) -> None:
         self.core = core
         self.volume, self.group, self.topic, self.host = volume, group, topic, host
@@ -212,6 +282,8 @@ class NativeVolumeStream:
             granule,
             timeout_s,
             last_seq,
+            None if bitmap is None else bitmap.rs,
+            backlog_bytes,
         )
         core.streams[self.lane.id] = self
         self._on_failure = on_failure
@@ -220,6 +292,8 @@ class NativeVolumeStream:
         self.on_refused: Callable[[int, int], None] = lambda offset, length: on_failure(
             PublishError("event refused")
         )
+        # async: the lane went ahead on its own (its backlog passed the limit); AsyncMode.go_ahead
+        self.on_ahead: Callable[[], None] = lambda: None
         self._tokens: dict[int, tuple[Done | None, asyncio.Future[Any] | None]] = {}
         self._next_token = 0
         self._idle: list[asyncio.Future[None]] = []

@@ -56,7 +56,8 @@ class LaneHooks:
         return []
 
     def set_flag(self, name: str, on: bool) -> None:
-        """`name`: fenced, disk_failed or zeroing (the export's states that close the lane)."""
+        """`name`: fenced, disk_failed, zeroing (the export's states that close the lane), ahead
+        or queued (async mode's, modes.py)."""
 
     def set_held(self, held: bool) -> None:
         pass

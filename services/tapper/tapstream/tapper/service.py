@@ -94,7 +94,7 @@ class Tapper:
         self.producer = AsyncProducer(self._producer_config(s.tapper_linger_ms))
         await self.producer.start()
         self._start_native()
-        if any(spec.mode == "async" for spec in s.tapper_volumes):
+        if self.native is None and any(spec.mode == "async" for spec in s.tapper_volumes):
             # Async replies never wait for Kafka, so a longer linger costs the VM nothing and
             # batches its events: librdkafka's CPU per event drops several-fold (bench/tapper.py).
             self.async_producer = AsyncProducer(self._producer_config(s.tapper_async_linger_ms))
@@ -165,7 +165,7 @@ class Tapper:
 
     def _start_native(self) -> None:
         s = self.s
-        if s.tapper_native == "off" or not any(v.mode == "sync" for v in s.tapper_volumes):
+        if s.tapper_native == "off":
             return
         if not native.available():
             if s.tapper_native == "on":
@@ -175,8 +175,14 @@ class Tapper:
                 )
             log.warning("the compiled data path is not built: every export uses the Python path")
             return
-        # the sync volumes' events leave through the compiled path's own producer, same settings
-        self.native = native.NativeCore(self._producer_config(s.tapper_linger_ms))
+        # the events leave through the compiled path's own producers, same settings as the
+        # Python path's (the async volumes' one with its longer linger)
+        async_conf = (
+            self._producer_config(s.tapper_async_linger_ms)
+            if any(spec.mode == "async" for spec in s.tapper_volumes)
+            else None
+        )
+        self.native = native.NativeCore(self._producer_config(s.tapper_linger_ms), async_conf)
         self.native.start()
         self.server.native = self.native
         self.native.attach_server(self.server)
@@ -202,7 +208,13 @@ class Tapper:
                 acked_seq=floor,
             )
             metrics.LOST_UPSTREAM.labels(spec.name).inc()
-        bitmap = DirtyBitmap(
+        # an async volume on the compiled path shares its bitmap with the compiled core
+        bitmap_class = (
+            native.NativeDirtyBitmap
+            if self.native is not None and spec.mode == "async"
+            else DirtyBitmap
+        )
+        bitmap = bitmap_class(
             s.tapper_state_dir / f"{spec.name}.dirty",
             volume.size,
             s.tapper_bitmap_granule,
@@ -221,7 +233,7 @@ class Tapper:
             inline_zero_bytes=s.tapper_inline_zero_bytes,
         )
         stream: VolumeStream | native.NativeVolumeStream
-        if self.native is not None and spec.mode == "sync":
+        if self.native is not None:
             stream = native.NativeVolumeStream(
                 self.native,
                 spec.name,
@@ -237,6 +249,8 @@ class Tapper:
                 size=volume.size,
                 granule=bitmap.granule,
                 timeout_s=s.tapper_publish_timeout_s,
+                bitmap=bitmap if isinstance(bitmap, native.NativeDirtyBitmap) else None,
+                backlog_bytes=export.backlog_bytes,
             )
             gate.streams.append(stream)
         else:

@@ -144,9 +144,9 @@ class TapperSettings(TapstreamSettings):
     )
     tapper_native: Literal["off", "auto", "on"] = Field(
         "auto",
-        description="The compiled data path (services/tapper/native, Rust) for sync exports' plain "
-        "connections: off; auto (when built); on (refuse to start unless built). TLS connections "
-        "and async exports stay on the Python path.",
+        description="The compiled data path (services/tapper/native, Rust) for plain (not TLS) "
+        "connections, sync and async: off; auto (when built); on (refuse to start unless built). "
+        "TLS connections stay on the Python path.",
     )
     tapper_publish_timeout_s: float = Field(
         15.0,
