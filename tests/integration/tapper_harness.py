@@ -74,6 +74,16 @@ def start_tapper(
     raise RuntimeError(f"tapper did not listen within {timeout}s:\n{log.read_text()[-3000:]}")
 
 
+def native_writes(log: Path) -> dict[str, int]:
+    """Writes the compiled data path served, per volume, from the tapper's log at its stop."""
+    out = {}
+    for line in log.read_text().splitlines():
+        if '"compiled data path totals"' in line:
+            rec = json.loads(line)
+            out[rec["volume"]] = rec["writes"]
+    return out
+
+
 def replay(stack, group: str, volume: str, out: Path, size: int) -> VolumeReplay:
     settings: TapstreamSettings = stack.settings
     return replay_volume(
