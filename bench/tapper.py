@@ -5,7 +5,12 @@ in the same run:
   nbdkit-python    nbdkit's python plugin with bench/nbdkit_pwrite_plugin.py: an unprotected Python peer
   tapstream-sync   the tapper, reply after Kafka's ack
   tapstream-async  the tapper, reply after the local write, publish in the background
-  tapstream-sync-native  tapstream-sync served by the compiled data path (TAPSTREAM_TAPPER_NATIVE=on)
+  tapstream-sync-native   tapstream-sync served by the compiled data path (TAPSTREAM_TAPPER_NATIVE=on)
+  tapstream-async-native  tapstream-async served by the compiled data path
+
+The Python targets run with TAPSTREAM_TAPPER_NATIVE=off. After its last workload every tapstream
+target is stopped (it drains) and its topic is replayed onto a blank image, which must equal the
+volume byte for byte: no acknowledged write lost, async backlogs and catch-ups included.
 
 Workloads: 4k random write (IOPS, p99 completion latency), 64k and 1M sequential write (MB/s, 10^6 B).
 Writes bench/results/tapper.json (one object per target), a PNG chart beside it, and prints the
@@ -30,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import filecmp
 import json
 import os
 import shutil
@@ -50,8 +56,10 @@ import uvloop
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from server_stats import Sampler, cpu_by_thread, cpu_seconds
-from tapstream.core.kafka import AsyncProducer, producer_config
+from tapstream.core.codec import make_codec
+from tapstream.core.kafka import AsyncProducer, client_config, producer_config
 from tapstream.core.ports import free_port
+from tapstream.core.replay import replay_volume
 from tapstream.core.settings import TapstreamSettings, load
 from tapstream.tapper.settings import TapperSettings
 
@@ -64,6 +72,7 @@ TARGETS = [
     "tapstream-sync",
     "tapstream-async",
     "tapstream-sync-native",
+    "tapstream-async-native",
 ]
 WORKLOADS = {  # result key -> fio job
     "4k_randwrite": {"rw": "randwrite", "bs": "4k"},
@@ -281,6 +290,40 @@ def run_target(
             )
     finally:
         server.stop()
+    if target.startswith("tapstream") and workloads is WORKLOADS:
+        out["replay"] = replay_check(server, disk, size, work, settings)
+    return out
+
+
+def replay_check(
+    server: Server, disk: Path, size: int, work: Path, settings: TapstreamSettings
+) -> dict[str, Any]:
+    """The stopped tapper's topic replayed onto a blank image: equal to the volume, or say so."""
+    image = work / "replayed.img"
+    t0 = time.monotonic()
+    result = replay_volume(
+        client_config(settings), server.topic, "vol", str(image), size, make_codec(settings)
+    )
+    identical = filecmp.cmp(disk, image, shallow=False)
+    if not identical:
+        print(f"  differing MiB of the volume: {differing_mib(disk, image)[:20]}", flush=True)
+        print(server.log.read_text()[-3000:], flush=True)
+    image.unlink()
+    print(
+        f"  {server.target:16} replay of {result.events} events: "
+        + ("identical to the volume" if identical else "DIFFERS FROM THE VOLUME")
+        + f" ({time.monotonic() - t0:.1f} s)",
+        flush=True,
+    )
+    return {"identical": identical, "events": result.events, "last_seq": result.last_seq}
+
+
+def differing_mib(a: Path, b: Path) -> list[int]:
+    out = []
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        for i in range(a.stat().st_size >> 20):
+            if fa.read(1 << 20) != fb.read(1 << 20):
+                out.append(i)
     return out
 
 
@@ -533,6 +576,8 @@ def main() -> None:
                     [*topics, f"{BENCH_PREFIX}.control"]
                 )
         shutil.rmtree(work, ignore_errors=True)
+    replays = {t: r.pop("replay") for t, r in raw.items() if "replay" in r}
+    extra["replay"] = replays
     results: dict[str, dict[str, float]] = {t: summary(r) for t, r in raw.items()}
     if "kafka_alone" in extra:
         ka = extra["kafka_alone"]
@@ -551,6 +596,11 @@ def main() -> None:
     if set(TARGETS) <= set(results):
         chart(results, args.out.with_suffix(".png"))
     report(results, extra)
+    differ = [t for t, r in replays.items() if not r["identical"]]
+    if differ:
+        raise SystemExit(
+            f"the replay of {differ} differs from the volume: an acknowledged write is lost"
+        )
 
 
 def summary(r: dict[str, dict[str, Any]]) -> dict[str, float]:
@@ -654,6 +704,7 @@ def target_lines(results: dict[str, dict[str, float]]) -> list[str]:
         rows.append((what, a / b if a is not None and b else None, target, up))
 
     native = results.get("tapstream-sync-native")
+    asy_native = results.get("tapstream-async-native")
     for name, row in (("sync", sync), ("sync native", native)):
         if not row or not kafka:
             continue
@@ -682,13 +733,27 @@ def target_lines(results: dict[str, dict[str, float]]) -> list[str]:
             kafka["mbps_1m"],
             0.8,
         )
-    if asy and py:
-        add("async 4k IOPS / nbdkit-python", asy["iops_4k_randwrite"], py["iops_4k_randwrite"], 1.0)
-    if asy and file:
-        add(
-            "async 64k MB/s / nbdkit-file", asy["mbps_64k_seqwrite"], file["mbps_64k_seqwrite"], 0.5
-        )
-    for name, row in (("sync", sync), ("async", asy), ("sync native", native)):
+    for name, row in (("async", asy), ("async native", asy_native)):
+        if row and py:
+            add(
+                f"{name} 4k IOPS / nbdkit-python",
+                row["iops_4k_randwrite"],
+                py["iops_4k_randwrite"],
+                1.0,
+            )
+        if row and file:
+            add(
+                f"{name} 64k MB/s / nbdkit-file",
+                row["mbps_64k_seqwrite"],
+                file["mbps_64k_seqwrite"],
+                0.5,
+            )
+    for name, row in (
+        ("sync", sync),
+        ("async", asy),
+        ("sync native", native),
+        ("async native", asy_native),
+    ):
         if row and py:
             add(
                 f"{name} CPU per 4k write / nbdkit-python's",
@@ -707,18 +772,21 @@ def target_lines(results: dict[str, dict[str, float]]) -> list[str]:
         lines.append(
             f"{what:48} {ratio:5.2f}x  (target {sign} {target}x: {'met' if ok else 'NOT met'})"
         )
-    if asy and "rpo_max_s_4k" in asy:
-        lines.append(
-            "async RPO max 4k/64k/1M: "
-            + ", ".join(f"{asy[f'rpo_max_s_{k}']:.2f} s" for k in ("4k", "64k", "1m"))
-            + "; backlog at fio's end: "
-            + ", ".join(
-                f"{asy[f'backlog_bytes_end_{k}'] / 1e6:.1f} MB" for k in ("4k", "64k", "1m")
-            )
-            + "; drained in: "
-            + ", ".join(f"{asy[f'drain_s_{k}']:.1f} s" for k in ("4k", "64k", "1m"))
-        )
+    for name, row in (("async", asy), ("async native", asy_native)):
+        if row and "rpo_max_s_4k" in row:
+            lines.append(rpo_line(name, row))
     return lines
+
+
+def rpo_line(name: str, asy: dict[str, float]) -> str:
+    return (
+        f"{name} RPO max 4k/64k/1M: "
+        + ", ".join(f"{asy[f'rpo_max_s_{k}']:.2f} s" for k in ("4k", "64k", "1m"))
+        + "; backlog at fio's end: "
+        + ", ".join(f"{asy[f'backlog_bytes_end_{k}'] / 1e6:.1f} MB" for k in ("4k", "64k", "1m"))
+        + "; drained in: "
+        + ", ".join(f"{asy[f'drain_s_{k}']:.1f} s" for k in ("4k", "64k", "1m"))
+    )
 
 
 def report(results: dict[str, dict[str, float]], extra: dict[str, Any]) -> None:

@@ -10,6 +10,7 @@ pub struct State {
     pub closed: bool,
     inflight: HashMap<u64, u32>,
     released: HashSet<u64>,
+    failed: HashSet<u64>, // may be missing from Kafka since the last resend began (dirty_bitmap.py)
     unsynced: HashSet<u64>, // set since the last begin_sync(): not durable yet
     syncing: HashSet<u64>,  // covered by the msync in progress
 }
@@ -54,6 +55,7 @@ impl Bitmap {
             st: Mutex::new(State {
                 inflight: HashMap::new(),
                 released: HashSet::new(),
+                failed: HashSet::new(),
                 unsynced: HashSet::new(),
                 syncing: HashSet::new(),
                 closed: false,
@@ -93,8 +95,13 @@ impl Bitmap {
     }
 
     /// dirty_bitmap.py's `mark`: returns the regions and whether the caller must wait for an msync.
-    pub fn mark(&self, st: &mut State, offset: u64, length: u64) -> ((u64, u64), bool) {
+    pub fn mark(&self, st: &mut State, offset: u64, length: u64, resend: bool) -> ((u64, u64), bool) {
         let (a, b) = self.regions(offset, length);
+        if resend {
+            for r in a..b {
+                st.failed.remove(&r);
+            }
+        }
         let (mut new, mut wait) = (false, false);
         for r in a..b {
             *st.inflight.entry(r).or_insert(0) += 1;
@@ -165,14 +172,15 @@ impl Bitmap {
 
     pub fn release(&self, st: &mut State, (a, b): (u64, u64)) {
         for r in a..b {
-            if Self::uncount(st, r) {
-                st.released.insert(r);
+            if Self::uncount(st, r) && !st.failed.contains(&r) {
+                st.released.insert(r); // (a failed region waits for its resend)
             }
         }
     }
 
     pub fn fail(&self, st: &mut State, (a, b): (u64, u64)) {
         for r in a..b {
+            st.failed.insert(r);
             st.released.remove(&r);
             Self::uncount(st, r);
         }
@@ -181,6 +189,7 @@ impl Bitmap {
     pub fn set_dirty(&self, st: &mut State, offset: u64, length: u64) {
         let (a, b) = self.regions(offset, length);
         for r in a..b {
+            st.failed.insert(r);
             st.released.remove(&r);
             self.set(r);
         }
@@ -216,7 +225,7 @@ impl Bitmap {
     pub fn orphans(&self, st: &State) -> Vec<u64> {
         self.dirty(st)
             .into_iter()
-            .filter(|r| !st.inflight.contains_key(r) && !st.released.contains(r))
+            .filter(|r| st.failed.contains(r) || (!st.inflight.contains_key(r) && !st.released.contains(r)))
             .collect()
     }
 

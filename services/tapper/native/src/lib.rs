@@ -397,9 +397,10 @@ impl NativeBitmap {
         Ok(NativeBitmap { bitmap: Arc::new(bitmap) })
     }
 
-    fn mark(&self, offset: u64, length: u64) -> PyResult<(u64, u64, bool)> {
+    #[pyo3(signature = (offset, length, resend=false))]
+    fn mark(&self, offset: u64, length: u64, resend: bool) -> PyResult<(u64, u64, bool)> {
         with_state!(self, st => {
-            let ((a, b), wait) = self.bitmap.mark(&mut st, offset, length);
+            let ((a, b), wait) = self.bitmap.mark(&mut st, offset, length, resend);
             (a, b, wait)
         })
     }

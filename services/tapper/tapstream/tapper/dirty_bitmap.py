@@ -84,6 +84,9 @@ class DirtyBitmap:
         self._shift = granule.bit_length() - 1
         self._inflight: dict[int, int] = {}
         self._released: set[int] = set()
+        # content that may be missing from Kafka (an event failed, or was never sent) since the
+        # last resend began: the ack of another event covering the region must not clear it
+        self._failed: set[int] = set()
         self._unsynced: set[int] = set()  # set since the last begin_sync(): not durable yet
         self._syncing: set[int] = set()  # covered by the msync in progress
         nbytes = max(1, -(-self.bits // 8))
@@ -122,12 +125,15 @@ class DirtyBitmap:
             return range(0)
         return range(offset >> self._shift, ((offset + length - 1) >> self._shift) + 1)
 
-    def mark(self, offset: int, length: int) -> tuple[range, bool]:
+    def mark(self, offset: int, length: int, resend: bool = False) -> tuple[range, bool]:
         """Set the range's bits and count it in flight. Returns the regions (for `release`/`fail`)
         and whether a bit is not durable yet (then the caller must wait for a `sync()` that
-        started after this call before acknowledging)."""
+        started after this call before acknowledging). `resend`: a sync block that reads the
+        regions' content after this call, so it covers their earlier failures."""
         regions = self.regions(offset, length)
         m, inflight, unsynced = self._map, self._inflight, self._unsynced
+        if resend:
+            self._failed.difference_update(regions)
         new = wait = False
         for r in regions:
             inflight[r] = inflight.get(r, 0) + 1
@@ -160,18 +166,21 @@ class DirtyBitmap:
 
     def release(self, regions: range) -> None:
         """An event covering `regions` was acknowledged; `sweep()` clears what nothing else holds."""
-        inflight = self._inflight
+        inflight, failed = self._inflight, self._failed
         for r in regions:
             left = inflight[r] - 1
             if left:
                 inflight[r] = left
             else:
                 del inflight[r]
-                self._released.add(r)
+                if r not in failed:  # else it waits for its resend
+                    self._released.add(r)
 
     def fail(self, regions: range) -> None:
-        """An event covering `regions` failed (or was never sent): stop counting it, keep the bits."""
+        """An event covering `regions` failed (or was never sent): stop counting it, keep the bits
+        until a resend (`mark(resend=True)`) that began after this call is acked."""
         inflight = self._inflight
+        self._failed.update(regions)
         for r in regions:
             self._released.discard(r)
             left = inflight[r] - 1
@@ -183,7 +192,9 @@ class DirtyBitmap:
     def set_dirty(self, offset: int, length: int) -> None:
         """Mark the range for a resync without counting anything in flight (a refused event)."""
         m = self._map
-        for r in self.regions(offset, length):
+        regions = self.regions(offset, length)
+        self._failed.update(regions)
+        for r in regions:
             self._released.discard(r)
             m[r >> 3] |= 1 << (r & 7)
 
@@ -206,8 +217,10 @@ class DirtyBitmap:
         return out
 
     def orphans(self) -> list[int]:
-        """Set bits no in-flight or acked event accounts for: regions that need a resync."""
-        return [r for r in self.dirty() if r not in self._inflight and r not in self._released]
+        """Set bits no in-flight or acked event accounts for, and failed ones: regions that need
+        a resync."""
+        inflight, released, failed = self._inflight, self._released, self._failed
+        return [r for r in self.dirty() if r in failed or (r not in inflight and r not in released)]
 
     def dirty_ranges(self, only_orphans: bool = False) -> list[tuple[int, int]]:
         """The set bits (or only the orphans) as coalesced byte ranges (start, end) within the volume."""

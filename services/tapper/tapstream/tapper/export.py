@@ -474,7 +474,7 @@ class Export:
                     )
                     return sent
                 n = min(step, end - pos)
-                regions, _ = self.bitmap.mark(pos, n)
+                regions, _ = self.bitmap.mark(pos, n, resend=True)
                 with stream.exclusive():  # the block's content and its event, with no write between
                     data = self.volume.read(pos, n)
                     if kind == "INITIAL" and data == zero[:n]:

@@ -203,8 +203,8 @@ class NativeDirtyBitmap(DirtyBitmap):
             fd, nbytes, self.bits, self.granule, self._per_extent * self.granule, self._ahead
         )
 
-    def mark(self, offset: int, length: int) -> tuple[range, bool]:
-        start, stop, wait = self.rs.mark(offset, length)
+    def mark(self, offset: int, length: int, resend: bool = False) -> tuple[range, bool]:
+        start, stop, wait = self.rs.mark(offset, length, resend)
         return range(start, stop), wait
 
     def begin_sync(self) -> bool:

@@ -230,6 +230,7 @@ class Tapper:
             s.tapper_publish_timeout_s,
             find_last_seq,
             seq_file,
+            backlog_bytes=s.tapper_async_backlog_bytes,
             inline_zero_bytes=s.tapper_inline_zero_bytes,
         )
         stream: VolumeStream | native.NativeVolumeStream

@@ -186,6 +186,13 @@ class TapperSettings(TapstreamSettings):
         description="Producer batching delay of async volumes: their replies never wait for Kafka, "
         "so batching costs the VM nothing and cuts librdkafka's CPU per event (RPO grows by it).",
     )
+    tapper_async_backlog_bytes: int = Field(
+        64 << 20,
+        ge=1 << 20,
+        description="Async volumes: event bytes Kafka has not acked yet past which the volume goes "
+        "ahead (writes only mark the dirty bitmap; a DELTA sync catches up once the backlog "
+        "drained, DRBD's congestion policy). Bounds the tapper's memory per volume.",
+    )
     tapper_retention_hours: int = Field(
         168, ge=1, description="Retention of new write topics (≥ journal history + margin)."
     )
