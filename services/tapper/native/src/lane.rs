@@ -71,6 +71,9 @@ pub struct State {
     written: Vec<u64>, // one bit per bitmap granule written since the Python side last took them
     latencies: Vec<f64>,
     watch_below: u64,
+    /// the lowest seq Kafka refused since the Python side last took it (0: none): the recovery
+    /// checks that no later event landed past a hole (export.py)
+    pub first_failed: i64,
 }
 
 pub struct Lane {
@@ -141,6 +144,7 @@ impl Lane {
                 written: vec![0; bits],
                 latencies: Vec::new(),
                 watch_below: 0,
+                first_failed: 0,
             }),
         }
     }
@@ -320,6 +324,9 @@ impl Lane {
             }
         } else {
             st.flags |= UNHEALTHY; // as the Python path: no write is taken until the stream recovered
+            if st.first_failed == 0 || seq < st.first_failed {
+                st.first_failed = seq;
+            }
         }
         if st.watch_below != 0 && st.outstanding_bytes < st.watch_below {
             st.watch_below = 0;
@@ -396,6 +403,9 @@ impl Lane {
             }
             let req = st.pending.pop_front().unwrap();
             if !req.answered.swap(true, Ordering::SeqCst) {
+                // Closed before the EIO goes out: the client's next write must not take a seq
+                // after this one's while its event may never land (a hole in the stream).
+                st.flags |= UNHEALTHY;
                 failed.push((req.offset, req.length as u64));
                 req.conn.reply_simple(req.handle, CMD_WRITE, req.length, EIO);
             }
@@ -415,6 +425,10 @@ impl Lane {
             }
         }
         regions
+    }
+
+    pub fn take_first_failed(&self) -> i64 {
+        std::mem::take(&mut self.lock().first_failed)
     }
 
     pub fn take_latencies(&self) -> Vec<f64> {

@@ -300,6 +300,11 @@ impl NativeLane {
         self.lane.take_latencies()
     }
 
+    /// The lowest seq Kafka refused since the last call (0: none).
+    fn take_first_failed(&self) -> i64 {
+        self.lane.take_first_failed()
+    }
+
     fn watch_below(&self, limit: u64) {
         self.lane.watch_below(limit);
     }

@@ -43,6 +43,7 @@ class Export:
         publish_timeout_s: float,
         find_last_seq: Callable[[], int],
         seq_file: SeqFile,
+        find_seqs_since: Callable[[int], set[int]] | None = None,
         backlog_bytes: int = 64 << 20,
         inline_zero_bytes: int = 8 << 20,
     ) -> None:
@@ -59,6 +60,8 @@ class Export:
         self.inline_zero_bytes = inline_zero_bytes
         self.ranges = RangeGate()  # ranges being zeroed off the loop, and requests held behind them
         self._find_last_seq = find_last_seq
+        self._find_seqs_since = find_seqs_since
+        self._first_failed = 0  # the lowest refused seq the recovery has not checked yet
         self._seq_file = seq_file
         self._recovering: asyncio.Task[None] | None = None
         self._again = False
@@ -361,6 +364,33 @@ class Export:
                 delay = min(delay * 2, 10.0)
                 continue
             seq, lost = continue_after(seq, self.stream.acked_seq)
+            failed = self.stream.take_first_failed()
+            if failed and (not self._first_failed or failed < self._first_failed):
+                self._first_failed = failed
+            if not lost and self._first_failed and self._first_failed <= seq:
+                try:
+                    hole = await asyncio.to_thread(self._hole, self._first_failed, seq)
+                except Exception as exc:
+                    log.warning(
+                        "kafka still unreachable; retrying", volume=self.name, error=repr(exc)
+                    )
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 10.0)
+                    continue
+                if hole:
+                    log.error(
+                        "the stream has a hole: events kafka refused are missing while later ones "
+                        "landed; resending the whole volume (its consumers halt at the hole and "
+                        "heal on that sync)",
+                        volume=self.name,
+                        first_missing=min(hole),
+                        missing=len(hole),
+                        kafka_seq=seq,
+                    )
+                    metrics.STREAM_HOLES.labels(self.name).inc()
+                    self.bitmap.set_dirty(0, self.volume.size)
+                    self.bitmap.sync()
+            self._first_failed = 0
             if lost:
                 log.error(
                     "kafka lost events it had acknowledged: continuing after them and resending "
@@ -390,6 +420,14 @@ class Export:
             if not self._again and self.stream.healthy:
                 log.info("stream recovered", volume=self.name, seq=self.stream.seq)
                 return
+
+    def _hole(self, first_failed: int, kafka_seq: int) -> list[int]:
+        """The seqs from `first_failed` to `kafka_seq` Kafka does not hold (a refused event after
+        which later ones landed); without a way to look, assume the worst."""
+        if self._find_seqs_since is None:
+            return list(range(first_failed, kafka_seq + 1))
+        present = self._find_seqs_since(first_failed)
+        return [s for s in range(first_failed, kafka_seq + 1) if s not in present]
 
     def _persist_bitmap(self) -> None:
         """Make set_dirty marks durable soon (one msync at a time, off the loop)."""

@@ -72,6 +72,12 @@ FENCED = Gauge(
     "1 while the group's writes are refused (fenced by a site manager operation)",
     ["group"],
 )
+STREAM_HOLES = Counter(
+    f"{NAMESPACE}_tapper_stream_holes",
+    "Times a recovery found an event Kafka refused missing while later ones landed (the whole "
+    "volume was resent: its consumers halt at the hole and heal on that sync)",
+    ["volume"],
+)
 LOST_UPSTREAM = Counter(
     f"{NAMESPACE}_tapper_lost_upstream",
     "Times Kafka held fewer of a volume's events than it had acknowledged (the whole volume was "

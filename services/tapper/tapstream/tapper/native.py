@@ -392,6 +392,9 @@ class NativeVolumeStream:
     def restart_at(self, seq: int) -> None:
         self.lane.restart_at(seq)
 
+    def take_first_failed(self) -> int:
+        return int(self.lane.take_first_failed())
+
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[None]:
         """The Python path touches the volume: the compiled path forwards writes meanwhile."""

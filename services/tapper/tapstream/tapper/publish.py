@@ -106,6 +106,7 @@ class VolumeStream(LaneHooks):
             0  # the backlog: encoded bytes handed to the producer, not yet acked
         )
         self.healthy = True
+        self._first_failed = 0  # the lowest seq Kafka refused since the recovery last looked
         # perf_counter of a send no later than the oldest unacked event's (deliveries come in
         # order): `lag_s` is an upper bound of how far Kafka is behind, at one float per event
         self._oldest_sent = 0.0
@@ -222,6 +223,8 @@ class VolumeStream(LaneHooks):
             self._latency.observe(time.perf_counter() - t0)
         else:
             self._errors.inc()
+            if not self._first_failed or seq < self._first_failed:
+                self._first_failed = seq
         if done is not None:
             done(ok)
         if exc is not None:
@@ -267,6 +270,12 @@ class VolumeStream(LaneHooks):
         """Continue after `seq` (the last of this volume's events Kafka holds), after a failure."""
         self.seq = self.acked_seq = seq
 
+    def take_first_failed(self) -> int:
+        """The lowest seq Kafka refused since the last call (0: none). Events sent after it may
+        have landed all the same: the recovery checks the stream for a hole (export.py)."""
+        seq, self._first_failed = self._first_failed, 0
+        return seq
+
 
 class Countdown:
     """Calls `done(all_ok)` once `n` events have each reported."""
@@ -296,6 +305,37 @@ def last_seq(
     Reads each partition backwards in windows from its end until it finds one of the volume's events.
     Raises TimeoutError if Kafka does not answer.
     """
+    return max(_scan_back(conf, topic, volume, codec, bool, window, timeout), default=0)
+
+
+def seqs_since(
+    conf: dict[str, Any],
+    topic: str,
+    volume: str,
+    codec: Codec,
+    since: int,
+    window: int = 256,
+    timeout: float = 10.0,
+) -> set[int]:
+    """The seqs of `volume` in `topic` from `since` on (read backwards from the end until an
+    older one): the recovery's check that no event is missing after a refused one."""
+    seqs = _scan_back(
+        conf, topic, volume, codec, lambda found: min(found, default=since) < since, window, timeout
+    )
+    return {s for s in seqs if s >= since}
+
+
+def _scan_back(
+    conf: dict[str, Any],
+    topic: str,
+    volume: str,
+    codec: Codec,
+    enough: Callable[[list[int]], bool],
+    window: int,
+    timeout: float,
+) -> list[int]:
+    """The volume's seqs, each partition read backwards in windows from its end until a window's
+    seqs are `enough`. Raises TimeoutError if Kafka does not answer."""
     key = volume.encode()
     consumer = Consumer(
         {
@@ -305,21 +345,21 @@ def last_seq(
             "enable.partition.eof": True,
         }
     )
-    best = 0
+    seqs: list[int] = []
     try:
         try:
             meta = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
         except Exception as exc:
             raise TimeoutError(f"Kafka did not list {topic}: {exc}") from None
         if meta is None or meta.error is not None:
-            return 0
+            return []
         for p in meta.partitions:
             low, high = _watermarks(consumer, TopicPartition(topic, p), timeout)
             end = high
             while end > low:
                 start = max(low, end - window)
                 consumer.assign([TopicPartition(topic, p, start)])
-                found = 0
+                found: list[int] = []
                 pos = start
                 while pos < end:
                     msg = consumer.poll(timeout)
@@ -336,14 +376,14 @@ def last_seq(
                             _, rec = codec.decode(cast(bytes, msg.value()))
                         except DecodeError:
                             continue
-                        found = max(found, rec["seq"])
-                if found:
-                    best = max(best, found)
+                        found.append(rec["seq"])
+                seqs.extend(found)
+                if enough(found):
                     break
                 end = start
     finally:
         consumer.close()
-    return best
+    return seqs
 
 
 # A topic created a moment ago may not have elected its partitions' leaders yet.

@@ -23,7 +23,7 @@ from tapstream.tapper.checkpoint import Checkpoints, GroupGate
 from tapstream.tapper.dirty_bitmap import DirtyBitmap
 from tapstream.tapper.export import Export
 from tapstream.tapper.fencing import Fences
-from tapstream.tapper.publish import SeqFile, VolumeStream, continue_after, last_seq
+from tapstream.tapper.publish import SeqFile, VolumeStream, continue_after, last_seq, seqs_since
 from tapstream.tapper.server import Limits, NbdServer
 from tapstream.tapper.settings import TapperSettings, VolumeSpec
 from tapstream.tapper.tls import TlsCredentials
@@ -230,6 +230,7 @@ class Tapper:
             s.tapper_publish_timeout_s,
             find_last_seq,
             seq_file,
+            find_seqs_since=partial(seqs_since, client_config(s), topic, spec.name, self.codec),
             backlog_bytes=s.tapper_async_backlog_bytes,
             inline_zero_bytes=s.tapper_inline_zero_bytes,
         )
