@@ -286,7 +286,9 @@ class AsyncMode:
 
     @property
     def ahead(self) -> bool:
-        return self._ahead
+        """Also while the compiled path went ahead on its own and the loop has not heard yet: a
+        checkpoint must not be cut then (Export.consistent)."""
+        return self._ahead or self.stream.flag("ahead")
 
     @ahead.setter
     def ahead(self, on: bool) -> None:
@@ -459,7 +461,7 @@ class AsyncMode:
 
     # --- falling behind and catching up ---------------------------------------------------------
     def go_ahead(self) -> None:
-        if not self.ahead:
+        if not self._ahead:
             self.ahead = True
             self._ahead_since = time.perf_counter()
             metrics.AHEAD.labels(self.host.name).set(1)

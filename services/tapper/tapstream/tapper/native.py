@@ -419,6 +419,9 @@ class NativeVolumeStream:
     def set_held(self, held: bool) -> None:
         self.lane.set_held(held)
 
+    def flag(self, name: str) -> bool:
+        return bool(self.lane.flags & _FLAGS[name])
+
     # --- reports from the lane -------------------------------------------------------------------
     def settled_py(self, token: int, error: str | None) -> None:
         done, fut = self._tokens.pop(token, (None, None))

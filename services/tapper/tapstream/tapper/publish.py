@@ -62,6 +62,10 @@ class LaneHooks:
     def set_held(self, held: bool) -> None:
         pass
 
+    def flag(self, name: str) -> bool:
+        """Whether the lane has `name` set (the compiled path may set ahead itself)."""
+        return False
+
     def observe_latencies(self) -> None:
         pass
 
