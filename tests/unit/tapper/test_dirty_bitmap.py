@@ -172,6 +172,23 @@ def test_a_refused_range_outlives_the_ack_of_an_event_sent_before(
     assert bm.orphans() == [0]
 
 
+def test_a_released_region_stays_hot_until_it_cooled(
+    tmp_path: Path, Bitmap: type[DirtyBitmap]
+) -> None:
+    """The periodic sweep lets a region cool first: written again soon, it needs no new msync."""
+    bm = Bitmap(tmp_path / "v.dirty", 1 << 20, granule=4096, extent=4096)
+    regions, wait = bm.mark(0, 4096)
+    assert wait
+    durable(bm)
+    bm.release(regions)
+    assert bm.sweep(cool_s=3600) == 0 and bm.dirty() == [0]
+    again, wait = bm.mark(0, 4096)
+    assert not wait  # still set and durable: the write may be answered at once
+    bm.release(again)
+    assert bm.orphans() == []
+    assert bm.sweep() == 1 and bm.dirty() == []  # a stop or a recovery sweeps everything
+
+
 def test_both_implementations_agree_on_random_operations(tmp_path: Path) -> None:
     """The same random marks, syncs, acks, failures, refusals and sweeps on the Python bitmap and
     the compiled one give the same answers and the same file."""

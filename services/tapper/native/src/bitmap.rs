@@ -5,11 +5,12 @@
 use std::collections::{HashMap, HashSet};
 use std::os::fd::RawFd;
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 pub struct State {
     pub closed: bool,
     inflight: HashMap<u64, u32>,
-    released: HashSet<u64>,
+    released: HashMap<u64, Instant>, // region -> when it was released (the sweep lets it cool)
     failed: HashSet<u64>, // may be missing from Kafka since the last resend began (dirty_bitmap.py)
     unsynced: HashSet<u64>, // set since the last begin_sync(): not durable yet
     syncing: HashSet<u64>,  // covered by the msync in progress
@@ -54,7 +55,7 @@ impl Bitmap {
             ahead,
             st: Mutex::new(State {
                 inflight: HashMap::new(),
-                released: HashSet::new(),
+                released: HashMap::new(),
                 failed: HashSet::new(),
                 unsynced: HashSet::new(),
                 syncing: HashSet::new(),
@@ -114,13 +115,13 @@ impl Bitmap {
             }
         }
         if new && (self.per_extent > 1 || self.ahead > 0) {
-            let k = self.per_extent;
+            let (k, now) = (self.per_extent, Instant::now());
             let end = self.bits.min((b.div_ceil(k) + self.ahead) * k);
             for r in (a / k * k)..end {
                 if !self.get(r) {
                     self.set(r);
                     st.unsynced.insert(r);
-                    st.released.insert(r); // reserved with this msync; the sweep clears it if unused
+                    st.released.insert(r, now); // reserved with this msync; swept if unused
                 }
             }
         }
@@ -171,9 +172,10 @@ impl Bitmap {
     }
 
     pub fn release(&self, st: &mut State, (a, b): (u64, u64)) {
+        let now = Instant::now();
         for r in a..b {
             if Self::uncount(st, r) && !st.failed.contains(&r) {
-                st.released.insert(r); // (a failed region waits for its resend)
+                st.released.insert(r, now); // (a failed region waits for its resend)
             }
         }
     }
@@ -195,9 +197,13 @@ impl Bitmap {
         }
     }
 
-    pub fn sweep(&self, st: &mut State) -> u64 {
+    pub fn sweep(&self, st: &mut State, cool: Duration) -> u64 {
         let mut cleared = 0;
-        for r in std::mem::take(&mut st.released) {
+        let now = Instant::now();
+        let cooled: Vec<u64> =
+            st.released.iter().filter(|(_, t)| now.duration_since(**t) >= cool).map(|(r, _)| *r).collect();
+        for r in cooled {
+            st.released.remove(&r);
             if !st.inflight.contains_key(&r) {
                 self.clear(r);
                 cleared += 1;
@@ -225,7 +231,7 @@ impl Bitmap {
     pub fn orphans(&self, st: &State) -> Vec<u64> {
         self.dirty(st)
             .into_iter()
-            .filter(|r| st.failed.contains(r) || (!st.inflight.contains_key(r) && !st.released.contains(r)))
+            .filter(|r| st.failed.contains(r) || (!st.inflight.contains_key(r) && !st.released.contains_key(r)))
             .collect()
     }
 

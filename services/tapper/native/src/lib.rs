@@ -424,8 +424,9 @@ impl NativeBitmap {
     fn set_dirty(&self, offset: u64, length: u64) -> PyResult<()> {
         with_state!(self, st => self.bitmap.set_dirty(&mut st, offset, length))
     }
-    fn sweep(&self) -> PyResult<u64> {
-        with_state!(self, st => self.bitmap.sweep(&mut st))
+    #[pyo3(signature = (cool_s=0.0))]
+    fn sweep(&self, cool_s: f64) -> PyResult<u64> {
+        with_state!(self, st => self.bitmap.sweep(&mut st, Duration::from_secs_f64(cool_s.max(0.0))))
     }
     fn dirty(&self) -> PyResult<Vec<u64>> {
         with_state!(self, st => self.bitmap.dirty(&st))

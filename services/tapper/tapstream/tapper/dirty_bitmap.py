@@ -4,7 +4,8 @@ One bit per `granule` bytes of the volume, in a memory-mapped file. Async mode s
 before the local write and makes it durable (`sync()`, batched by the caller) before the write is
 acknowledged, so neither a crash of the process nor of the host loses the fact that the region's
 event may be missing. A bit clears only when no event touching the region is in flight, and lazily
-(`sweep()`, every second or so): a hot region stays marked and its next write needs no sync.
+(`sweep()`, every second or so, clearing what was released at least `cool_s` ago, like DRBD's
+activity log keeps hot extents): a hot region stays marked and its next write needs no msync.
 When a write needs a new bit, the whole aligned extent around it (`extent` bytes, like DRBD's
 activity log) and the `ahead` extents after it are marked in the same msync, so a sequential writer
 finds its next extent already durable and does not wait at every extent boundary; the extra regions
@@ -25,6 +26,7 @@ from __future__ import annotations
 import errno
 import mmap
 import os
+import time
 from pathlib import Path
 
 from tapstream.core.durable import fsync_dir
@@ -83,7 +85,7 @@ class DirtyBitmap:
         self.bits = -(-volume_size // granule)
         self._shift = granule.bit_length() - 1
         self._inflight: dict[int, int] = {}
-        self._released: set[int] = set()
+        self._released: dict[int, float] = {}  # region -> monotonic time it was released
         # content that may be missing from Kafka (an event failed, or was never sent) since the
         # last resend began: the ack of another event covering the region must not clear it
         self._failed: set[int] = set()
@@ -145,7 +147,7 @@ class DirtyBitmap:
             elif r in unsynced or r in self._syncing:
                 wait = True
         if new and (self._per_extent > 1 or self._ahead):
-            k = self._per_extent
+            k, now = self._per_extent, time.monotonic()
             for r in range(
                 regions.start // k * k, min(self.bits, (-(-regions.stop // k) + self._ahead) * k)
             ):
@@ -153,7 +155,7 @@ class DirtyBitmap:
                 if not m[byte] & bit:
                     m[byte] |= bit
                     unsynced.add(r)
-                    self._released.add(r)  # reserved with this msync; the sweep clears it if unused
+                    self._released[r] = now  # reserved with this msync; swept if unused
         return regions, new or wait
 
     def begin_sync(self) -> bool:
@@ -166,7 +168,7 @@ class DirtyBitmap:
 
     def release(self, regions: range) -> None:
         """An event covering `regions` was acknowledged; `sweep()` clears what nothing else holds."""
-        inflight, failed = self._inflight, self._failed
+        inflight, failed, now = self._inflight, self._failed, time.monotonic()
         for r in regions:
             left = inflight[r] - 1
             if left:
@@ -174,7 +176,7 @@ class DirtyBitmap:
             else:
                 del inflight[r]
                 if r not in failed:  # else it waits for its resend
-                    self._released.add(r)
+                    self._released[r] = now
 
     def fail(self, regions: range) -> None:
         """An event covering `regions` failed (or was never sent): stop counting it, keep the bits
@@ -182,7 +184,7 @@ class DirtyBitmap:
         inflight = self._inflight
         self._failed.update(regions)
         for r in regions:
-            self._released.discard(r)
+            self._released.pop(r, None)
             left = inflight[r] - 1
             if left:
                 inflight[r] = left
@@ -195,17 +197,19 @@ class DirtyBitmap:
         regions = self.regions(offset, length)
         self._failed.update(regions)
         for r in regions:
-            self._released.discard(r)
+            self._released.pop(r, None)
             m[r >> 3] |= 1 << (r & 7)
 
-    def sweep(self) -> int:
-        """Clear the bits of released regions nothing holds any more; returns how many."""
-        m, cleared = self._map, 0
-        for r in self._released:
+    def sweep(self, cool_s: float = 0.0) -> int:
+        """Clear the bits of regions released at least `cool_s` ago that nothing holds any more
+        (a region in flight again is released again later); returns how many."""
+        m, cleared, released = self._map, 0, self._released
+        cutoff = time.monotonic() - cool_s
+        for r in [r for r, t in released.items() if t <= cutoff] if cool_s else list(released):
+            del released[r]
             if r not in self._inflight:
                 m[r >> 3] &= ~(1 << (r & 7)) & 0xFF
                 cleared += 1
-        self._released.clear()
         return cleared
 
     def dirty(self) -> list[int]:

@@ -44,6 +44,7 @@ class Export:
         find_last_seq: Callable[[], int],
         seq_file: SeqFile,
         find_seqs_since: Callable[[int], set[int]] | None = None,
+        bitmap_cool_s: float = 0.0,
         backlog_bytes: int = 64 << 20,
         inline_zero_bytes: int = 8 << 20,
     ) -> None:
@@ -62,6 +63,7 @@ class Export:
         self._find_last_seq = find_last_seq
         self._find_seqs_since = find_seqs_since
         self._first_failed = 0  # the lowest refused seq the recovery has not checked yet
+        self.bitmap_cool_s = bitmap_cool_s  # the housekeeping's sweep lets released regions cool
         self._seq_file = seq_file
         self._recovering: asyncio.Task[None] | None = None
         self._again = False
@@ -551,7 +553,7 @@ class Export:
             self._probe = asyncio.get_running_loop().create_task(self._probe_disk())
         if now - self._last_sweep >= 1.0:
             self._last_sweep = now
-            self.bitmap.sweep()
+            self.bitmap.sweep(self.bitmap_cool_s)
         metrics.DIRTY_BYTES.labels(self.name).set(self.bitmap.dirty_bytes())
 
     def save_seq(self) -> None:

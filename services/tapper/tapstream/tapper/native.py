@@ -222,8 +222,8 @@ class NativeDirtyBitmap(DirtyBitmap):
     def set_dirty(self, offset: int, length: int) -> None:
         self.rs.set_dirty(offset, length)
 
-    def sweep(self) -> int:
-        return int(self.rs.sweep())
+    def sweep(self, cool_s: float = 0.0) -> int:
+        return int(self.rs.sweep(cool_s))
 
     def dirty(self) -> list[int]:
         return list(self.rs.dirty())

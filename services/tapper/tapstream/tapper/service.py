@@ -231,6 +231,7 @@ class Tapper:
             find_last_seq,
             seq_file,
             find_seqs_since=partial(seqs_since, client_config(s), topic, spec.name, self.codec),
+            bitmap_cool_s=s.tapper_bitmap_cool_s if spec.mode == "async" else 0.0,
             backlog_bytes=s.tapper_async_backlog_bytes,
             inline_zero_bytes=s.tapper_inline_zero_bytes,
         )

@@ -165,6 +165,14 @@ class TapperSettings(TapstreamSettings):
         description="Async mode: a new dirty bit reserves its whole aligned extent in one msync (a power of two, "
         ">= the granule); larger means fewer msyncs and more to resend after a crash.",
     )
+    tapper_bitmap_cool_s: float = Field(
+        10.0,
+        ge=0,
+        description="Async mode: a region's dirty bit is cleared once it was acked and left alone this "
+        "long, so a region written again soon needs no new msync before its reply (DRBD's activity "
+        "log keeps hot extents likewise). Costs a larger delta sync after a crash: at most what was "
+        "written in this many seconds.",
+    )
     tapper_bitmap_ahead: int = Field(
         1,
         ge=0,
