@@ -82,7 +82,8 @@ demo: setup system-deps
 # Every benchmark: tapper vs nbdkit, recovery (RPO, restore, journal), MirrorMaker 2 crossing.
 bench: bench-tapper bench-recovery bench-mirror
 
-# fio (nbd engine, iodepth 16) against nbdkit file, nbdkit python, tapstream sync and async.
+# fio (nbd engine, iodepth 16) against nbdkit file, nbdkit python, tapstream sync and async (Python
+# and compiled paths); then each tapstream topic replayed must equal its volume.
 bench-tapper: up
 	$(PY) bench/tapper.py $(BENCH_ARGS)
 

@@ -1,4 +1,4 @@
-"""Tapper benchmark: fio's nbd engine (iodepth 16) against four NBD servers on the same file size,
+"""Tapper benchmark: fio's nbd engine (iodepth 16) against six NBD servers on the same file size,
 in the same run:
 
   nbdkit-file      nbdkit's file plugin: the unprotected C limit
