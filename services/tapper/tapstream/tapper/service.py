@@ -287,7 +287,9 @@ class Tapper:
         metrics.RPO.labels(spec.name).set_function(rpo)
 
         def backlog(ex: Export = export) -> float:
-            ahead = ex.bitmap.dirty_bytes() if ex.mode.ahead else 0
+            # while ahead: also the regions still to resend (not every set bit: hot regions stay
+            # set for TAPSTREAM_TAPPER_BITMAP_COOL_S after their events were acked)
+            ahead = len(ex.bitmap.orphans()) * ex.bitmap.granule if ex.mode.ahead else 0
             return ex.stream.outstanding_bytes + ahead
 
         metrics.BACKLOG.labels(spec.name).set_function(backlog)
