@@ -45,9 +45,20 @@ def _wait(
     raise FilesystemError(f"{what} not ready within 60 s: {log.read_text()[-1500:]}")
 
 
-def _unmount(path: Path) -> None:
-    cmd = ["umount", str(path)] if os.geteuid() == 0 else ["fusermount3", "-u", str(path)]
+def _unmount(path: Path, lazy: bool = False) -> None:
+    if os.geteuid() == 0:
+        cmd = ["umount", *(["-l"] if lazy else []), str(path)]
+    else:
+        cmd = ["fusermount3", "-uz" if lazy else "-u", str(path)]
     subprocess.run(cmd, capture_output=True)
+
+
+def _stop(p: subprocess.Popen[bytes]) -> None:
+    try:
+        p.wait(30)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
 
 
 def needs_recovery(image: Path) -> bool:
@@ -120,12 +131,15 @@ def mounted(
             _wait("fuse2fs", lambda: os.path.ismount(fs_dir), procs, log)
             yield fs_dir
         finally:
-            for m in mounts:  # the inner mount first; each FUSE server exits once unmounted
+            # The inner mount first, and its server gone before the next unmount: fuse2fs keeps
+            # the image under nbdfuse's mount open until it exits, so that unmount could fail
+            # busy, and nbdfuse, never unmounted, was killed after 30 s and left a dead mount
+            # the temporary directory could not be removed through (ENOTCONN, seen in CI).
+            for m, p in zip(mounts, reversed(procs), strict=False):
                 _unmount(m)
-            for p in reversed(procs):
-                try:
-                    p.wait(30)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+                _stop(p)
+            for p in procs:  # (each was started with its mount: none is left here)
+                _stop(p)
+            for m in mounts:  # whatever is still mounted (a server that died): detach it
+                _unmount(m, lazy=True)
             close_views(settings, group, owner)
