@@ -5,14 +5,13 @@ for byte: no acknowledged write lost. On the Python path and on the compiled one
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
 
 from tapstream.core.ports import free_port
 
-from .services_harness import metric
+from .services_harness import metric, wait_until
 from .tapper_harness import blank_volume, images_equal, native_writes, replay, run, start_tapper
 
 pytestmark = pytest.mark.integration
@@ -65,10 +64,7 @@ def test_async_falls_behind_to_the_bitmap_catches_up_and_loses_nothing(
                     "--randrepeat=0",
                 ]
             )
-        deadline = time.monotonic() + 120
-        while not caught_up(metrics_port):
-            assert time.monotonic() < deadline, "the async volume did not catch up in 120 s"
-            time.sleep(0.2)
+        wait_until("the async volume caught up", lambda: caught_up(metrics_port), timeout=120)
     finally:
         assert tapper.stop() == 0, tapper.log.read_text()[-2000:]
     log = tapper.log.read_text()
