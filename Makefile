@@ -60,7 +60,7 @@ kafka-tools: setup
 
 # Lint and types first (seconds), then every test against the real stack.
 test: setup system-deps lint typecheck
-	TAPSTREAM_FAULTS_FILE=$(STATE)/faults.json $(PY) -m pytest tests
+	TAPSTREAM_FAULTS_FILE=$(STATE)/faults.json $(PY) -m pytest --durations=15 tests
 
 test-unit: setup
 	$(PY) -m pytest tests/unit

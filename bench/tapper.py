@@ -197,10 +197,15 @@ def fio(
     threads: list[dict[str, float]] = []
     timer = None
 
+    broker = broker_pid()
+    broker_cpu: list[float] = []
+
     def snapshot() -> None:
         assert pid is not None
         cpu.append(cpu_seconds(pid))
         threads.append(cpu_by_thread(pid))
+        if broker is not None:
+            broker_cpu.append(cpu_seconds(broker))
 
     if pid is not None:
         timer = threading.Timer(RAMP_S, snapshot)
@@ -226,12 +231,25 @@ def fio(
         out["cpu_s"] = cpu[1] - cpu[0]
         out["cpu_s_per_write"] = out["cpu_s"] / job["total_ios"]
         out["cpu_s_per_gib"] = out["cpu_s"] / (job["io_bytes"] / (1 << 30))
+        if len(broker_cpu) == 2:  # what the protected broker took of the same cores meanwhile
+            out["broker_cpu_s"] = broker_cpu[1] - broker_cpu[0]
         by = {k: round(threads[1][k] - threads[0][k], 2) for k in threads[1]}
         # Per thread only where the threads outlive the run: nbdkit's connection threads end with
         # fio's connections, and a thread that ended is in the process's total but in no thread.
         if abs(sum(by.values()) - out["cpu_s"]) <= 0.1 * out["cpu_s"] + 0.05:
             out["cpu_s_by_thread"] = by
     return out
+
+
+def broker_pid() -> int | None:
+    """The local stack's protected broker (`make up`), whose CPU shares the machine with fio and
+    the server under test; None when the bench runs against another Kafka."""
+    try:
+        pid = int((REPO / ".tapstream/kafka-protected.pid").read_text().strip())
+        cpu_seconds(pid)
+    except (OSError, ValueError):
+        return None
+    return pid
 
 
 def fresh_disk(path: Path, size: int) -> None:
@@ -278,6 +296,7 @@ def run_target(
             print(
                 f"  {target:16} {key:13} {out[key]['iops']:9.0f} IOPS {out[key]['mbps']:8.1f} MB/s "
                 f"p99 {out[key]['p99_us']:8.0f} us  cpu {out[key].get('cpu_s', 0):5.1f} s "
+                f"(broker {out[key].get('broker_cpu_s', 0):4.1f} s) "
                 f"{out[key].get('cpu_s_by_thread', '')}"
                 + (
                     f"  rpo max {out[key]['rpo_max_s']:.2f} s, backlog at end "
@@ -618,6 +637,8 @@ def summary(r: dict[str, dict[str, Any]]) -> dict[str, float]:
         out["cpu_s_per_gib_1m"] = round(r["1m_seqwrite"]["cpu_s_per_gib"], 3)
     for key, short in (("4k_randwrite", "4k"), ("64k_seqwrite", "64k"), ("1m_seqwrite", "1m")):
         w = r[key]
+        if "broker_cpu_s" in w:  # the co-located broker's share of the same cores in that run
+            out[f"broker_cpu_s_{short}"] = round(w["broker_cpu_s"], 2)
         if "rpo_max_s" in w:
             out[f"rpo_max_s_{short}"] = round(w["rpo_max_s"], 3)
             out[f"backlog_bytes_end_{short}"] = w["backlog_bytes_end"]

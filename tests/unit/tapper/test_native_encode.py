@@ -71,6 +71,17 @@ def test_lane_seq_flags_and_hold(lane_and_encoder) -> None:
     assert (lane.seq, lane.acked_seq) == (100, 100)
 
 
+def test_a_sync_block_is_read_from_the_volume_under_the_lane(lane_and_encoder) -> None:
+    lane, _ = lane_and_encoder
+    seq = lane.seq
+    assert lane.publish_block(0, 4096, 7, "s-1", True) is None  # all zeroes: INITIAL skips them
+    assert lane.seq == seq
+    assert lane.publish_block(0, 4096, 8, "s-1", False) == seq + 1  # a DELTA sends them
+    with pytest.raises(OSError):  # past the end of the volume: a short read is EIO
+        lane.publish_block((1 << 20) - 10, 4096, 9, "s-1", False)
+    assert lane.seq == seq + 1  # nothing sent, no seq taken
+
+
 def test_producer_config_becomes_librdkafka_strings() -> None:
     conf = native.librdkafka_conf({"a": True, "b": False, "c": 2.5, "d": "x"})
     assert conf == [("a", "true"), ("b", "false"), ("c", "2.5"), ("d", "x")]

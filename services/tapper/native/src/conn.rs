@@ -9,10 +9,12 @@ use std::os::fd::RawFd;
 use std::sync::{Arc, Condvar, Mutex};
 
 use crate::core::{Core, Ev};
+use crate::encode::EventBuf;
 use crate::frames::*;
 use crate::lane::{pread_exact, Lane};
 
 pub const OPS: usize = 16;
+const READ_CHUNK: usize = 256 * 1024;
 
 pub struct Out {
     buf: Vec<u8>,
@@ -166,7 +168,7 @@ impl Conn {
         unsafe { libc::shutdown(self.fd, libc::SHUT_RD) };
     }
 
-    fn forward(&self, req: &Request, payload: Vec<u8>) {
+    fn forward(&self, req: &Request, payload: EventBuf) {
         if req.typ != CMD_READ {
             self.lane.lock().slow_pending += 1; // before the Python side can see it (slow_done)
         }
@@ -189,7 +191,7 @@ impl Conn {
         }
     }
 
-    fn serve(self: &Arc<Self>, req: Request, payload: Vec<u8>) {
+    fn serve(self: &Arc<Self>, req: Request, payload: EventBuf) {
         let lane = &self.lane;
         let fits = req.length > 0 && req.offset.checked_add(req.length as u64).is_some_and(|e| e <= lane.size);
         if req.typ == CMD_WRITE && req.flags == 0 && fits && req.length <= lane.chunk {
@@ -206,7 +208,7 @@ impl Conn {
                     let (h, o, s) = (req.handle, req.offset, self.structured);
                     self.finish(CMD_READ, req.length, 0, |b| read_reply(b, s, h, o, &data));
                 }
-                Err(_) => self.forward(&req, Vec::new()), // the Python path reads again, logs, answers
+                Err(_) => self.forward(&req, EventBuf::empty()), // the Python path reads again, logs, answers
             }
             return;
         }
@@ -220,7 +222,8 @@ impl Conn {
         let mut skip: u64 = 0; // payload bytes of an oversize WRITE still to discard
         let mut skipped = 0u64;
         let mut reason = String::new();
-        let mut chunk = vec![0u8; 256 * 1024];
+        // a WRITE's payload goes from `buf` into its event's buffer, with room for the event's head
+        let room = self.lane.enc.room(0);
         'outer: loop {
             loop {
                 if skip > 0 {
@@ -245,7 +248,7 @@ impl Conn {
                 if req.typ == CMD_DISC {
                     break 'outer;
                 }
-                let mut payload = Vec::new();
+                let mut payload = EventBuf::empty();
                 if req.typ == CMD_WRITE {
                     if req.length > self.max_payload {
                         pos += HEADER;
@@ -254,11 +257,21 @@ impl Conn {
                         continue;
                     }
                     let need = HEADER + req.length as usize;
-                    if buf.len() - pos < need {
-                        break;
+                    let have = (buf.len() - pos).min(need);
+                    payload = EventBuf::with_room(room, req.length as usize);
+                    payload.extend(&buf[pos + HEADER..pos + have]);
+                    pos += have;
+                    if have < need {
+                        // the rest straight from the socket into the event, not through `buf`
+                        match payload.read_from(self.fd, need - have) {
+                            Ok(true) => {}
+                            Ok(false) => break 'outer, // EOF within a payload
+                            Err(e) => {
+                                reason = format!("read: {e}");
+                                break 'outer;
+                            }
+                        }
                     }
-                    payload = buf[pos + HEADER..pos + need].to_vec();
-                    pos += need;
                 } else {
                     pos += HEADER;
                 }
@@ -269,7 +282,14 @@ impl Conn {
                 buf.drain(..pos);
                 pos = 0;
             }
-            let n = unsafe { libc::read(self.fd, chunk.as_mut_ptr() as *mut libc::c_void, chunk.len()) };
+            // read straight into `buf`'s spare room (no bounce buffer)
+            if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+                buf.reserve(READ_CHUNK);
+            }
+            let len = buf.len();
+            let n = unsafe {
+                libc::read(self.fd, buf.as_mut_ptr().add(len) as *mut libc::c_void, buf.capacity() - len)
+            };
             if n < 0 {
                 let e = std::io::Error::last_os_error();
                 if e.kind() == std::io::ErrorKind::Interrupted {
@@ -281,7 +301,7 @@ impl Conn {
             if n == 0 {
                 break; // EOF (or shutdown): finish what is in flight
             }
-            buf.extend_from_slice(&chunk[..n as usize]);
+            unsafe { buf.set_len(len + n as usize) };
         }
         let mut o = self.out.lock().unwrap();
         o.reading_done = true;

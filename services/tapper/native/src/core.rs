@@ -10,11 +10,12 @@ use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{DeliveryResult, ProducerContext, ThreadedProducer};
 
+use crate::encode::EventBuf;
 use crate::lane::Sent;
 
 pub enum Ev {
     /// A request the compiled path does not serve: the Python path runs it and replies.
-    Req { conn: u64, flags: u16, typ: u16, handle: u64, offset: u64, length: u32, payload: Vec<u8> },
+    Req { conn: u64, flags: u16, typ: u16, handle: u64, offset: u64, length: u32, payload: EventBuf },
     /// A connection ended (after its last reply): `reason` is empty for a clean end.
     Closed { conn: u64, reason: String },
     /// Kafka refused (or never took) a compiled-path Write: its range must be resent.

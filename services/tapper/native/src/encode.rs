@@ -1,14 +1,153 @@
 //! Avro binary of the Write and SyncBlock DiskEvents, byte for byte what
 //! `tapstream.core.codec.fast_write.DataEncoder` writes (the Python side hands over the parts it
 //! learnt from the codec at start, so a schema this code does not know fails there, not here).
+//!
+//! An event is built around its payload in place (`EventBuf`): the payload is copied once, from
+//! the socket's buffer or straight from the volume, into a buffer with room before it for the head
+//! (whose length depends on the seq, time and offset, known only under the lane's lock) and after
+//! it for the checksum; librdkafka then takes the bytes without a copy (lane.rs).
+
+use std::os::fd::RawFd;
 
 pub fn varint(out: &mut Vec<u8>, n: i64) {
-    let mut z = ((n << 1) ^ (n >> 63)) as u64;
+    let mut z = zigzag(n);
     while z >= 0x80 {
         out.push((z as u8 & 0x7f) | 0x80);
         z >>= 7;
     }
     out.push(z as u8);
+}
+
+fn zigzag(n: i64) -> u64 {
+    ((n << 1) ^ (n >> 63)) as u64
+}
+
+fn varint_len(n: i64) -> usize {
+    let bits = 64 - zigzag(n).leading_zeros() as usize;
+    bits.div_ceil(7).max(1)
+}
+
+/// Writes varints and byte strings into a slice sized for them in advance.
+struct Cursor<'a> {
+    out: &'a mut [u8],
+    pos: usize,
+}
+
+impl Cursor<'_> {
+    fn bytes(&mut self, b: &[u8]) {
+        self.out[self.pos..self.pos + b.len()].copy_from_slice(b);
+        self.pos += b.len();
+    }
+    fn varint(&mut self, n: i64) {
+        let mut z = zigzag(n);
+        while z >= 0x80 {
+            self.out[self.pos] = (z as u8 & 0x7f) | 0x80;
+            self.pos += 1;
+            z >>= 7;
+        }
+        self.out[self.pos] = z as u8;
+        self.pos += 1;
+    }
+}
+
+/// One event's bytes: [room for the head][payload][checksum], the value being `buf[start..]`.
+pub struct EventBuf {
+    buf: Vec<u8>,
+    room: usize,     // where the payload starts
+    start: usize,    // where the value starts (once encoded)
+    pay_end: usize,  // where the payload ends (the checksum follows once encoded)
+    encoded: bool,
+}
+
+impl EventBuf {
+    /// An empty payload with `room` bytes before it, for up to `capacity` payload bytes.
+    pub fn with_room(room: usize, capacity: usize) -> EventBuf {
+        let mut buf = Vec::with_capacity(room + capacity + 5);
+        buf.resize(room, 0);
+        EventBuf { buf, room, start: room, pay_end: room, encoded: false }
+    }
+
+    /// No payload and no allocation (requests without one).
+    pub fn empty() -> EventBuf {
+        EventBuf { buf: Vec::new(), room: 0, start: 0, pay_end: 0, encoded: false }
+    }
+
+    /// An event encoded elsewhere (the Python side's own events): the value is `value`.
+    pub fn encoded(value: Vec<u8>) -> EventBuf {
+        let n = value.len();
+        EventBuf { buf: value, room: 0, start: 0, pay_end: n, encoded: true }
+    }
+
+    pub fn extend(&mut self, data: &[u8]) {
+        debug_assert!(!self.encoded);
+        self.buf.extend_from_slice(data);
+        self.pay_end = self.buf.len();
+    }
+
+    /// Append `length` bytes of `fd` at `offset` to the payload (a short read is EIO, as volume.py).
+    pub fn pread(&mut self, fd: RawFd, length: usize, offset: u64) -> std::io::Result<()> {
+        debug_assert!(!self.encoded);
+        self.buf.reserve(length);
+        let base = self.buf.len();
+        let mut done = 0usize;
+        while done < length {
+            let n = unsafe {
+                libc::pread(
+                    fd,
+                    self.buf.as_mut_ptr().add(base + done) as *mut libc::c_void,
+                    length - done,
+                    (offset + done as u64) as libc::off_t,
+                )
+            };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            if n == 0 {
+                return Err(std::io::Error::from_raw_os_error(libc::EIO));
+            }
+            done += n as usize;
+        }
+        unsafe { self.buf.set_len(base + length) };
+        self.pay_end = self.buf.len();
+        Ok(())
+    }
+
+    /// Append exactly `length` bytes read from the socket `fd` to the payload; false at EOF.
+    pub fn read_from(&mut self, fd: RawFd, length: usize) -> std::io::Result<bool> {
+        debug_assert!(!self.encoded);
+        self.buf.reserve(length);
+        let end = self.buf.len() + length;
+        while self.buf.len() < end {
+            let len = self.buf.len();
+            let n = unsafe { libc::read(fd, self.buf.as_mut_ptr().add(len) as *mut libc::c_void, end - len) };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            if n == 0 {
+                return Ok(false);
+            }
+            unsafe { self.buf.set_len(len + n as usize) };
+        }
+        self.pay_end = self.buf.len();
+        Ok(true)
+    }
+
+    pub fn payload(&self) -> &[u8] {
+        &self.buf[self.room..self.pay_end]
+    }
+
+    /// The event's bytes (what is produced).
+    pub fn value(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
 }
 
 pub struct DataEncoder {
@@ -21,33 +160,61 @@ pub struct DataEncoder {
 }
 
 impl DataEncoder {
-    pub fn encode(
-        &self,
-        seq: i64,
-        ts: i64,
-        offset: u64,
-        data: &[u8],
-        checksum: u32,
-        sync_id: Option<&[u8]>,
-    ) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.head.len() + self.write.len() + data.len() + 48);
-        out.extend_from_slice(&self.head);
-        varint(&mut out, seq);
-        varint(&mut out, ts);
+    /// The room an EventBuf needs before its payload for any head (`sync_id` of up to `id_len`).
+    pub fn room(&self, id_len: usize) -> usize {
+        self.head.len() + self.write.len().max(self.sync_block.len() + 10 + id_len) + 5 * 10
+    }
+
+    /// Encode `ev`'s payload as the Write (or the SyncBlock of `sync_id`) of `seq` at `offset`: the
+    /// head goes into the room before the payload, the payload's CRC32C after it.
+    pub fn finish(&self, ev: &mut EventBuf, seq: i64, ts: i64, offset: u64, sync_id: Option<&[u8]>) {
+        assert!(!ev.encoded, "an event is encoded once");
+        let n = (ev.pay_end - ev.room) as i64;
+        let branch = match sync_id {
+            None => self.write.len(),
+            Some(id) => self.sync_block.len() + varint_len(id.len() as i64) + id.len(),
+        };
+        let head = self.head.len()
+            + varint_len(seq)
+            + varint_len(ts)
+            + branch
+            + varint_len(offset as i64)
+            + 2 * varint_len(n);
+        if head > ev.room {
+            // not sized for this sync id: move the payload (never on the hot path)
+            let mut bigger = EventBuf::with_room(head, n as usize);
+            bigger.extend(ev.payload());
+            *ev = bigger;
+        }
+        let start = ev.room - head;
+        let mut c = Cursor { out: &mut ev.buf[start..ev.room], pos: 0 };
+        c.bytes(&self.head);
+        c.varint(seq);
+        c.varint(ts);
         match sync_id {
-            None => out.extend_from_slice(&self.write),
+            None => c.bytes(&self.write),
             Some(id) => {
-                out.extend_from_slice(&self.sync_block);
-                varint(&mut out, id.len() as i64);
-                out.extend_from_slice(id);
+                c.bytes(&self.sync_block);
+                c.varint(id.len() as i64);
+                c.bytes(id);
             }
         }
-        varint(&mut out, offset as i64);
-        varint(&mut out, data.len() as i64);
-        varint(&mut out, data.len() as i64);
-        out.extend_from_slice(data);
-        varint(&mut out, checksum as i64);
-        out
+        c.varint(offset as i64);
+        c.varint(n);
+        c.varint(n);
+        debug_assert_eq!(c.pos, head);
+        let checksum = crc32c::crc32c(&ev.buf[ev.room..ev.pay_end]);
+        varint(&mut ev.buf, checksum as i64);
+        ev.start = start;
+        ev.encoded = true;
+    }
+
+    /// The whole event of `data` (tests compare it with fast_write.py's).
+    pub fn encode(&self, seq: i64, ts: i64, offset: u64, data: &[u8], sync_id: Option<&[u8]>) -> Vec<u8> {
+        let mut ev = EventBuf::with_room(self.room(sync_id.map_or(0, |s| s.len())), data.len());
+        ev.extend(data);
+        self.finish(&mut ev, seq, ts, offset, sync_id);
+        ev.value().to_vec()
     }
 }
 

@@ -10,12 +10,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use rdkafka::producer::{BaseRecord, ThreadedProducer};
+use std::ffi::{c_void, CString};
+
+use rdkafka::bindings as rdsys;
+use rdkafka::bindings::rd_kafka_vtype_t::*;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{Producer, ThreadedProducer};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::util::IntoOpaque;
 
 use crate::bitmap::Bitmap;
 use crate::conn::Conn;
 use crate::core::{kafka_error, Core, Ctx, Ev};
-use crate::encode::{now_us, DataEncoder};
+use crate::encode::{now_us, DataEncoder, EventBuf};
 use crate::frames::{CMD_WRITE, EIO};
 
 /// Why the compiled path must leave a volume's writes to the Python path (bits of `flags`).
@@ -49,6 +56,13 @@ pub struct Sent {
     pub size: u64,
     pub t0: Instant,
     pub what: What,
+    /// the event's bytes, which librdkafka references until the report
+    pub value: EventBuf,
+}
+
+pub enum BlockError {
+    Io(std::io::Error),
+    Kafka(String),
 }
 
 pub struct State {
@@ -79,7 +93,7 @@ pub struct State {
 pub struct Lane {
     pub id: u32,
     pub core: Arc<Core>,
-    pub topic: String,
+    topic_c: CString,
     pub key: Vec<u8>,
     pub enc: DataEncoder,
     pub fd: RawFd,
@@ -117,7 +131,7 @@ impl Lane {
         Lane {
             id,
             core,
-            topic,
+            topic_c: CString::new(topic).expect("a topic name has no NUL"),
             key,
             enc,
             fd,
@@ -160,54 +174,41 @@ impl Lane {
         conn: &Arc<Conn>,
         handle: u64,
         offset: u64,
-        data: Vec<u8>,
-    ) -> Result<(), Vec<u8>> {
+        ev: EventBuf,
+    ) -> Result<(), EventBuf> {
         let mut st = self.lock();
         if let Some(bitmap) = &self.bitmap {
-            return self.fast_async_write(&mut st, bitmap, conn, handle, offset, data);
+            return self.fast_async_write(&mut st, bitmap, conn, handle, offset, ev);
         }
         if st.flags != 0 || st.py_hold != 0 || st.slow_pending != 0 {
-            return Err(data);
+            return Err(ev);
         }
-        if pwrite_all(self.fd, &data, offset).is_err() {
-            return Err(data); // the Python path writes again and handles the error (io_failed)
+        if pwrite_all(self.fd, ev.payload(), offset).is_err() {
+            return Err(ev); // the Python path writes again and handles the error (io_failed)
         }
-        self.wrote(&mut st, offset, data.len() as u64);
-        st.seq += 1;
-        let seq = st.seq;
-        let value = self.enc.encode(seq, now_us(), offset, &data, crc32c::crc32c(&data), None);
-        let size = value.len() as u64;
-        let t0 = Instant::now();
+        let length = ev.payload().len() as u64;
+        self.wrote(&mut st, offset, length);
         let req = Arc::new(FastReq {
             conn: conn.clone(),
             handle,
             offset,
-            length: data.len() as u32,
-            deadline: t0 + self.timeout,
+            length: length as u32,
+            deadline: Instant::now() + self.timeout,
             answered: AtomicBool::new(false),
         });
-        let sent = Box::new(Sent { lane: self.clone(), seq, size, t0, what: What::Fast(req.clone()) });
-        let record = BaseRecord::with_opaque_to(&self.topic, sent).key(&self.key[..]).payload(&value[..]);
-        match self.producer().send(record) {
-            Ok(()) => {
-                sent_one(&mut st, size, t0);
+        match self.send_event(&mut st, ev, offset, None, What::Fast(req.clone())) {
+            Ok(_) => {
                 st.pending.push_back(req);
                 st.fast_inflight += 1;
                 st.fast_writes += 1;
             }
-            Err((e, _record)) => {
+            Err(error) => {
                 // Written locally, never sent (librdkafka's queue is full or the producer failed):
                 // as the Python path's refused publish, the range is resent once the stream heals.
-                st.seq -= 1;
                 st.flags |= UNHEALTHY;
                 req.answered.store(true, Ordering::SeqCst);
-                self.core.push(Ev::Refused {
-                    lane: self.id,
-                    offset,
-                    length: data.len() as u64,
-                    error: kafka_error(&e),
-                });
-                conn.reply_simple(handle, CMD_WRITE, data.len() as u32, EIO);
+                self.core.push(Ev::Refused { lane: self.id, offset, length, error });
+                conn.reply_simple(handle, CMD_WRITE, length as u32, EIO);
             }
         }
         Ok(())
@@ -218,6 +219,63 @@ impl Lane {
             (Some(_), Some(p)) => p, // async exports' events: the longer linger (service.py)
             _ => &self.core.producer,
         }
+    }
+
+    /// The next seq's Write (a SyncBlock with `sync_id`) around `ev`'s payload, produced. Returns
+    /// the seq; on a refusal nothing was sent and the seq is given back (the stream has no gap).
+    fn send_event(
+        self: &Arc<Self>,
+        st: &mut State,
+        mut ev: EventBuf,
+        offset: u64,
+        sync_id: Option<&[u8]>,
+        what: What,
+    ) -> Result<i64, String> {
+        st.seq += 1;
+        self.enc.finish(&mut ev, st.seq, now_us(), offset, sync_id);
+        match self.send_value(st, ev, what) {
+            Ok(()) => Ok(st.seq),
+            Err(e) => {
+                st.seq -= 1;
+                Err(e)
+            }
+        }
+    }
+
+    /// Produce the encoded event `ev` (of seq `st.seq`) without copying it: librdkafka references
+    /// its bytes (neither RD_KAFKA_MSG_F_COPY nor F_FREE), which stay alive in its delivery opaque
+    /// until the report (after which librdkafka never reads a message's payload again).
+    fn send_value(self: &Arc<Self>, st: &mut State, ev: EventBuf, what: What) -> Result<(), String> {
+        let t0 = Instant::now();
+        let (ptr, size) = (ev.value().as_ptr(), ev.value().len());
+        let sent = Box::new(Sent { lane: self.clone(), seq: st.seq, size: size as u64, t0, what, value: ev });
+        let opaque = sent.into_ptr();
+        let err = unsafe {
+            rdsys::rd_kafka_producev(
+                self.producer().client().native_ptr(),
+                RD_KAFKA_VTYPE_TOPIC,
+                self.topic_c.as_ptr(),
+                RD_KAFKA_VTYPE_PARTITION,
+                -1i32, // RD_KAFKA_PARTITION_UA: the partitioner picks by key
+                RD_KAFKA_VTYPE_MSGFLAGS,
+                0i32,
+                RD_KAFKA_VTYPE_VALUE,
+                ptr as *mut c_void,
+                size,
+                RD_KAFKA_VTYPE_KEY,
+                self.key.as_ptr() as *mut c_void,
+                self.key.len(),
+                RD_KAFKA_VTYPE_OPAQUE,
+                opaque,
+                RD_KAFKA_VTYPE_END,
+            )
+        };
+        if err != RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR {
+            drop(unsafe { Box::<Sent>::from_ptr(opaque) }); // librdkafka did not take it
+            return Err(kafka_error(&KafkaError::MessageProduction(RDKafkaErrorCode::from(err))));
+        }
+        sent_one(st, size as u64, t0);
+        Ok(())
     }
 
     fn wrote(&self, st: &mut State, offset: u64, length: u64) {
@@ -237,44 +295,35 @@ impl Lane {
         conn: &Arc<Conn>,
         handle: u64,
         offset: u64,
-        data: Vec<u8>,
-    ) -> Result<(), Vec<u8>> {
+        ev: EventBuf,
+    ) -> Result<(), EventBuf> {
         if st.flags & !AHEAD != 0 || st.py_hold != 0 || st.slow_pending != 0 {
-            return Err(data);
+            return Err(ev);
         }
-        let length = data.len() as u64;
+        let length = ev.payload().len() as u64;
         let Some(regions) = bitmap.try_mark(offset, length) else {
-            return Err(data); // a new bit: the Python path marks it and waits for the msync
+            return Err(ev); // a new bit: the Python path marks it and waits for the msync
         };
-        if pwrite_all(self.fd, &data, offset).is_err() {
+        if pwrite_all(self.fd, ev.payload(), offset).is_err() {
             bitmap.fail(&mut bitmap.lock(), regions);
-            return Err(data); // the Python path writes again and handles the error (io_failed)
+            return Err(ev); // the Python path writes again and handles the error (io_failed)
         }
         self.wrote(st, offset, length);
         st.fast_writes += 1;
         if st.flags & AHEAD == 0 {
-            st.seq += 1;
-            let seq = st.seq;
-            let value = self.enc.encode(seq, now_us(), offset, &data, crc32c::crc32c(&data), None);
-            let size = value.len() as u64;
-            let t0 = Instant::now();
-            let sent = Box::new(Sent { lane: self.clone(), seq, size, t0, what: What::Async(regions.0, regions.1) });
-            let record = BaseRecord::with_opaque_to(&self.topic, sent).key(&self.key[..]).payload(&value[..]);
-            match self.producer().send(record) {
-                Ok(()) => {
-                    sent_one(st, size, t0);
+            match self.send_event(st, ev, offset, None, What::Async(regions.0, regions.1)) {
+                Ok(_) => {
                     if st.outstanding_bytes > self.backlog {
                         st.flags |= AHEAD; // Python starts the catch-up (AsyncMode.go_ahead)
                         self.core.push(Ev::Ahead { lane: self.id });
                     }
                 }
-                Err((e, _record)) => {
+                Err(error) => {
                     // Never sent: the bits stay set (durable already), so the write may still be
                     // acknowledged; the stream recovers and resends the range, as a refusal.
-                    st.seq -= 1;
                     st.flags |= UNHEALTHY;
                     bitmap.fail(&mut bitmap.lock(), regions);
-                    self.core.push(Ev::Refused { lane: self.id, offset, length, error: kafka_error(&e) });
+                    self.core.push(Ev::Refused { lane: self.id, offset, length, error });
                 }
             }
         } else {
@@ -288,24 +337,43 @@ impl Lane {
         Ok(())
     }
 
-    /// An event of the Python side, already encoded for `seq` (it is called with the lock held).
-    pub fn send_py(
+    /// An event of the Python side, already encoded for `st.seq` (it is called with the lock held).
+    pub fn send_py(self: &Arc<Self>, st: &mut State, value: &[u8], token: u64) -> Result<(), String> {
+        self.send_value(st, EventBuf::encoded(value.to_vec()), What::Py(token))
+    }
+
+    /// A Write (a SyncBlock with `sync_id`) of `data` for the Python side. Returns the seq.
+    pub fn send_py_data(
         self: &Arc<Self>,
-        st: &mut MutexGuard<'_, State>,
-        value: &[u8],
+        st: &mut State,
+        offset: u64,
+        data: &[u8],
+        sync_id: Option<&[u8]>,
         token: u64,
-    ) -> Result<(), String> {
-        let t0 = Instant::now();
-        let size = value.len() as u64;
-        let sent = Box::new(Sent { lane: self.clone(), seq: st.seq, size, t0, what: What::Py(token) });
-        let record = BaseRecord::with_opaque_to(&self.topic, sent).key(&self.key[..]).payload(value);
-        match self.producer().send(record) {
-            Ok(()) => {
-                sent_one(st, size, t0);
-                Ok(())
-            }
-            Err((e, _)) => Err(kafka_error(&e)),
+    ) -> Result<i64, String> {
+        let mut ev = EventBuf::with_room(self.enc.room(sync_id.map_or(0, |s| s.len())), data.len());
+        ev.extend(data);
+        self.send_event(st, ev, offset, sync_id, What::Py(token))
+    }
+
+    /// A sync block: `length` bytes of the volume at `offset`, read straight into its event under
+    /// the lock (no write lands between the read and the seq). `Ok(None)`: all zeroes and
+    /// `skip_zero` (an INITIAL sync skips them), nothing sent.
+    pub fn send_block(
+        self: &Arc<Self>,
+        offset: u64,
+        length: usize,
+        sync_id: &[u8],
+        skip_zero: bool,
+        token: u64,
+    ) -> Result<Option<i64>, BlockError> {
+        let mut st = self.lock();
+        let mut ev = EventBuf::with_room(self.enc.room(sync_id.len()), length);
+        ev.pread(self.fd, length, offset).map_err(BlockError::Io)?;
+        if skip_zero && ev.payload().iter().all(|&b| b == 0) {
+            return Ok(None);
         }
+        self.send_event(&mut st, ev, offset, Some(sync_id), What::Py(token)).map(Some).map_err(BlockError::Kafka)
     }
 
     /// A delivery report (librdkafka's thread).
@@ -466,8 +534,9 @@ fn sent_one(st: &mut State, size: u64, t0: Instant) {
 
 impl Sent {
     pub fn settle(self, error: Option<String>) {
-        let Sent { lane, seq, size, t0, what } = self;
+        let Sent { lane, seq, size, t0, what, value } = self;
         lane.settled(seq, size, t0, what, error);
+        drop(value); // only now: librdkafka read it until the report
     }
 }
 

@@ -20,7 +20,7 @@ use crate::bitmap::Bitmap;
 use crate::conn::{Conn, OPS};
 use crate::core::{Core, Ev};
 use crate::encode::{now_us, DataEncoder};
-use crate::lane::Lane;
+use crate::lane::{BlockError, Lane};
 
 #[pyclass(frozen, module = "tapstream_native")]
 struct NativeCore {
@@ -67,7 +67,7 @@ impl NativeCore {
                     handle,
                     offset,
                     length,
-                    PyBytes::new_bound(py, &payload),
+                    PyBytes::new_bound(py, payload.payload()),
                 )
                     .into_py(py),
                 Ev::Closed { conn, reason } => {
@@ -243,21 +243,30 @@ impl NativeLane {
     #[pyo3(signature = (offset, data, token, sync_id=None))]
     fn publish_data(&self, offset: u64, data: &[u8], token: u64, sync_id: Option<&str>) -> PyResult<i64> {
         let mut st = self.lane.lock();
-        st.seq += 1;
-        let seq = st.seq;
-        let value = self.lane.enc.encode(
-            seq,
-            now_us(),
-            offset,
-            data,
-            crc32c::crc32c(data),
-            sync_id.map(|s| s.as_bytes()),
-        );
-        if let Err(e) = self.lane.send_py(&mut st, &value, token) {
-            st.seq -= 1;
-            return Err(PyRuntimeError::new_err(format!("the producer refused the event: {e}")));
+        self.lane
+            .send_py_data(&mut st, offset, data, sync_id.map(|s| s.as_bytes()), token)
+            .map_err(|e| PyRuntimeError::new_err(format!("the producer refused the event: {e}")))
+    }
+
+    /// A SyncBlock of the volume's `length` bytes at `offset`, read straight into the event under
+    /// the lane's lock. Returns its seq, or None when `skip_zero` and they are all zeroes (nothing
+    /// sent). A failed read raises OSError, as volume.read would.
+    fn publish_block(
+        &self,
+        py: Python<'_>,
+        offset: u64,
+        length: usize,
+        token: u64,
+        sync_id: &str,
+        skip_zero: bool,
+    ) -> PyResult<Option<i64>> {
+        let lane = self.lane.clone();
+        let id = sync_id.as_bytes().to_vec();
+        match py.allow_threads(move || lane.send_block(offset, length, &id, skip_zero, token)) {
+            Ok(seq) => Ok(seq),
+            Err(BlockError::Io(e)) => Err(e.into()),
+            Err(BlockError::Kafka(e)) => Err(PyRuntimeError::new_err(format!("the producer refused the event: {e}"))),
         }
-        Ok(seq)
     }
 
     /// The Python path works on the volume: the compiled path leaves writes to it until release.
@@ -326,7 +335,7 @@ impl NativeLane {
         data: &[u8],
         sync_id: Option<&str>,
     ) -> Bound<'py, PyBytes> {
-        let v = self.lane.enc.encode(seq, ts, offset, data, crc32c::crc32c(data), sync_id.map(|s| s.as_bytes()));
+        let v = self.lane.enc.encode(seq, ts, offset, data, sync_id.map(|s| s.as_bytes()));
         PyBytes::new_bound(py, &v)
     }
 }

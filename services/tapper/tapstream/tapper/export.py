@@ -502,7 +502,6 @@ class Export:
             )
         ]
         sent = blocks = 0
-        zero = bytes(step)
         last_log = time.monotonic()
         for start, end in ranges:
             for pos in range(start, end, step):
@@ -515,14 +514,10 @@ class Export:
                     return sent
                 n = min(step, end - pos)
                 regions, _ = self.bitmap.mark(pos, n, resend=True)
-                with stream.exclusive():  # the block's content and its event, with no write between
-                    data = self.volume.read(pos, n)
-                    if kind == "INITIAL" and data == zero[:n]:
-                        self.bitmap.release(regions)
-                        continue
-                    stream.publish_data(
-                        pos, data, _block_done(self.bitmap, regions), sync_id=sync_id
-                    )
+                done = _block_done(self.bitmap, regions)
+                if not stream.publish_block(self.volume, pos, n, done, sync_id, kind == "INITIAL"):
+                    self.bitmap.release(regions)  # all zeroes: a blank replica reads them already
+                    continue
                 sent += n
                 blocks += 1
                 if time.monotonic() - last_log > 2:

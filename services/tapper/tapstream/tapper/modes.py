@@ -479,8 +479,13 @@ class AsyncMode:
             await stream.backlog_below(self.backlog_bytes // 4)
             if not stream.healthy:
                 return  # the recovery resends the dirty regions itself
-            self.ahead = False
             ranges = self.bitmap.dirty_ranges(only_orphans=True)
+            # Writes stream again only once what is left to resend fits in one backlog: while a
+            # writer outruns Kafka, streaming its writes too would only send twice what the
+            # catch-up sends anyway, and cost the writer the producer's CPU; ahead, rewrites of a
+            # region coalesce in the bitmap and go out once per pass (RPO: the pass's length).
+            if sum(b - a for a, b in ranges) <= self.backlog_bytes:
+                self.ahead = False
             if not ranges:
                 break
             await self.host.sync_regions("DELTA", ranges)

@@ -43,6 +43,7 @@ from tapstream.tapper.publish import Done, event_record
 if TYPE_CHECKING:
     from tapstream.tapper.export import Export
     from tapstream.tapper.server import Limits, NbdServer
+    from tapstream.tapper.volume import Volume
 
 try:
     import tapstream_native as _rs
@@ -371,6 +372,22 @@ class NativeVolumeStream:
                 raise
             count += 1
         return count
+
+    def publish_block(
+        self, volume: Volume, offset: int, length: int, done: Done, sync_id: str, skip_zero: bool
+    ) -> bool:
+        """As LaneHooks.publish_block, but read straight into the event under the lane's lock (no
+        hold: the compiled path's writes wait for the lock instead of going to the Python path)."""
+        token = self._token(done, None)
+        try:
+            seq = self.lane.publish_block(offset, length, token, sync_id, skip_zero)
+        except BaseException:
+            del self._tokens[token]
+            raise
+        if seq is None:
+            del self._tokens[token]
+            return False
+        return True
 
     def lag_s(self, now: float) -> float:
         return float(self.lane.lag_s())

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import crc32c
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
@@ -28,6 +28,9 @@ from tapstream.core.kafka import AsyncProducer
 from tapstream.core.kafka.producer import publish_error
 from tapstream.core.logging import get_logger
 from tapstream.tapper import metrics
+
+if TYPE_CHECKING:
+    from tapstream.tapper.volume import Volume
 
 _log = get_logger("tapstream.tapper.publish")
 Done = Callable[[bool], None]  # called once per event: True when Kafka acked it
@@ -61,6 +64,19 @@ class LaneHooks:
 
     def set_held(self, held: bool) -> None:
         pass
+
+    def publish_block(
+        self, volume: Volume, offset: int, length: int, done: Done, sync_id: str, skip_zero: bool
+    ) -> bool:
+        """A sync block: the volume's `length` bytes at `offset` (at most a chunk) as a SyncBlock,
+        with no write between the read and its seq. False, nothing sent, when `skip_zero` and they
+        are all zeroes. The compiled path reads them straight into the event under its lock."""
+        with self.exclusive():
+            data = volume.read(offset, length)
+            if skip_zero and data.count(0) == len(data):
+                return False
+            cast(Any, self).publish_data(offset, data, done, sync_id=sync_id)  # every stream has it
+        return True
 
     def flag(self, name: str) -> bool:
         """Whether the lane has `name` set (the compiled path may set ahead itself)."""
