@@ -349,6 +349,21 @@ def differing_mib(a: Path, b: Path) -> list[int]:
 LAG_GAUGES = ("tapstream_tapper_rpo_seconds", "tapstream_tapper_backlog_bytes")
 
 
+def kafka_alone(
+    settings: TapstreamSettings, args: argparse.Namespace, when: str
+) -> dict[str, dict[str, float]]:
+    out = {}
+    for name, nbytes in KAFKA_SIZES.items():
+        k = kafka_produce_p99(settings, args.runtime, args.compression, record_bytes=nbytes)
+        out[name] = k
+        print(
+            f"  kafka alone      {name:>4} records {k['records_per_s']:9.0f} /s "
+            f"{k['mbps']:8.1f} MB/s p99 {k['p99_us']:8.0f} us (16 in flight, {when})",
+            flush=True,
+        )
+    return out
+
+
 def kafka_produce_p99(
     settings: TapstreamSettings,
     seconds: float,
@@ -555,19 +570,19 @@ def main() -> None:
         print(
             f"fio nbd engine, iodepth 16, {args.size >> 20} MiB volume, {args.runtime:.0f} s per run"
         )
+        # Kafka alone before and after the targets, averaged: on a shared machine it moves by
+        # 10-30% between runs minutes apart, and the sync ratios divide by it
+        runs: list[dict[str, dict[str, float]]] = [kafka_alone(settings, args, "before")]
         for target in targets:
             raw[target] = run_target(
                 target, disk, args.size, work, settings, env, args.runtime, topics, args.compression
             )
-        extra["kafka_alone"] = {}
-        for name, nbytes in KAFKA_SIZES.items():
-            k = kafka_produce_p99(settings, args.runtime, args.compression, record_bytes=nbytes)
-            extra["kafka_alone"][name] = k
-            print(
-                f"  kafka alone      {name:>4} records {k['records_per_s']:9.0f} /s "
-                f"{k['mbps']:8.1f} MB/s p99 {k['p99_us']:8.0f} us (16 in flight)",
-                flush=True,
-            )
+        runs.append(kafka_alone(settings, args, "after"))
+        extra["kafka_alone_runs"] = runs
+        extra["kafka_alone"] = {
+            name: {key: statistics.fmean(r[name][key] for r in runs) for key in runs[0][name]}
+            for name in KAFKA_SIZES
+        }
         extra["kafka_produce_4k"] = extra["kafka_alone"]["4k"]
         if args.sweep:
             extra["sweep"] = sweep(disk, args.size, work, settings, env, args.runtime, topics)
@@ -838,8 +853,18 @@ def report(results: dict[str, dict[str, float]], extra: dict[str, Any]) -> None:
             f"{r.get('cpu_s_per_100k_4k', float('nan')):.2f}",
             f"{r.get('cpu_s_per_gib_64k', float('nan')):.2f}",
         )
-    console = Console()
+    console = Console(width=120)
     console.print(table)
+    runs = extra.get("kafka_alone_runs", [])
+    if len(runs) == 2:
+        console.print(
+            "Kafka alone before / after the targets (the ratios use the mean): "
+            + ", ".join(
+                f"{name} {runs[0][name]['records_per_s']:,.0f} / "
+                f"{runs[1][name]['records_per_s']:,.0f} rec/s"
+                for name in KAFKA_SIZES
+            )
+        )
     for line in target_lines(results):
         console.print(line)
     if "sweep" in extra:
