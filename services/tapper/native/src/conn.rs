@@ -120,7 +120,24 @@ impl Conn {
             t.1 += nbytes as u64;
         }
         if !o.lost {
+            let had = o.buf.len();
             frame(&mut o.buf);
+            if had == 0 && o.writer_waiting {
+                // The writer sleeps with nothing to send, so no send is under way: this thread
+                // sends the reply itself (no wake-up and thread switch per reply); what the socket
+                // does not take at once, or an error, is left to the writer.
+                let n = unsafe {
+                    libc::send(
+                        self.fd,
+                        o.buf.as_ptr() as *const libc::c_void,
+                        o.buf.len(),
+                        libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                    )
+                };
+                if n > 0 {
+                    o.buf.drain(..n as usize);
+                }
+            }
         }
         // a futex wake costs a syscall: only for a thread that waits
         if o.writer_waiting && (!o.buf.is_empty() || o.inflight == 0) {
