@@ -53,7 +53,13 @@ from pathlib import Path
 from typing import Any
 
 import uvloop
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewTopic,
+)
 
 from server_stats import Sampler, cpu_by_thread, cpu_seconds
 from tapstream.core.codec import make_codec
@@ -147,6 +153,8 @@ class Server:
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(cmd, env=penv, stdout=out, stderr=out)
         wait_listening(self.port, self.proc, target, self.log)
+        if target.startswith("tapstream"):
+            keep_whole_topic(settings, self.topic)
 
     @property
     def uri(self) -> str:
@@ -159,6 +167,22 @@ class Server:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+
+def keep_whole_topic(settings: TapstreamSettings, topic: str) -> None:
+    """The replay check reads the topic from its first event, but the local stack's brokers cap a
+    partition at 2 GiB (`log.retention.bytes`), which a fast target outgrows in one run: its first
+    segments went and the replay halted at the gap. The bench's topics keep everything."""
+    resource = ConfigResource(
+        ConfigResource.Type.TOPIC,
+        topic,
+        incremental_configs=[
+            ConfigEntry("retention.bytes", "-1", incremental_operation=AlterConfigOpType.SET)
+        ],
+    )
+    admin = AdminClient({"bootstrap.servers": settings.protected_bootstrap})
+    for fut in admin.incremental_alter_configs([resource]).values():
+        fut.result(30)
 
 
 RAMP_S = 2
