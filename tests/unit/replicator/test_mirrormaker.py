@@ -68,6 +68,19 @@ def test_new_topics_are_picked_up_quickly_and_records_cross_fast() -> None:
         assert int(p[f"{alias}.producer.max.request.size"]) >= 16 * 1024 * 1024
 
 
+def test_a_fetch_is_bounded_in_all_not_only_per_partition() -> None:
+    # 16 MiB per partition let MirrorMaker 2's fetches of 32+ busy write topics' partitions outgrow
+    # its 384 MiB heap (OutOfMemoryError, make bench-scale). Kafka returns a batch larger than the
+    # partition limit whole, so a small limit still carries the largest record.
+    p = mirrormaker_properties(settings())
+    heap = 384 * 1024 * 1024
+    for prefix in ("", "protected.", "recovery."):
+        total = int(p[f"{prefix}consumer.fetch.max.bytes"])
+        per_partition = int(p[f"{prefix}consumer.max.partition.fetch.bytes"])
+        assert total <= heap // 4
+        assert 64 * per_partition <= heap // 4  # bench-scale's 64 volumes at once
+
+
 def test_aliases_and_prefix_come_from_settings() -> None:
     p = mirrormaker_properties(
         settings(protected_alias="dc1", recovery_alias="dc2", topic_prefix="ts")

@@ -37,6 +37,12 @@ class MirrorTuning:
     fetch_max_wait_ms: int = 50
     # Our write events carry up to a few MiB per record (large NBD writes are chunked).
     max_message_bytes: int = 16 * MIB
+    # A fetch's memory, per partition and in all: Kafka returns a batch larger than the partition
+    # limit whole, so the limit bounds memory, not record size. 16 MiB per partition (the old
+    # setting) let a fetch of 32+ busy partitions outgrow a 384 MiB heap (OutOfMemoryError in
+    # `make bench-scale`); these are the Java consumer's defaults, spelled out.
+    partition_fetch_bytes: int = 1 * MIB
+    fetch_bytes: int = 50 * MIB
     # Mirrored topics are created with the source's configs; later changes are synced this often.
     sync_topic_configs_s: int = 60
 
@@ -86,7 +92,8 @@ def mirrormaker_properties(
         # Every plugin on our classpath has a ServiceLoader manifest: skip the slow scan (~6 s).
         "plugin.discovery": "service_load",
         "consumer.fetch.max.wait.ms": tuning.fetch_max_wait_ms,
-        "consumer.max.partition.fetch.bytes": tuning.max_message_bytes,
+        "consumer.max.partition.fetch.bytes": tuning.partition_fetch_bytes,
+        "consumer.fetch.max.bytes": tuning.fetch_bytes,
     }
     for alias in (p, r):
         # Each direction's Connect worker reads its target cluster's settings.
@@ -95,7 +102,8 @@ def mirrormaker_properties(
         props[f"{alias}.producer.max.request.size"] = tuning.max_message_bytes
         props[f"{alias}.producer.linger.ms"] = tuning.linger_ms
         props[f"{alias}.consumer.fetch.max.wait.ms"] = tuning.fetch_max_wait_ms
-        props[f"{alias}.consumer.max.partition.fetch.bytes"] = tuning.max_message_bytes
+        props[f"{alias}.consumer.max.partition.fetch.bytes"] = tuning.partition_fetch_bytes
+        props[f"{alias}.consumer.fetch.max.bytes"] = tuning.fetch_bytes
         if tuning.rebalance_delay_ms is not None:
             props[f"{alias}.scheduled.rebalance.max.delay.ms"] = tuning.rebalance_delay_ms
         for key, value in security_properties(settings).items():
