@@ -11,7 +11,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use crate::core::{Core, Ev};
 use crate::encode::EventBuf;
 use crate::frames::*;
-use crate::lane::{pread_exact, Lane};
+use crate::io::pread_exact;
+use crate::lane::Lane;
 
 pub const OPS: usize = 16;
 const READ_CHUNK: usize = 256 * 1024;

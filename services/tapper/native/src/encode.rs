@@ -9,6 +9,8 @@
 
 use std::os::fd::RawFd;
 
+use crate::io;
+
 pub fn varint(out: &mut Vec<u8>, n: i64) {
     let mut z = zigzag(n);
     while z >= 0x80 {
@@ -87,31 +89,7 @@ impl EventBuf {
     /// Append `length` bytes of `fd` at `offset` to the payload (a short read is EIO, as volume.py).
     pub fn pread(&mut self, fd: RawFd, length: usize, offset: u64) -> std::io::Result<()> {
         debug_assert!(!self.encoded);
-        self.buf.reserve(length);
-        let base = self.buf.len();
-        let mut done = 0usize;
-        while done < length {
-            let n = unsafe {
-                libc::pread(
-                    fd,
-                    self.buf.as_mut_ptr().add(base + done) as *mut libc::c_void,
-                    length - done,
-                    (offset + done as u64) as libc::off_t,
-                )
-            };
-            if n < 0 {
-                let e = std::io::Error::last_os_error();
-                if e.kind() == std::io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
-            }
-            if n == 0 {
-                return Err(std::io::Error::from_raw_os_error(libc::EIO));
-            }
-            done += n as usize;
-        }
-        unsafe { self.buf.set_len(base + length) };
+        io::pread_append(&mut self.buf, fd, length, offset)?;
         self.pay_end = self.buf.len();
         Ok(())
     }
@@ -119,25 +97,9 @@ impl EventBuf {
     /// Append exactly `length` bytes read from the socket `fd` to the payload; false at EOF.
     pub fn read_from(&mut self, fd: RawFd, length: usize) -> std::io::Result<bool> {
         debug_assert!(!self.encoded);
-        self.buf.reserve(length);
-        let end = self.buf.len() + length;
-        while self.buf.len() < end {
-            let len = self.buf.len();
-            let n = unsafe { libc::read(fd, self.buf.as_mut_ptr().add(len) as *mut libc::c_void, end - len) };
-            if n < 0 {
-                let e = std::io::Error::last_os_error();
-                if e.kind() == std::io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
-            }
-            if n == 0 {
-                return Ok(false);
-            }
-            unsafe { self.buf.set_len(len + n as usize) };
-        }
+        let whole = io::append(&mut self.buf, length, |dst, n, _| unsafe { libc::read(fd, dst, n) })?;
         self.pay_end = self.buf.len();
-        Ok(true)
+        Ok(whole)
     }
 
     pub fn payload(&self) -> &[u8] {

@@ -24,6 +24,7 @@ use crate::conn::Conn;
 use crate::core::{kafka_error, Core, Ctx, Ev};
 use crate::encode::{now_us, DataEncoder, EventBuf};
 use crate::frames::{CMD_WRITE, EIO};
+use crate::io::pwrite_all;
 
 /// Why the compiled path must leave a volume's writes to the Python path (bits of `flags`).
 pub const UNHEALTHY: u32 = 1; // the stream is recovering from a Kafka failure
@@ -53,10 +54,10 @@ pub enum What {
 pub struct Sent {
     pub lane: Arc<Lane>,
     pub seq: i64,
-    pub size: u64,
     pub t0: Instant,
     pub what: What,
-    /// the event's bytes, which librdkafka references until the report
+    /// the event's bytes (its size counts in the backlog), which librdkafka references until
+    /// the report
     pub value: EventBuf,
 }
 
@@ -248,7 +249,7 @@ impl Lane {
     fn send_value(self: &Arc<Self>, st: &mut State, ev: EventBuf, what: What) -> Result<(), String> {
         let t0 = Instant::now();
         let (ptr, size) = (ev.value().as_ptr(), ev.value().len());
-        let sent = Box::new(Sent { lane: self.clone(), seq: st.seq, size: size as u64, t0, what, value: ev });
+        let sent = Box::new(Sent { lane: self.clone(), seq: st.seq, t0, what, value: ev });
         let opaque = sent.into_ptr();
         let err = unsafe {
             rdsys::rd_kafka_producev(
@@ -534,56 +535,8 @@ fn sent_one(st: &mut State, size: u64, t0: Instant) {
 
 impl Sent {
     pub fn settle(self, error: Option<String>) {
-        let Sent { lane, seq, size, t0, what, value } = self;
-        lane.settled(seq, size, t0, what, error);
+        let Sent { lane, seq, t0, what, value } = self;
+        lane.settled(seq, value.value().len() as u64, t0, what, error);
         drop(value); // only now: librdkafka read it until the report
     }
-}
-
-pub fn pwrite_all(fd: RawFd, mut data: &[u8], mut offset: u64) -> std::io::Result<()> {
-    while !data.is_empty() {
-        let n = unsafe {
-            libc::pwrite(fd, data.as_ptr() as *const libc::c_void, data.len(), offset as libc::off_t)
-        };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        if n == 0 {
-            return Err(std::io::Error::from_raw_os_error(libc::EIO));
-        }
-        data = &data[n as usize..];
-        offset += n as u64;
-    }
-    Ok(())
-}
-
-pub fn pread_exact(fd: RawFd, length: usize, offset: u64) -> std::io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; length];
-    let mut done = 0usize;
-    while done < length {
-        let n = unsafe {
-            libc::pread(
-                fd,
-                buf[done..].as_mut_ptr() as *mut libc::c_void,
-                length - done,
-                (offset + done as u64) as libc::off_t,
-            )
-        };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        if n == 0 {
-            return Err(std::io::Error::from_raw_os_error(libc::EIO)); // short read: as volume.py
-        }
-        done += n as usize;
-    }
-    Ok(buf)
 }

@@ -5,6 +5,7 @@ mod conn;
 mod core;
 mod encode;
 mod frames;
+mod io;
 mod lane;
 
 use std::collections::HashMap;
@@ -261,8 +262,8 @@ impl NativeLane {
         skip_zero: bool,
     ) -> PyResult<Option<i64>> {
         let lane = self.lane.clone();
-        let id = sync_id.as_bytes().to_vec();
-        match py.allow_threads(move || lane.send_block(offset, length, &id, skip_zero, token)) {
+        let id = sync_id.as_bytes();
+        match py.allow_threads(move || lane.send_block(offset, length, id, skip_zero, token)) {
             Ok(seq) => Ok(seq),
             Err(BlockError::Io(e)) => Err(e.into()),
             Err(BlockError::Kafka(e)) => Err(PyRuntimeError::new_err(format!("the producer refused the event: {e}"))),
